@@ -1,0 +1,338 @@
+"""A real, single-node Apache Kafka broker for tests and the dev stack, started from Maven Central jars.
+
+Why not a fake: consumer groups, rebalances, offset commits and idempotent producers are exactly where a
+Kafka consumer goes wrong, and only the real broker behaves like production. No Docker engine exists on
+our machines, so the broker runs as a plain Java 17 process from Apache Kafka's own jars, resolved once
+by Maven into a git-ignored cache (``.cache/kafka-<version>/libs``).
+
+The broker is a combined KRaft broker+controller on free loopback ports with a fresh data directory.
+It can be stopped (SIGTERM), killed (SIGKILL) and restarted on the same ports and data: the
+reliability tests need all three. The Java process is bound to its parent with ``PR_SET_PDEATHSIG``,
+so even a SIGKILLed test run leaves no broker behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+__all__ = ["KAFKA_VERSION", "BrokerError", "KafkaBroker", "ensure_jars", "free_port"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POM = Path(__file__).resolve().parent / "pom.xml"
+#: Keep in step with ``kafka.version`` in ``devstack/pom.xml``.
+KAFKA_VERSION = "4.1.1"
+DEFAULT_CACHE = Path(os.environ.get("BCW_CACHE_DIR", REPO_ROOT / ".cache"))
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c{{1}})%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = INFO
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be prepared, started or reached; the message carries the log tail."""
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the broker binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_jars(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """Resolve the broker's classpath with Maven once; later calls return the cached folder at once.
+
+    A file lock makes concurrent callers (a test run beside ``make dev``) wait instead of racing.
+    """
+    libs = cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".kafka-jars.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return libs
+        if shutil.which("mvn") is None:
+            raise BrokerError(
+                "Maven (mvn) is needed once to fetch Apache Kafka's jars; install it: apt-get install maven"
+            )
+        tmp = libs.with_name("libs.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise BrokerError(
+                f"mvn could not resolve Kafka {KAFKA_VERSION}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            )
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
+        marker.write_text(KAFKA_VERSION)
+    return libs
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL the broker when the process that started it dies."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+_LIVE: set[KafkaBroker] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for broker in list(_LIVE):
+        broker.kill()
+
+
+@dataclass(eq=False)
+class KafkaBroker:
+    """One broker process and its data directory.
+
+    ``extra_config`` adds or overrides ``server.properties`` lines (the security tests add listeners).
+    """
+
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bcw-kafka-")))
+    port: int = field(default_factory=free_port)
+    controller_port: int = field(default_factory=free_port)
+    heap: str = "512m"
+    extra_config: dict[str, str] = field(default_factory=dict)
+    cache_dir: Path = DEFAULT_CACHE
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _formatted: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def _config(self) -> dict[str, str]:
+        b, c = self.port, self.controller_port
+        cfg = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{c}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+        }
+        cfg.update(self.extra_config)
+        return cfg
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        libs = ensure_jars(self.cache_dir)
+        return [
+            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", main, *args,
+        ]  # fmt: skip
+
+    def _write_files(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        props.write_text("".join(f"{k}={v}\n" for k, v in self._config().items()))
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
+        return props
+
+    def format(self, extra_args: Sequence[str] = ()) -> None:
+        """Format KRaft storage once (``--standalone``: a one-voter quorum from the controller listener)."""
+        props = self._write_files()
+        cmd = self._java(
+            "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+            "-t", uuid.uuid4().hex[:22], "-c", str(props), *extra_args,
+        )  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise BrokerError(f"kafka StorageTool format failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        self._formatted = True
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the broker (formatting on first start) and return once a metadata round trip succeeds."""
+        if self.running:
+            return
+        if not self._formatted:
+            self.format()
+        props = self._write_files()
+        out = open(self.data_dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child, closed in _reap
+        self._proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(props)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
+        )
+        out.close()
+        _LIVE.add(self)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "no attempt yet"
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise BrokerError(f"broker exited with code {self._proc.returncode}\n{self.log_tail()}")
+            try:
+                # A plain TCP connect first keeps aiokafka from logging a refused connection per probe.
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                _run_async(_metadata_round_trip(self.bootstrap_servers))
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+        raise BrokerError(f"broker not ready after {timeout:.0f}s (last probe: {last_error})\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Clean shutdown (SIGTERM), as an orchestrator would; SIGKILL if it hangs."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._reap()
+
+    def kill(self) -> None:
+        """Crash the broker: SIGKILL, no flush, no controlled shutdown."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._reap()
+
+    def restart(self, *, hard: bool = False, timeout: float = 90.0) -> None:
+        """Stop (or kill) and start again on the same ports and data directory."""
+        self.kill() if hard else self.stop()
+        self.start(timeout)
+
+    def _reap(self) -> None:
+        self._proc = None
+        _LIVE.discard(self)
+
+    def close(self) -> None:
+        """Stop the broker and remove its data directory."""
+        self.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        chunks = []
+        for f in (self.data_dir / "stdout.log", self.log_file):
+            if f.exists():
+                tail = f.read_text(errors="replace").splitlines()[-lines:]
+                chunks.append(f"--- {f.name} (last {len(tail)} lines) ---\n" + "\n".join(tail))
+        return "\n".join(chunks) or "(no broker log written)"
+
+    def version(self) -> str | None:
+        """The version the broker itself logged at start (proof that a real Kafka ran)."""
+        if not self.log_file.exists():
+            return None
+        for line in self.log_file.read_text(errors="replace").splitlines():
+            if "Kafka version:" in line:
+                return line.split("Kafka version:", 1)[1].split()[0]
+        return None
+
+    def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
+        _run_async(_create_topic(self.bootstrap_servers, name, partitions, config or {}))
+
+    def __enter__(self) -> KafkaBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _run_async(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine to completion on a private loop, so sync callers work inside or outside a loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _metadata_round_trip(bootstrap: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        await asyncio.wait_for(admin.describe_cluster(), 5)
+    finally:
+        await admin.close()
+
+
+async def _create_topic(bootstrap: str, name: str, partitions: int, config: dict[str, str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            described = await admin.describe_topics([name])
+            parts = described[0].get("partitions", []) if described else []
+            if len(parts) == partitions and all(p.get("leader", -1) >= 0 for p in parts):
+                return
+            await asyncio.sleep(0.1)
+        raise BrokerError(f"topic {name} has no leaders after 30s")
+    finally:
+        await admin.close()

@@ -1,0 +1,164 @@
+"""Configuration: environment settings (prefix ``BCW_``) and the operator's providers file.
+
+Two sources on purpose. Settings that differ per deployment (broker address, topics, limits) come from the
+environment, as Kubernetes expects. The list of providers and accounts is structured data and lives in one
+YAML or TOML file (a ConfigMap); the API keys it refers to are read from environment variables or files
+(Secret mounts) and never from the file itself, so the file can be reviewed and committed safely.
+
+Every mistake stops the worker at start with one message naming the key at fault (``ConfigError``);
+unknown keys are rejected, never dropped, so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.contract import NAME_PATTERN
+
+__all__ = [
+    "DIALECTS",
+    "AccountConfig",
+    "ConfigError",
+    "Dialect",
+    "ProviderConfig",
+    "ProvidersFile",
+    "Settings",
+    "load_providers",
+]
+
+Dialect = Literal["openai", "siliconflow", "dashscope", "deepinfra"]
+DIALECTS: tuple[Dialect, ...] = ("openai", "siliconflow", "dashscope", "deepinfra")
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why (never a secret value)."""
+
+
+class AccountConfig(BaseModel):
+    """Where one credential comes from: exactly one of an environment variable or a file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
+    api_key_file: Path | None = Field(None, description="File holding the API key (e.g. a Kubernetes Secret mount).")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> AccountConfig:
+        if (self.api_key_env is None) == (self.api_key_file is None):
+            raise ValueError("give exactly one of api_key_env or api_key_file")
+        return self
+
+    def load_key(self) -> SecretStr:
+        """Read the key now, so a missing secret fails at start rather than on the first command."""
+        if self.api_key_env is not None:
+            value = os.environ.get(self.api_key_env)
+            if not value:
+                raise ConfigError(f"environment variable {self.api_key_env} is not set or empty")
+        else:
+            assert self.api_key_file is not None
+            try:
+                value = self.api_key_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read api_key_file {self.api_key_file}: {exc.strerror}") from None
+            if not value:
+                raise ConfigError(f"api_key_file {self.api_key_file} is empty")
+        return SecretStr(value)
+
+
+class ProviderConfig(BaseModel):
+    """One provider the operator allows commands to name. ``base_url`` defaults to the dialect's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dialect: Dialect
+    base_url: HttpUrl | None = Field(None, description="Override, e.g. an OpenAI-compatible gateway or a region.")
+    accounts: dict[Name, AccountConfig] = Field(min_length=1)
+    max_concurrency: int = Field(32, ge=1, le=4096, description="HTTP requests in flight per account.")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    retry_budget_s: float = Field(120.0, gt=0, description="Total time one logical call may spend retrying.")
+
+
+class ProvidersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: dict[Name, ProviderConfig] = Field(min_length=1)
+
+
+def load_providers(path: Path) -> ProvidersFile:
+    """Parse a YAML (``.yaml``/``.yml``) or TOML (``.toml``) providers file into validated config."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read providers file {path}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"providers file {path} is not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    try:
+        return ProvidersFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"providers file {path}: {_explain(exc)}") from None
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per problem, naming the dotted key; input values are left out in case they hold secrets."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class Settings(BaseSettings):
+    """Deployment settings, each from ``BCW_<NAME>`` (e.g. ``BCW_KAFKA_BOOTSTRAP_SERVERS``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BCW_", extra="forbid", frozen=True)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    commands_topic: str = "batch-cancel.commands"
+    events_topic: str = "batch-cancel.events"
+    dlq_topic: str = "batch-cancel.dlq"
+    group_id: str = "batch-cancel-worker"
+    group_instance_id: str | None = Field(None, description="Static membership (KIP-345), e.g. a StatefulSet pod name.")
+    client_id: str = "batch-cancel-worker"
+    providers_file: Path = Path("providers.yaml")
+
+    max_in_flight: int = Field(10_000, ge=1, description="Commands in flight before partitions are paused.")
+    max_command_bytes: int = Field(64 * 1024, ge=256, description="Larger command values are dead-lettered.")
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    commit_interval_s: float = Field(1.0, gt=0, description="How often finished offsets are committed.")
+
+    follow_initial_interval_s: float = Field(1.0, gt=0)
+    follow_max_interval_s: float = Field(30.0, gt=0)
+    follow_max_s: float = Field(24 * 3600.0, gt=0, description="Global cap on following one batch.")
+    shutdown_grace_s: float = Field(25.0, ge=0, description="SIGTERM: time in-flight work gets before it is left.")
+
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - a probe/metrics port inside a pod must listen on the pod IP
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics, /livez, /readyz; 0 = off.")
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _intervals(self) -> Settings:
+        if self.follow_initial_interval_s > self.follow_max_interval_s:
+            raise ValueError("follow_initial_interval_s must not exceed follow_max_interval_s")
+        return self
