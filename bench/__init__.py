@@ -1,0 +1,1 @@
+"""Benchmarks that justify design choices; run one with ``python -m bench.<name>``."""

@@ -1,0 +1,242 @@
+"""Dispatch and follow logic against in-process fakes of the provider and the event sink.
+
+The end-to-end tests prove the same paths over a real broker and real HTTP; these pin the rules that are
+hard to provoke there: shared follows, deadlines, late joiners, cancellation on revoke.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from worker.contract import (
+    BatchSnapshot,
+    BatchStateEvent,
+    BatchStatus,
+    DeadLetterReason,
+    Outcome,
+)
+from worker.dispatch import Dispatcher
+from worker.errors import GaveUp, Rejected
+from worker.follow import FollowPolicy, next_interval
+from worker.kafka.offsets import PartitionOffsets
+from worker.providers import CancelResult
+
+FAST = FollowPolicy(initial_interval=0.01, max_interval=0.05, backoff=2.0, max_follow=30)
+
+
+def snap(status: str) -> BatchSnapshot:
+    return BatchSnapshot(status=BatchStatus(status), provider_status=status)
+
+
+@dataclass
+class FakeProvider:
+    """Answers cancel with ``cancel_status`` and each GET with the next status of ``polls`` (last one sticks)."""
+
+    cancel_status: str = "cancelling"
+    polls: list[str] = field(default_factory=lambda: ["cancelling", "cancelled"])
+    cancel_error: Exception | None = None
+    cancels: int = 0
+    gets: int = 0
+    already_terminal: bool = False
+
+    async def cancel(self, account: str, batch_id: str) -> CancelResult:
+        self.cancels += 1
+        await asyncio.sleep(0)
+        if self.cancel_error:
+            raise self.cancel_error
+        return CancelResult(snapshot=snap(self.cancel_status), already_terminal=self.already_terminal)
+
+    async def retrieve(self, account: str, batch_id: str) -> BatchSnapshot:
+        status = self.polls[min(self.gets, len(self.polls) - 1)]
+        self.gets += 1
+        return snap(status)
+
+
+@dataclass
+class Rec:
+    value: bytes | None
+    offset: int = 0
+    topic: str = "commands"
+    partition: int = 0
+    headers: Sequence[tuple[str, bytes]] = ()
+    key: bytes | None = None
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[BatchStateEvent] = []
+        self.dead: list[tuple[Rec, DeadLetterReason, str]] = []
+
+    async def publish(self, event: BatchStateEvent, context: Any) -> None:
+        self.events.append(event)
+
+    async def dead_letter(self, record: Any, reason: DeadLetterReason, message: str, context: Any) -> None:
+        self.dead.append((record, reason, message))
+
+    def for_command(self, command_id: str) -> list[BatchStateEvent]:
+        return [e for e in self.events if e.command_id == command_id]
+
+
+def command(cid: str, batch: str = "batch_1", **extra: Any) -> bytes:
+    return json.dumps({"command_id": cid, "provider": "p", "batch_id": batch, **extra}).encode()
+
+
+def make(provider: FakeProvider, sink: Sink) -> Dispatcher:
+    return Dispatcher({"p": provider}, {"p": frozenset({"default"})}, sink, FAST, max_command_bytes=65536)
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(0.005)
+
+
+def submit_all(d: Dispatcher, records: list[Rec]) -> PartitionOffsets:
+    offsets = PartitionOffsets()
+    for r in records:
+        offsets.started(r.offset)
+        d.submit(r, offsets)
+    return offsets
+
+
+async def test_cancel_then_follow_publishes_each_change_then_one_final() -> None:
+    provider, sink = FakeProvider(polls=["cancelling", "cancelling", "cancelled"]), Sink()
+    d = make(provider, sink)
+    offsets = submit_all(d, [Rec(command("c1"))])
+    await until(lambda: offsets.to_commit() == 1)
+    events = sink.for_command("c1")
+    assert [(e.status, e.previous_status, e.final) for e in events] == [
+        (BatchStatus.CANCELLING, None, False),
+        (BatchStatus.CANCELLED, BatchStatus.CANCELLING, True),
+    ]
+    assert events[-1].outcome == Outcome.CANCELLED
+    assert provider.cancels == 1
+
+
+async def test_two_commands_for_one_batch_share_one_cancel_and_both_finish() -> None:
+    provider, sink = FakeProvider(polls=["cancelling"] * 5 + ["cancelled"]), Sink()
+    d = make(provider, sink)
+    offsets = submit_all(d, [Rec(command("a"), offset=0), Rec(command("b"), offset=1)])
+    await until(lambda: offsets.to_commit() == 2)
+    assert provider.cancels == 1
+    for cid in ("a", "b"):
+        finals = [e for e in sink.for_command(cid) if e.final]
+        assert len(finals) == 1 and finals[0].outcome == Outcome.CANCELLED
+
+
+async def test_finished_command_waits_for_an_earlier_running_one_before_commit() -> None:
+    slow = FakeProvider(polls=["cancelling"] * 1000)
+    sink = Sink()
+    d = Dispatcher(
+        {"p": slow, "q": FakeProvider(cancel_status="cancelled")},
+        {"p": frozenset({"default"}), "q": frozenset({"default"})},
+        sink,
+        FAST,
+        max_command_bytes=65536,
+    )
+    quick = json.dumps({"command_id": "quick", "provider": "q", "batch_id": "b2"}).encode()
+    offsets = submit_all(d, [Rec(command("slow"), offset=0), Rec(quick, offset=1)])
+    await until(lambda: any(e.final for e in sink.for_command("quick")))
+    assert offsets.to_commit() is None
+    assert d.in_flight == 1
+    await d.close()
+
+
+async def test_rejected_cancel_is_final_with_status_and_message() -> None:
+    provider = FakeProvider(cancel_error=Rejected(http_status=401, code=None, message="Invalid token"))
+    sink = Sink()
+    offsets = submit_all(make(provider, sink), [Rec(command("r"))])
+    await until(lambda: offsets.to_commit() == 1)
+    (final,) = sink.for_command("r")
+    assert final.final and final.outcome == Outcome.REJECTED
+    assert final.detail is not None and final.detail.http_status == 401 and final.detail.message == "Invalid token"
+
+
+async def test_retries_exhausted_is_final_gave_up() -> None:
+    provider = FakeProvider(cancel_error=GaveUp(cause="503 code 50505 x7", attempts=7))
+    sink = Sink()
+    offsets = submit_all(make(provider, sink), [Rec(command("g"))])
+    await until(lambda: offsets.to_commit() == 1)
+    (final,) = sink.for_command("g")
+    assert final.outcome == Outcome.GAVE_UP and final.detail is not None and "50505" in final.detail.message
+
+
+async def test_follow_timeout_gives_up_with_the_last_status() -> None:
+    provider, sink = FakeProvider(polls=["cancelling"] * 10_000), Sink()
+    offsets = submit_all(make(provider, sink), [Rec(command("t", follow_timeout_s=0.2))])
+    await until(lambda: offsets.to_commit() == 1)
+    final = sink.for_command("t")[-1]
+    assert final.outcome == Outcome.GAVE_UP
+    assert final.detail is not None and final.detail.code == "follow_timeout"
+    assert sum(e.final for e in sink.for_command("t")) == 1
+
+
+async def test_no_follow_reports_the_cancel_reply_as_final() -> None:
+    provider, sink = FakeProvider(), Sink()
+    offsets = submit_all(make(provider, sink), [Rec(command("n", follow=False))])
+    await until(lambda: offsets.to_commit() == 1)
+    (final,) = sink.for_command("n")
+    assert final.final and final.status == BatchStatus.CANCELLING
+    assert provider.gets == 0
+
+
+async def test_already_terminal_batch_is_reported_as_such() -> None:
+    provider, sink = FakeProvider(cancel_status="completed", already_terminal=True), Sink()
+    offsets = submit_all(make(provider, sink), [Rec(command("done"))])
+    await until(lambda: offsets.to_commit() == 1)
+    (final,) = sink.for_command("done")
+    assert final.outcome == Outcome.COMPLETED and final.already_terminal
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"", DeadLetterReason.INVALID_JSON),
+        (b"{not json", DeadLetterReason.INVALID_JSON),
+        (json.dumps({"command_id": "x", "provider": "nope", "batch_id": "b"}).encode(), DeadLetterReason.UNKNOWN_PROVIDER),
+        (
+            json.dumps({"command_id": "x", "provider": "p", "account": "other", "batch_id": "b"}).encode(),
+            DeadLetterReason.UNKNOWN_ACCOUNT,
+        ),
+        (json.dumps({"command_id": "x", "provider": "p", "batch_id": "../../x"}).encode(), DeadLetterReason.INVALID_BATCH_ID),
+    ],
+)
+async def test_invalid_commands_are_dead_lettered_and_never_reach_the_provider(
+    value: bytes, reason: DeadLetterReason
+) -> None:
+    provider, sink = FakeProvider(), Sink()
+    offsets = submit_all(make(provider, sink), [Rec(value)])
+    await until(lambda: offsets.to_commit() == 1)
+    assert [(r.value, why) for r, why, _ in sink.dead] == [(value, reason)]
+    assert provider.cancels == 0
+    if b'"command_id"' in value:
+        (final,) = sink.for_command("x")
+        assert final.outcome == Outcome.INVALID
+
+
+async def test_abandoned_partition_is_not_marked_done() -> None:
+    provider, sink = FakeProvider(polls=["cancelling"] * 10_000), Sink()
+    d = make(provider, sink)
+    offsets = submit_all(d, [Rec(command("long"))])
+    await until(lambda: provider.gets > 2)
+    offsets.revoked = True
+    await d.abandon([("commands", 0)])
+    assert d.in_flight == 0
+    assert offsets.to_commit() is None
+    await until(lambda: d.following == 0)
+
+
+def test_poll_interval_backs_off_and_resets_on_change() -> None:
+    p = FollowPolicy(initial_interval=1, max_interval=30, backoff=2)
+    assert next_interval(1, False, p) == 2
+    assert next_interval(16, False, p) == 30
+    assert next_interval(30, True, p) == 1

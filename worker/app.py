@@ -1,0 +1,87 @@
+"""Wiring and lifecycle: build every part from configuration, run until SIGTERM, drain, exit 0.
+
+Start-up order matters for the 3 a.m. reader: configuration and secrets are checked before any network
+connection, so a typo fails in a second with one line instead of after a broker timeout; the producer
+starts before the consumer, so no command can be fetched without a way to publish its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from worker.config import ProvidersFile, Settings, load_providers
+from worker.dispatch import Dispatcher
+from worker.follow import FollowPolicy
+from worker.health import HealthServer
+from worker.kafka.consumer import CommandConsumer
+from worker.kafka.producer import EventProducer
+from worker.providers import ProviderClient, build_clients
+
+__all__ = ["Worker", "check_config", "run"]
+
+log = logging.getLogger("worker.app")
+
+
+def check_config(settings: Settings) -> tuple[ProvidersFile, dict[str, ProviderClient]]:
+    """Load the providers file and every API key; raises ``ConfigError`` with one clear message."""
+    providers = load_providers(settings.providers_file)
+    return providers, build_clients(providers)
+
+
+class Worker:
+    """One worker process's parts, started and stopped together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.providers, self.clients = check_config(settings)
+        self.producer = EventProducer(settings)
+        policy = FollowPolicy(
+            initial_interval=settings.follow_initial_interval_s,
+            max_interval=settings.follow_max_interval_s,
+            max_follow=settings.follow_max_s,
+        )
+        accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
+        self.dispatcher = Dispatcher(
+            self.clients, accounts, self.producer, policy, max_command_bytes=settings.max_command_bytes
+        )
+        self.consumer = CommandConsumer(settings, self.dispatcher)
+        self.stop = asyncio.Event()
+        self.health = HealthServer(settings.metrics_host, settings.metrics_port)
+        self._producer_started = False
+        self.health.add_check("config_loaded", lambda: True)
+        self.health.add_check("producer_connected", lambda: self._producer_started)
+        self.health.add_check("group_joined", self.consumer.joined.is_set)
+
+    async def run(self) -> None:
+        if self.settings.metrics_port:
+            await self.health.start()
+        await self.producer.start()
+        self._producer_started = True
+        try:
+            await self.consumer.start()
+            log.info(
+                "worker started: consuming %s as group %s, %d providers",
+                self.settings.commands_topic,
+                self.settings.group_id,
+                len(self.clients),
+            )
+            await self.consumer.run(self.stop)
+        finally:
+            await self.producer.stop()
+            for client in self.clients.values():
+                await client.aclose()
+            await self.health.stop()
+        log.info("worker stopped")
+
+
+async def run(settings: Settings) -> int:
+    worker = Worker(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, worker.stop.set)
+    await worker.run()
+    return 0

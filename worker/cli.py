@@ -1,0 +1,65 @@
+"""``batch-cancel-worker``: run the worker, or check its configuration without connecting to anything."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from worker.config import ConfigError, Settings
+from worker.telemetry import configure_logging
+
+if TYPE_CHECKING:
+    from worker.providers import ProviderClient
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="batch-cancel-worker",
+        description="Cancel LLM batch jobs on command from Kafka. Settings come from BCW_* environment variables.",
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="consume cancel commands until SIGTERM (the default)")
+    sub.add_parser("check-config", help="validate settings, the providers file and every API key, then exit")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"batch-cancel-worker: bad setting: {_explain(exc)}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+
+    from worker import app
+
+    try:
+        if args.command == "check-config":
+            providers, clients = app.check_config(settings)
+            asyncio.run(_close(clients))
+            names = ", ".join(f"{n} ({p.dialect}: {', '.join(p.accounts)})" for n, p in providers.providers.items())
+            print(f"configuration OK: {names}")
+            return 0
+        return asyncio.run(app.run(settings))
+    except ConfigError as exc:
+        logging.getLogger("worker").error("configuration error: %s", exc)
+        print(f"batch-cancel-worker: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _close(clients: dict[str, ProviderClient]) -> None:
+    for client in clients.values():
+        await client.aclose()
+
+
+def _explain(exc: ValidationError) -> str:
+    return "; ".join(
+        f"BCW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )

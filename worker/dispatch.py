@@ -1,0 +1,220 @@
+"""From a consumed record to a published outcome: one asyncio task per command.
+
+The consumer hands every record to ``Dispatcher.submit`` and goes straight back to polling; nothing here
+blocks the poll loop. A command's task decodes and authorises it (anything wrong goes to the dead-letter
+topic, plus a final ``invalid`` event when its ``command_id`` could be read), then joins the one
+``BatchWatch`` of its batch and waits for its own final event. Only after that event is acknowledged by
+the broker is the record marked finished in its partition's ``PartitionOffsets``; the commit loop does
+the rest. A task that is cancelled (rebalance, shutdown) never marks its record, so it is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from worker.contract import (
+    CancelCommand,
+    DeadLetterReason,
+    FailureDetail,
+    InvalidCommand,
+    Outcome,
+    BatchStateEvent,
+    decode_command,
+    failure_event,
+)
+from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber
+from worker.kafka.offsets import PartitionOffsets
+
+__all__ = ["Dispatcher", "EventSink", "Record"]
+
+log = logging.getLogger("worker.dispatch")
+
+
+class Record(Protocol):
+    """What dispatch reads of a Kafka record; aiokafka's ``ConsumerRecord`` fits."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class EventSink(Protocol):
+    """Where outcomes go; both calls return only once the broker has the record (or raise CancelledError)."""
+
+    async def publish(self, event: BatchStateEvent, context: Any) -> None: ...
+    async def dead_letter(self, record: Record, reason: DeadLetterReason, message: str, context: Any) -> None: ...
+
+
+class Tracing(Protocol):
+    """The telemetry seam: a context per command, opened from the record's trace headers."""
+
+    def command_context(self, record: Record) -> Any: ...
+
+
+class _NoTracing:
+    def command_context(self, record: Record) -> Any:
+        return None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        accounts: Mapping[str, frozenset[str]],
+        sink: EventSink,
+        policy: FollowPolicy,
+        *,
+        max_command_bytes: int,
+        tracing: Tracing | None = None,
+    ) -> None:
+        self._providers = providers
+        self._accounts = accounts
+        self._sink = sink
+        self._policy = policy
+        self._max_bytes = max_command_bytes
+        self._tracing = tracing or _NoTracing()
+        self._tasks: dict[tuple[str, int], set[asyncio.Task[None]]] = {}
+        self._watches: dict[str, BatchWatch] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(t) for t in self._tasks.values())
+
+    @property
+    def following(self) -> int:
+        return len(self._watches)
+
+    def submit(self, record: Record, offsets: PartitionOffsets) -> None:
+        tp = (record.topic, record.partition)
+        task = asyncio.create_task(self._handle(record, offsets), name=f"command {record.partition}@{record.offset}")
+        tasks = self._tasks.setdefault(tp, set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def abandon(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Stop the work of revoked partitions without marking it done: its new owner redoes it."""
+        doomed = [t for tp in partitions for t in self._tasks.pop(tp, set())]
+        for t in doomed:
+            t.cancel()
+        await asyncio.gather(*doomed, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> int:
+        """Let in-flight commands finish for up to ``timeout`` seconds; returns how many did not."""
+        pending = [t for tasks in self._tasks.values() for t in tasks]
+        if pending and timeout > 0:
+            await asyncio.wait(pending, timeout=timeout)
+        return sum(1 for t in pending if not t.done())
+
+    async def close(self) -> None:
+        await self.abandon(list(self._tasks))
+        for watch in list(self._watches.values()):
+            if watch.task:
+                watch.task.cancel()
+        await asyncio.gather(*(w.task for w in self._watches.values() if w.task), return_exceptions=True)
+        self._watches.clear()
+
+    async def _handle(self, record: Record, offsets: PartitionOffsets) -> None:
+        context = self._tracing.command_context(record)
+        try:
+            command = self._decode(record)
+        except InvalidCommand as exc:
+            await self._reject(record, exc, context)
+        else:
+            await self._follow(command, context)
+        if not offsets.revoked:
+            offsets.finished(record.offset)
+
+    def _decode(self, record: Record) -> CancelCommand:
+        command = decode_command(record.value, max_bytes=self._max_bytes)
+        if command.provider not in self._providers:
+            raise InvalidCommand(
+                DeadLetterReason.UNKNOWN_PROVIDER,
+                f"provider {command.provider!r} is not configured on this worker",
+                command_id=command.command_id,
+                partial={"provider": command.provider, "account": command.account, "batch_id": command.batch_id},
+            )
+        if command.account not in self._accounts.get(command.provider, frozenset()):
+            raise InvalidCommand(
+                DeadLetterReason.UNKNOWN_ACCOUNT,
+                f"account {command.account!r} is not configured for provider {command.provider!r}",
+                command_id=command.command_id,
+                partial={"provider": command.provider, "account": command.account, "batch_id": command.batch_id},
+            )
+        return command
+
+    async def _reject(self, record: Record, exc: InvalidCommand, context: Any) -> None:
+        log.warning(
+            "dead-lettering %s@%d:%d: %s (%s)",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc.reason.value,
+            exc.message,
+            extra={"command_id": exc.command_id},
+        )
+        await self._sink.dead_letter(record, exc.reason, exc.message, context)
+        if exc.command_id is not None:
+            event = failure_event(
+                command_id=exc.command_id,
+                outcome=Outcome.INVALID,
+                detail=FailureDetail(http_status=None, code=exc.reason.value, message=exc.message),
+                provider=exc.partial.get("provider"),
+                account=exc.partial.get("account"),
+                batch_id=exc.partial.get("batch_id"),
+            )
+            await self._sink.publish(event, context)
+
+    async def _follow(self, command: CancelCommand, context: Any) -> None:
+        """Join the batch's watch and wait for this command's final event.
+
+        If the watch ends without finishing us (it was cancelled, or a bug), join a fresh one rather than
+        hang: the cancel is idempotent and the record must not be left unfinished.
+        """
+        limit = min(command.follow_timeout_s or float("inf"), self._policy.max_follow)
+        deadline = time.monotonic() + limit
+        while True:
+            sub = Subscriber(command, context=context, deadline=deadline)
+            watch = self._watch_for(command)
+            try:
+                await watch.subscribe(sub)
+                assert watch.task is not None
+                await asyncio.wait({sub.finished, watch.task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watch.unsubscribe(sub)
+                if watch.idle and watch.task is not None and not watch.task.done():
+                    watch.task.cancel()
+            if sub.done:
+                return
+            log.warning("watch of %s ended before command %s finished; following again", command.key, command.command_id)
+            await asyncio.sleep(self._policy.initial_interval)
+
+    def _watch_for(self, command: CancelCommand) -> BatchWatch:
+        key = command.key
+        watch = self._watches.get(key)
+        if watch is not None and watch.task is not None and not watch.task.done() and not watch.task.cancelling():
+            return watch
+
+        async def publish(sub: Subscriber, event: BatchStateEvent) -> None:
+            await self._sink.publish(event, sub.context)
+
+        watch = BatchWatch(self._providers[command.provider], command.account, command.batch_id, publish, self._policy)
+        watch.task = asyncio.create_task(watch.run(), name=f"watch {key}")
+        self._watches[key] = watch
+
+        def forget(_: asyncio.Task[None]) -> None:
+            if self._watches.get(key) is watch:
+                del self._watches[key]
+
+        watch.task.add_done_callback(forget)
+        return watch

@@ -1,0 +1,8 @@
+"""A multi-dialect provider emulator over real HTTP, for end-to-end tests and benchmarks.
+
+``python -m worker.emulator --host 127.0.0.1 --port N`` serves OpenAI, SiliconFlow, DashScope and DeepInfra
+batch endpoints under path prefixes (see ``shapes.PREFIXES``) with the body shapes of the providers' own
+documentation, plus an admin API under ``/_admin`` to create batches with fault scenarios and to read back
+every request it received. The worker never imports this package; tests start it as a subprocess
+(``worker.emulator.testing.Emulator``) so the client under test crosses a real socket.
+"""

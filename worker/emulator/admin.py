@@ -1,0 +1,157 @@
+"""The emulator's admin API (``/_admin/...``): create batches with scenarios, read the request log and stats.
+
+Endpoints (JSON in, JSON out):
+
+* ``POST /_admin/batches`` ``{dialect, id?, scenario?}`` → ``{dialect, id}``
+* ``POST /_admin/batches/bulk`` ``{dialect, count, prefix?, scenario?}`` → ``{dialect, ids}``
+* ``GET  /_admin/batches/{dialect}/{id}`` → the emulated state (status, timestamps, fault progress)
+* ``GET  /_admin/requests?dialect=&batch_id=&since=`` → ``{requests, next}`` (``since`` = a previous ``next``)
+* ``GET  /_admin/stats`` → counts, current and max in-flight per ``dialect:…`` and per ``key:dialect:key_id``
+* ``POST /_admin/keys`` ``{dialect, key}`` → accept one more API key; ``POST /_admin/reset`` → forget all but keys
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from pydantic import ValidationError
+
+from worker.emulator.model import Scenario
+from worker.emulator.shapes import PREFIXES
+
+if TYPE_CHECKING:
+    from worker.emulator.app import App, Receive, Scope
+
+__all__ = ["handle_admin"]
+
+_DIALECTS = frozenset(PREFIXES.values())
+_BULK_MAX = 1_000_000
+Answer = tuple[int, bytes, bytes]
+
+
+def _ok(value: object, status: int = 200) -> Answer:
+    return status, json.dumps(value).encode(), b"application/json"
+
+
+def _bad(message: str, status: int = 400) -> Answer:
+    return _ok({"error": message}, status)
+
+
+async def _read(receive: Receive) -> Any:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    raw = b"".join(chunks)
+    return json.loads(raw) if raw else {}
+
+
+async def handle_admin(app: App, scope: Scope, receive: Receive) -> Answer:
+    method, parts = scope["method"], scope["path"].strip("/").split("/")[1:]
+    if method == "GET" and len(parts) == 3 and parts[0] == "batches":
+        return _show(app, parts[1], parts[2])
+    handler = _ROUTES.get((method, "/".join(parts)))
+    if handler is None:
+        return _bad("no such admin endpoint", 404)
+    try:
+        body = await _read(receive) if method == "POST" else {}
+        if not isinstance(body, dict):
+            return _bad("body must be a JSON object")
+        return handler(app, body, parse_qs(scope.get("query_string", b"").decode()))
+    except ValidationError as exc:
+        return _bad(f"invalid scenario: {exc.errors(include_url=False, include_input=False)}")
+    except (KeyError, ValueError, TypeError) as exc:
+        return _bad(f"bad request: {exc}")
+
+
+Query = dict[str, list[str]]
+
+
+def _create(app: App, body: dict[str, Any], _: Query) -> Answer:
+    from worker.emulator.app import valid_batch_id
+
+    dialect = _dialect(body)
+    batch_id = str(body.get("id") or f"batch_{uuid.uuid4().hex[:20]}")
+    if not valid_batch_id(batch_id):
+        return _bad("id does not match the batch id pattern")
+    app.store.create(dialect, batch_id, Scenario.model_validate(body.get("scenario") or {}))
+    return _ok({"dialect": dialect, "id": batch_id}, 201)
+
+
+def _bulk(app: App, body: dict[str, Any], _: Query) -> Answer:
+    dialect, count = _dialect(body), int(body.get("count", 0))
+    if not 0 < count <= _BULK_MAX:
+        return _bad(f"count must be 1..{_BULK_MAX}")
+    scenario = Scenario.model_validate(body.get("scenario") or {})
+    prefix = str(body.get("prefix") or f"batch_{uuid.uuid4().hex[:8]}_")
+    ids = [f"{prefix}{i}" for i in range(count)]
+    for batch_id in ids:
+        app.store.create(dialect, batch_id, scenario)
+    return _ok({"dialect": dialect, "ids": ids}, 201)
+
+
+def _show(app: App, dialect: str, batch_id: str) -> Answer:
+    batch = app.store.get(dialect, batch_id)
+    if batch is None:
+        return _bad("no such batch", 404)
+    return _ok({"dialect": batch.dialect, "id": batch.id, "status": batch.status, "times": batch.times})
+
+
+def _stats(app: App, _: dict[str, Any], __: Query) -> Answer:
+    s = app.stats
+    return _ok(
+        {
+            "count": dict(s.count),
+            "in_flight": dict(s.in_flight),
+            "max_in_flight": dict(s.max_in_flight),
+            "statuses": dict(app.statuses),
+            "batches": len(app.store.batches),
+        }
+    )
+
+
+def _add_key(app: App, body: dict[str, Any], _: Query) -> Answer:
+    app.keys.setdefault(_dialect(body), set()).add(str(body["key"]))
+    return _ok({"ok": True})
+
+
+def _reset(app: App, _: dict[str, Any], __: Query) -> Answer:
+    app.reset()
+    return _ok({"ok": True})
+
+
+def _dialect(body: dict[str, Any]) -> str:
+    dialect = body.get("dialect")
+    if dialect not in _DIALECTS:
+        raise ValueError(f"dialect must be one of {sorted(_DIALECTS)}")
+    return str(dialect)
+
+
+def _requests(app: App, _: dict[str, Any], query: Query) -> Answer:
+    since = int(query.get("since", ["0"])[0])
+    dialect = query.get("dialect", [None])[0]
+    batch_id = query.get("batch_id", [None])[0]
+    offset = app.logged - len(app.log)
+    start = max(since - offset, 0)
+    entries = list(app.log)[start:]
+    if dialect is not None:
+        entries = [e for e in entries if e["dialect"] == dialect]
+    if batch_id is not None:
+        entries = [e for e in entries if e["batch_id"] == batch_id]
+    return _ok({"requests": entries, "next": app.logged})
+
+
+_ROUTES: dict[tuple[str, str], Callable[[App, dict[str, Any], Query], Answer]] = {
+    ("POST", "batches"): _create,
+    ("POST", "batches/bulk"): _bulk,
+    ("GET", "requests"): _requests,
+    ("GET", "stats"): _stats,
+    ("POST", "keys"): _add_key,
+    ("POST", "reset"): _reset,
+}

@@ -1,0 +1,110 @@
+"""Emulated batches: a scenario says how each batch misbehaves, the store plays it out request by request.
+
+Faults are consumed in order, one unit per matching request, so "3 overloads, then a 429 with Retry-After,
+then success" is one list. A ``drop`` fault is applied *after* the request took effect (the cancel happened,
+its answer was lost mid-body): the nastiest case for a client, which must retry without double effects.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Batch", "Fault", "Scenario", "Store"]
+
+FaultKind = Literal["overload", "rate_limit", "server_error", "drop", "slow"]
+Terminal = Literal["cancelled", "completed", "failed", "expired"]
+TERMINAL = frozenset({"cancelled", "completed", "failed", "expired"})
+
+
+class Fault(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: FaultKind
+    count: int = Field(1, ge=1)
+    status: int = Field(500, ge=500, le=599, description="server_error: the 5xx to answer")
+    retry_after_s: float | None = Field(None, ge=0, description="rate_limit/overload: Retry-After seconds")
+    retry_after_ms: int | None = Field(None, ge=0, description="rate_limit/overload: retry-after-ms")
+    retry_after_date: bool = Field(False, description="send retry_after_s as an HTTP date instead")
+    delay_s: float = Field(0.0, ge=0, le=600, description="slow: wait this long, then answer normally")
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: str | None = Field(None, description="initial status; default in_progress (SiliconFlow in_queue)")
+    faults: list[Fault] = Field(default_factory=list)
+    fault_on: Literal["cancel", "retrieve", "both"] = "cancel"
+    delay_s: float = Field(0.0, ge=0, le=600, description="every answer about this batch waits this long")
+    cancelling_polls: int = Field(1, ge=0, description="GETs that still see cancelling after the cancel")
+    cancelling_s: float | None = Field(None, ge=0, description="or: seconds cancelling lasts (wins if set)")
+    final: Terminal = "cancelled"
+
+
+@dataclass
+class Batch:
+    dialect: str
+    id: str
+    scenario: Scenario
+    status: str
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    times: dict[str, int] = field(default_factory=dict)
+    fault_index: int = 0
+    fault_used: int = 0
+    polls_left: int = 0
+    cancelled_mono: float | None = None
+
+    def next_fault(self, op: str) -> Fault | None:
+        """Consume one unit of the current fault if it applies to ``op`` (cancel/retrieve)."""
+        if self.scenario.fault_on not in (op, "both"):
+            return None
+        faults = self.scenario.faults
+        while self.fault_index < len(faults) and self.fault_used >= faults[self.fault_index].count:
+            self.fault_index, self.fault_used = self.fault_index + 1, 0
+        if self.fault_index >= len(faults):
+            return None
+        self.fault_used += 1
+        return faults[self.fault_index]
+
+    def cancel(self) -> bool:
+        """Apply a cancel; False when the batch had already finished (the caller answers 409/400)."""
+        if self.status in TERMINAL:
+            return False
+        if self.status != "cancelling":
+            self.status = "cancelling"
+            self.times["cancelling_at"] = int(time.time())
+            self.cancelled_mono = time.monotonic()
+            self.polls_left = self.scenario.cancelling_polls
+        return True
+
+    def retrieve(self) -> None:
+        """Advance a cancelling batch by one poll (or by elapsed time) towards its scenario's final state."""
+        if self.status != "cancelling":
+            return
+        if self.scenario.cancelling_s is not None:
+            done = time.monotonic() - (self.cancelled_mono or 0.0) >= self.scenario.cancelling_s
+        else:
+            done = self.polls_left <= 0
+            self.polls_left -= 1
+        if done:
+            self.status = self.scenario.final
+            self.times[f"{self.status}_at"] = int(time.time())
+
+
+class Store:
+    def __init__(self) -> None:
+        self.batches: dict[tuple[str, str], Batch] = {}
+
+    def create(self, dialect: str, batch_id: str, scenario: Scenario) -> Batch:
+        initial = scenario.status or ("in_queue" if dialect == "siliconflow" else "in_progress")
+        batch = Batch(dialect, batch_id, scenario, initial)
+        if initial in TERMINAL:
+            batch.times[f"{initial}_at"] = batch.created_at
+        self.batches[(dialect, batch_id)] = batch
+        return batch
+
+    def get(self, dialect: str, batch_id: str) -> Batch | None:
+        return self.batches.get((dialect, batch_id))

@@ -1,0 +1,136 @@
+"""Each dialect's batch object and error bodies, as the providers' documentation shows them.
+
+Where a shape is unconfirmed in the research notes (cancel of a finished batch on SiliconFlow, DashScope or
+DeepInfra; DeepInfra's error bodies) the emulator picks a plausible one and says so here, so a test never
+mistakes an emulator guess for a provider fact.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["PREFIXES", "batch_body", "error_response"]
+
+#: Path prefix → dialect; the part after the prefix is ``{batch_id}`` or ``{batch_id}/cancel``.
+PREFIXES: dict[str, str] = {
+    "/openai/v1/batches/": "openai",
+    "/siliconflow/v1/batches/": "siliconflow",
+    "/dashscope/compatible-mode/v1/batches/": "dashscope",
+    "/deepinfra/v1/openai/batches/": "deepinfra",
+}
+_TIMESTAMPS = (
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+Response = tuple[int, bytes, bytes]  # status, body, content-type
+
+
+def batch_body(dialect: str, batch_id: str, status: str, times: dict[str, int], *, created: int, op: str) -> bytes:
+    absent: int | None = 0 if dialect == "dashscope" else None  # DashScope writes 0 for "not yet"
+    body: dict[str, Any] = {
+        "id": batch_id,
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "errors": None,
+        "input_file_id": "file-emulator",
+        "completion_window": "24h",
+        "status": status,
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": created,
+        "expires_at": created + 86_400,
+        **{name: times.get(name, absent) for name in _TIMESTAMPS},
+        "request_counts": {"total": 10, "completed": 4, "failed": 0},
+        "metadata": {},
+    }
+    if dialect == "openai":
+        body |= {"model": "gpt-4o-mini", "usage": None}
+    elif dialect == "siliconflow":  # seed 000: null on cancel, [] / {} on retrieve
+        body["errors"] = None if op == "cancel" else []
+        body["request_counts"] = None if op == "cancel" else {}
+        body["metadata"] = {"description": "nightly eval job"}
+    elif dialect == "dashscope":  # seed 001
+        body["errors"] = {"object": "list", "data": []}
+        body["metadata"] = {"ds_name": "emulator", "ds_description": "emulated batch"}
+    elif dialect == "deepinfra":  # seed 002
+        body["errors"] = {"object": "list", "data": []}
+        body["model"] = "meta-llama/Meta-Llama-3.1-8B-Instruct"
+        body["usage"] = {
+            "input_tokens": 120,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 80,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 200,
+        }
+    return json.dumps(body).encode()
+
+
+def _oai(message: str, type_: str, code: str | None) -> object:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _ds(code: str, message: str) -> object:
+    body = {"error": {"code": code, "message": message, "type": code, "param": None}}
+    return body | {"request_id": "emulator-request"}
+
+
+def _sf(code: int, message: str) -> object:
+    return {"code": code, "message": message, "data": None}
+
+
+# kind → (HTTP status or None for "the status the fault asked for", body). $ID and $STATE are filled in.
+_ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
+    "openai": {
+        "unauthorized": (401, _oai("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")),
+        "not_found": (404, _oai("No batch found with id '$ID'.", "invalid_request_error", None)),
+        "overload": (503, _oai("The server is overloaded.", "service_unavailable_error", "server_is_overloaded")),
+        "rate_limit": (429, _oai("Rate limit reached for requests.", "requests", "rate_limit_exceeded")),
+        # research notes section 1, verbatim
+        "finished": (409, _oai("Cannot cancel a batch with status '$STATE'.", "invalid_request_error", None)),
+        "server_error": (None, _oai("The server had an error processing your request.", "server_error", None)),
+    },
+    "siliconflow": {  # seed 000 and the research notes; "finished" is the emulator's guess (unconfirmed)
+        "unauthorized": (401, "Invalid token"),
+        "not_found": (404, "404 page not found"),
+        "overload": (503, _sf(50505, "Model service overloaded. Please try again later.")),
+        "rate_limit": (
+            429,
+            {"message": "Request was rejected due to rate limiting. Details:TPM limit reached.", "data": None},
+        ),
+        "finished": (400, _sf(20015, "Batch with status $STATE cannot be cancelled.")),
+        "server_error": (None, "Internal Server Error"),
+    },
+    "dashscope": {  # compatible-mode body shape unconfirmed: OpenAI-style with DashScope codes
+        "unauthorized": (401, _ds("invalid_api_key", "Incorrect API key provided.")),
+        "not_found": (404, _ds("NotFound", "Batch $ID not found.")),
+        "overload": (503, _ds("ServiceUnavailable", "The service is temporarily unavailable.")),
+        "rate_limit": (429, _ds("Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")),
+        "finished": (400, _ds("InvalidParameter", "Cannot cancel a batch with status '$STATE'.")),
+        "server_error": (None, _ds("InternalError", "An internal error has occurred.")),
+    },
+    "deepinfra": {  # all unconfirmed: FastAPI's {"detail": ...}
+        "unauthorized": (401, {"detail": {"error": "Invalid API key"}}),
+        "not_found": (404, {"detail": "Batch $ID not found"}),
+        "overload": (503, {"detail": "Service temporarily unavailable"}),
+        "rate_limit": (429, {"detail": "Rate limited"}),
+        "finished": (400, {"detail": "Cannot cancel a batch with status '$STATE'."}),
+        "server_error": (None, {"detail": "Internal Server Error"}),
+    },
+}
+
+
+def error_response(dialect: str, kind: str, *, batch_id: str = "", status: int = 500, state: str = "") -> Response:
+    """The answer for ``kind`` in unauthorized, not_found, no_route, overload, rate_limit, server_error, finished."""
+    if kind == "no_route":
+        if dialect == "siliconflow":  # Go's default mux answer: plain text
+            return 404, b"404 page not found", b"text/plain; charset=utf-8"
+        kind = "not_found"
+    code, body = _ERRORS[dialect][kind]
+    text = json.dumps(body).replace("$ID", batch_id).replace("$STATE", state)
+    return code if code is not None else status, text.encode(), b"application/json"

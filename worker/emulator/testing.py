@@ -1,0 +1,127 @@
+"""Start the emulator as a subprocess for a test or a benchmark, and always stop it.
+
+``with Emulator() as emu:`` binds a free port (the emulator chooses it and prints it; no race), waits with a
+deadline until the admin API answers, and on exit kills the process and waits for it, so no test run leaves
+a server behind. Admin calls use a small synchronous httpx client: they are setup and assertions, not load.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from worker.emulator.app import DEFAULT_KEY, key_id
+from worker.emulator.shapes import PREFIXES
+
+__all__ = ["DEFAULT_KEY", "Emulator", "key_id"]
+
+_BASES = {dialect: prefix.removesuffix("/batches/") for prefix, dialect in PREFIXES.items()}
+
+
+class Emulator:
+    def __init__(self, *, api_keys: dict[str, str] | None = None, start_timeout_s: float = 15.0) -> None:
+        self._args = [f"--api-key={d}={k}" for d, k in (api_keys or {}).items()]
+        self._timeout = start_timeout_s
+        self._proc: subprocess.Popen[str] | None = None
+        self._admin: httpx.Client | None = None
+        self.url = ""
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "worker.emulator", "--host", "127.0.0.1", "--port", "0", *self._args]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        try:
+            self.url = self._read_url()
+            self._admin = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read_url(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(self._timeout)
+        if not line or "http://" not in line[0]:
+            raise RuntimeError(f"emulator did not report its address within {self._timeout}s")
+        return line[0].strip().rsplit(" ", 1)[-1]
+
+    def _wait_ready(self) -> None:
+        assert self._admin is not None
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                if self._admin.get("/_admin/stats").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("emulator did not answer in time")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+            if self._proc.stdout is not None:
+                self._proc.stdout.close()
+            self._proc = None
+
+    # --- admin API -----------------------------------------------------------------------------------------
+    def base_url(self, dialect: str) -> str:
+        """What to put in ``ProviderConfig.base_url`` for ``dialect``."""
+        return self.url + _BASES[dialect]
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        assert self._admin is not None, "emulator not started"
+        response = self._admin.post(path, json=body)
+        if response.status_code >= 300:
+            raise RuntimeError(f"emulator admin {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    def _get(self, path: str, **params: Any) -> Any:
+        assert self._admin is not None, "emulator not started"
+        response = self._admin.get(path, params={k: v for k, v in params.items() if v is not None})
+        response.raise_for_status()
+        return response.json()
+
+    def create_batch(self, dialect: str, batch_id: str | None = None, **scenario: Any) -> str:
+        """Create one batch; keyword arguments are scenario fields (``faults=[...]``, ``status="completed"``…)."""
+        body: dict[str, Any] = {"dialect": dialect, "scenario": scenario} | ({"id": batch_id} if batch_id else {})
+        return str(self._post("/_admin/batches", body)["id"])
+
+    def create_batches(self, dialect: str, count: int, *, prefix: str | None = None, **scenario: Any) -> list[str]:
+        body = {"dialect": dialect, "count": count, "scenario": scenario} | ({"prefix": prefix} if prefix else {})
+        return list(self._post("/_admin/batches/bulk", body)["ids"])
+
+    def batch(self, dialect: str, batch_id: str) -> dict[str, Any]:
+        return dict(self._get(f"/_admin/batches/{dialect}/{batch_id}"))
+
+    def requests(self, *, dialect: str | None = None, batch_id: str | None = None) -> list[dict[str, Any]]:
+        return list(self._get("/_admin/requests", dialect=dialect, batch_id=batch_id)["requests"])
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("/_admin/stats"))
+
+    def add_key(self, dialect: str, key: str) -> None:
+        self._post("/_admin/keys", {"dialect": dialect, "key": key})
+
+    def reset(self) -> None:
+        self._post("/_admin/reset", {})

@@ -1,0 +1,181 @@
+"""The poll loop: fetch commands, hand them off, keep polling, commit the watermark, survive rebalances.
+
+Three rules from aiokafka's behaviour shape this module:
+
+* ``getmany`` is called continuously, even while every partition is paused, because a member that stops
+  polling for ``max_poll_interval_ms`` leaves the group (aiokafka#848) and its work is redelivered.
+  Back-pressure is ``pause()``, which never triggers a rebalance.
+* Commits happen only in the commit loop and the revoke callback, and only for offsets whose outcomes
+  are published (see ``offsets.py``).
+* aiokafka rebalances eagerly and does not call ``on_partitions_revoked`` before ``stop()``, so shutdown
+  commits explicitly before leaving the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from worker.config import Settings
+from worker.dispatch import Dispatcher
+from worker.kafka.connection import client_kwargs
+from worker.kafka.offsets import PartitionOffsets
+
+__all__ = ["CommandConsumer"]
+
+log = logging.getLogger("worker.kafka.consumer")
+
+#: Resume intake once in-flight work falls below this share of ``max_in_flight``.
+RESUME_RATIO = 0.9
+
+
+class CommandConsumer:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher) -> None:
+        self._settings = settings
+        self._dispatcher = dispatcher
+        self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+        self._paused = False
+        self.joined = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(settings),
+            group_id=settings.group_id,
+            group_instance_id=settings.group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=settings.session_timeout_ms,
+            rebalance_timeout_ms=max(settings.session_timeout_ms, 30_000),
+            max_poll_records=500,
+        )
+        self.on_commit: Callable[[dict[TopicPartition, int]], Awaitable[None] | None] | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._partitions)
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self._settings.commands_topic], listener=_Listener(self))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set, then drain, commit and leave the group."""
+        committer = asyncio.create_task(self._commit_loop(stop), name="commit loop")
+        try:
+            while not stop.is_set():
+                await self._poll_once()
+            await self._drain()
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            await self._dispatcher.close()
+            await self._commit()
+            await self._consumer.stop()
+
+    async def _poll_once(self) -> None:
+        self._apply_backpressure()
+        batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+        for tp, records in batch.items():
+            offsets = self._partitions.get(tp)
+            if offsets is None:  # revoked while the fetch was in flight
+                continue
+            for record in records:
+                offsets.started(record.offset)
+                self._dispatcher.submit(record, offsets)
+
+    def _apply_backpressure(self) -> None:
+        in_flight = self._dispatcher.in_flight
+        limit = self._settings.max_in_flight
+        if not self._paused and in_flight >= limit:
+            self._consumer.pause(*self._partitions)
+            self._paused = True
+            log.info("paused intake: %d commands in flight (limit %d)", in_flight, limit)
+        elif self._paused and in_flight < limit * RESUME_RATIO:
+            self._consumer.resume(*self._partitions)
+            self._paused = False
+            log.info("resumed intake: %d commands in flight", in_flight)
+
+    async def _drain(self) -> None:
+        """SIGTERM: take nothing new, give in-flight commands the grace period, keep the membership alive."""
+        self._consumer.pause(*self._partitions)
+        self._paused = True
+        grace = self._settings.shutdown_grace_s
+        log.info("draining %d in-flight commands for up to %.0fs", self._dispatcher.in_flight, grace)
+        keepalive = asyncio.create_task(self._poll_while_draining(), name="drain poll")
+        try:
+            left = await self._dispatcher.drain(grace)
+            await self._commit()
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+        if left:
+            log.warning("%d commands unfinished at shutdown; they will be redelivered to another worker", left)
+
+    async def _poll_while_draining(self) -> None:
+        while True:
+            self._consumer.pause(*self._partitions)
+            await self._consumer.getmany(timeout_ms=200)
+
+    async def _commit_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self._settings.commit_interval_s)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        pending = {
+            tp: o
+            for tp, p in self._partitions.items()
+            if (only is None or tp in only) and (o := p.to_commit()) is not None
+        }
+        if not pending:
+            return
+        try:
+            await self._consumer.commit(pending)
+        except KafkaError as exc:  # CommitFailedError during a rebalance, coordinator moves: retried next tick
+            log.warning("commit of %d partitions failed (%s); will retry", len(pending), exc)
+            return
+        for tp, offset in pending.items():
+            if tp in self._partitions:
+                self._partitions[tp].committed(offset)
+        if self.on_commit is not None:
+            result = self.on_commit(pending)
+            if result is not None:
+                await result
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._dispatcher.abandon([(tp.topic, tp.partition) for tp in revoked])
+        await self._commit(only=revoked)
+        for tp in revoked:
+            offsets = self._partitions.pop(tp, None)
+            if offsets is not None:
+                offsets.revoked = True
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def _assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._partitions[tp] = PartitionOffsets()
+        if self._paused and assigned:
+            self._consumer.pause(*assigned)
+        self.joined.set()
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: CommandConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owner._assigned(assigned)

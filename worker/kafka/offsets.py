@@ -1,0 +1,60 @@
+"""Which offsets may be committed: the watermark below which every command's outcome is published.
+
+Commands of one partition finish out of order (a quick rejection overtakes a batch that stays
+``cancelling`` for ten minutes), but Kafka stores one committed offset per partition. Committing a
+finished command above a running one would lose the running one on a crash, so the committable offset
+only moves past a contiguous prefix of finished records; finished records above a gap wait for it.
+
+Pure bookkeeping, no I/O: the consumer feeds it, a commit loop reads it, and it is tested directly.
+A fresh ``PartitionOffsets`` is made on every assignment, and work started under an earlier assignment
+holds the old object, so late completions from revoked work can never move a new owner's watermark.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["PartitionOffsets"]
+
+
+class PartitionOffsets:
+    """Offsets of one partition for one assignment: started in fetch order, finished in any order."""
+
+    __slots__ = ("_committed", "_done", "_order", "_watermark", "revoked")
+
+    def __init__(self) -> None:
+        self._order: deque[int] = deque()
+        self._done: set[int] = set()
+        self._watermark: int | None = None  # next offset to consume once everything below is finished
+        self._committed: int | None = None
+        self.revoked = False
+
+    def started(self, offset: int) -> None:
+        """Record fetched; offsets arrive in increasing order per partition (gaps allowed: compaction, markers)."""
+        if self._order and offset <= self._order[-1]:
+            raise ValueError(f"offset {offset} started after {self._order[-1]}: records must arrive in order")
+        self._order.append(offset)
+
+    def finished(self, offset: int) -> None:
+        """The record's outcome is published: it may be committed once every earlier record is too."""
+        self._done.add(offset)
+        while self._order and self._order[0] in self._done:
+            head = self._order.popleft()
+            self._done.discard(head)
+            self._watermark = head + 1
+
+    @property
+    def in_flight(self) -> int:
+        """Records started and not yet committable (finished ones waiting above a gap included)."""
+        return len(self._order)
+
+    def to_commit(self) -> int | None:
+        """The offset to commit now, or None when the broker already has it."""
+        if self._watermark is None or self._watermark == self._committed:
+            return None
+        return self._watermark
+
+    def committed(self, offset: int) -> None:
+        """The broker accepted ``offset`` for this partition."""
+        if self._committed is None or offset > self._committed:
+            self._committed = offset

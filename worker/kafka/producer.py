@@ -1,0 +1,97 @@
+"""Publishing outcomes: state events and dead letters, each acknowledged by every in-sync replica.
+
+The producer is idempotent with ``acks=all``: a retried send after a broker hiccup cannot duplicate a
+record, and "published" means durable. A send that still fails (broker down longer than the client's own
+delivery timeout) is retried here with capped backoff until it succeeds or the command is cancelled,
+because the alternative — giving up — would leave a command without its outcome and its offset stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from worker.config import Settings
+from worker.contract import (
+    BatchStateEvent,
+    DeadLetterReason,
+    dead_letter_headers,
+    encode_event,
+    event_headers,
+    event_key,
+)
+from worker.dispatch import Record
+from worker.kafka.connection import client_kwargs
+
+__all__ = ["EventProducer", "HeaderInjector"]
+
+log = logging.getLogger("worker.kafka.producer")
+
+#: ``ce_source`` of every event: which system produced it.
+EVENT_SOURCE = "urn:batch-cancel-worker"
+
+
+class HeaderInjector:
+    """Turns a command's context into extra headers (``traceparent``…); the telemetry module overrides it."""
+
+    def headers(self, context: Any) -> list[tuple[str, bytes]]:
+        return []
+
+
+class EventProducer:
+    def __init__(self, settings: Settings, injector: HeaderInjector | None = None) -> None:
+        self._settings = settings
+        self._injector = injector or HeaderInjector()
+        self._producer = AIOKafkaProducer(
+            **client_kwargs(settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            request_timeout_ms=30_000,
+        )
+        self.published = 0
+        self.failures = 0
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, event: BatchStateEvent, context: Any) -> None:
+        headers = event_headers(event, source=EVENT_SOURCE, extra=self._injector.headers(context))
+        await self._send(self._settings.events_topic, event_key(event), encode_event(event), headers)
+
+    async def dead_letter(self, record: Record, reason: DeadLetterReason, message: str, context: Any) -> None:
+        headers = dead_letter_headers(
+            list(record.headers or ()),
+            reason=reason,
+            message=message,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            at=datetime.now(UTC),
+        )
+        headers += [h for h in self._injector.headers(context) if h[0] not in {k for k, _ in headers}]
+        key = getattr(record, "key", None)
+        await self._send(self._settings.dlq_topic, key, record.value, headers)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+                self.published += 1
+                return
+            except KafkaError as exc:
+                self.failures += 1
+                log.warning("publishing to %s failed (%s); retrying in %.1fs", topic, exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,65 @@
+"""Provider dialects behind one interface: ``ProviderClient.cancel`` / ``retrieve`` and ``build_clients``.
+
+A dialect (``openai``, ``siliconflow``, ``dashscope``, ``deepinfra``) knows its default base URL, paths, auth
+header, how to parse its batch object and how to classify its errors. An OpenAI-compatible provider (Groq,
+Azure v1, a gateway) needs no code: configure ``dialect: openai`` with its ``base_url``.
+"""
+
+from __future__ import annotations
+
+from worker.config import ConfigError, ProviderConfig, ProvidersFile
+from worker.providers.base import Dialect
+from worker.providers.client import CancelResult, ProviderClient
+from worker.providers.dashscope import DashScopeDialect
+from worker.providers.deepinfra import DeepInfraDialect
+from worker.providers.http import TransportFactory, build_http_client
+from worker.providers.openai import OpenAIDialect
+from worker.providers.siliconflow import SiliconFlowDialect
+from worker.retry import RetryPolicy
+
+__all__ = ["DIALECTS", "CancelResult", "ProviderClient", "build_clients", "dialect_for"]
+
+DIALECTS: dict[str, Dialect] = {
+    d.name: d for d in (OpenAIDialect(), SiliconFlowDialect(), DashScopeDialect(), DeepInfraDialect())
+}
+
+
+def dialect_for(name: str) -> Dialect:
+    return DIALECTS[name]
+
+
+def base_url_for(name: str, config: ProviderConfig) -> str:
+    """The configured override or the dialect default; a URL that could carry a secret is refused."""
+    if config.base_url is None:
+        return dialect_for(config.dialect).default_base_url
+    url = config.base_url
+    if url.username or url.password or url.query or url.fragment:
+        raise ConfigError(f"providers.{name}.base_url: credentials, query or fragment are not allowed in the URL")
+    return str(url).rstrip("/")
+
+
+def build_clients(
+    providers: ProvidersFile,
+    *,
+    transport_factory: TransportFactory | None = None,
+    policy: RetryPolicy | None = None,
+) -> dict[str, ProviderClient]:
+    """One client per configured provider; every account's key is read now so a missing secret fails at start.
+
+    ``policy`` overrides the retry defaults (tests); each provider's ``retry_budget_s`` always applies.
+    """
+    base_policy = policy or RetryPolicy()
+    clients: dict[str, ProviderClient] = {}
+    for name, config in providers.providers.items():
+        keys = {account: acc.load_key() for account, acc in config.accounts.items()}
+        base_url = base_url_for(name, config)
+        transport = transport_factory() if transport_factory is not None else None
+        clients[name] = ProviderClient(
+            name,
+            dialect_for(config.dialect),
+            build_http_client(config, base_url, transport=transport),
+            keys,
+            max_concurrency=config.max_concurrency,
+            policy=RetryPolicy(**{**base_policy.__dict__, "budget_s": config.retry_budget_s}),
+        )
+    return clients

@@ -1,0 +1,212 @@
+"""The shared shape of a provider dialect, and the OpenAI-style parsing most of them reuse.
+
+Every supported provider speaks a near-copy of OpenAI's batch object, so the parsing here is written once and
+a dialect overrides only its quirks (extra status strings, error-body codes). Parsing is *lenient on values
+and strict on types*: a timestamp that is ``0`` or not an integer becomes ``None``, an error entry that is a
+bare string becomes ``BatchError(message=…)``, an unknown status becomes ``unknown`` with the raw string
+kept — but a body that is not a batch object at all raises ``Retryable`` (a gateway answered, not the API),
+so nothing a provider sends can raise anything but our own error types.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from worker.contract import BatchError, BatchSnapshot, BatchStatus, RequestCounts
+from worker.errors import AlreadyTerminal, ProviderError, Rejected, Retryable
+from worker.retry import parse_retry_after
+
+__all__ = ["Dialect", "ErrorInfo", "Op", "decode_body", "error_info"]
+
+Op = Literal["cancel", "retrieve"]
+
+_TIMESTAMPS = (
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+_STATUS = {s.value: s for s in BatchStatus if s is not BatchStatus.UNKNOWN}
+_STATUS |= {"canceled": BatchStatus.CANCELLED, "canceling": BatchStatus.CANCELLING}
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529})
+#: How providers word "cannot cancel, the batch is already finished" when they answer 400 instead of 409.
+_FINISHED = re.compile(
+    r"(cannot|can't|can ?not|unable to) (be )?cancel|not cancell?able|already (been )?"
+    r"(completed|cancell?ed|finished|failed|expired)|batch (status|state) (is )?\w+.*cancel",
+    re.IGNORECASE,
+)
+_MAX_MESSAGE = 300
+
+
+def decode_body(content: bytes) -> object:
+    """JSON when it parses (including bare JSON strings like ``"Invalid token"``), else the text itself."""
+    text = content.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """The parts of any error body we can act on, whatever shape it came in."""
+
+    code: str | None
+    type: str | None
+    message: str
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    if text.lstrip().startswith("<"):  # an HTML error page from a proxy: keep only its visible words
+        text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    return text[:_MAX_MESSAGE] or "(empty body)"
+
+
+def error_info(body: object) -> ErrorInfo:
+    """Pull code/type/message out of ``{"error": {...}}``, ``{"code", "message"}``, ``{"detail"}`` or a bare string."""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            message = _text(inner.get("message")) or _text(body.get("message")) or json.dumps(inner)[:_MAX_MESSAGE]
+            return ErrorInfo(_text(inner.get("code")), _text(inner.get("type")), _shorten(message))
+        detail = body.get("detail")
+        found = _text(body.get("message")) or _text(inner) or _text(detail)
+        message = found if found is not None else json.dumps(detail if detail is not None else body, default=str)
+        return ErrorInfo(_text(body.get("code")), _text(body.get("type")), _shorten(message))
+    if isinstance(body, str):
+        return ErrorInfo(None, None, _shorten(body))
+    return ErrorInfo(None, None, _shorten(json.dumps(body, default=str)))
+
+
+class Dialect:
+    """One provider's API: where it lives, how to authenticate, how to read its answers.
+
+    Subclasses set the class attributes and override ``extra_statuses`` / ``classify_body`` for quirks.
+    """
+
+    name: ClassVar[str]
+    default_base_url: ClassVar[str]
+    extra_statuses: ClassVar[Mapping[str, BatchStatus]] = {}
+
+    def cancel_path(self, quoted_id: str) -> str:
+        return f"/batches/{quoted_id}/cancel"
+
+    def retrieve_path(self, quoted_id: str) -> str:
+        return f"/batches/{quoted_id}"
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    # --- parsing -------------------------------------------------------------------------------------------
+    def parse_batch(self, body: object) -> BatchSnapshot:
+        if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+            raise Retryable(f"answer is not a batch object: {error_info(body).message[:120]}")
+        raw: str = body["status"]
+        status = _STATUS.get(raw.strip().lower()) or self.extra_statuses.get(raw.strip().lower(), BatchStatus.UNKNOWN)
+        fields: dict[str, Any] = {name: _timestamp(body.get(name)) for name in _TIMESTAMPS}
+        return BatchSnapshot(
+            status=status,
+            provider_status=raw[:200],
+            request_counts=_counts(body.get("request_counts")),
+            errors=_errors(body.get("errors")),
+            output_file_id=_opt_str(body.get("output_file_id")),
+            error_file_id=_opt_str(body.get("error_file_id")),
+            model=_opt_str(body.get("model")),
+            usage=body["usage"] if isinstance(body.get("usage"), dict) else None,
+            **fields,
+        )
+
+    # --- errors --------------------------------------------------------------------------------------------
+    def classify(self, status: int, headers: Mapping[str, str], body: object, op: Op) -> ProviderError:
+        """Turn one non-2xx answer into Retryable / AlreadyTerminal / Rejected (never raises)."""
+        info = error_info(body)
+        verdict = self.classify_body(status, info)
+        if isinstance(verdict, Retryable) and verdict.retry_after is None:
+            return Retryable(verdict.cause, http_status=status, retry_after=parse_retry_after(headers))
+        if verdict is not None:
+            return verdict
+        if op == "cancel" and (status == 409 or (status == 400 and _FINISHED.search(info.message))):
+            return AlreadyTerminal(status, info.message)
+        if status == 429 and info.code == "insufficient_quota":
+            return Rejected(status, info.code, info.message)
+        if status in _RETRYABLE_STATUS:
+            return Retryable(
+                f"HTTP {status}: {info.message}", http_status=status, retry_after=parse_retry_after(headers)
+            )
+        return Rejected(status, info.code, info.message)
+
+    def classify_body(self, status: int, info: ErrorInfo) -> ProviderError | None:
+        """A dialect's own verdict from the body, before the generic status rules; None = no opinion.
+
+        A ``Retryable`` returned here gets the answer's ``Retry-After`` hint filled in by ``classify``.
+        """
+        return None
+
+
+def _timestamp(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if math.isnan(value) or value <= 0 or value > 2**53:  # NaN, DashScope's 0, nonsense
+        return None
+    return int(value)
+
+
+def _opt_str(value: object) -> str | None:
+    return value[:512] if isinstance(value, str) else None
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _counts(value: object) -> RequestCounts | None:
+    if not isinstance(value, dict) or not value:  # SiliconFlow sends null, then {}
+        return None
+    return RequestCounts(
+        total=_opt_int(value.get("total")),
+        completed=_opt_int(value.get("completed")),
+        failed=_opt_int(value.get("failed")),
+    )
+
+
+def _errors(value: object) -> list[BatchError]:
+    """``null``, ``[]``, a list of strings (SiliconFlow's schema) or ``{object: list, data: [...]}``."""
+    if isinstance(value, dict):
+        value = value.get("data")
+    if not isinstance(value, list):
+        return []
+    out: list[BatchError] = []
+    for item in value[:100]:
+        if isinstance(item, str):
+            out.append(BatchError(message=item[:1000]))
+        elif isinstance(item, dict):
+            out.append(
+                BatchError(
+                    code=_text(item.get("code")),
+                    message=(_text(item.get("message")) or "")[:1000] or None,
+                    param=_opt_str(item.get("param")),
+                    line=_opt_int(item.get("line")),
+                )
+            )
+    return out

@@ -1,0 +1,110 @@
+"""``ProviderClient``: cancel and retrieve one batch, with retries, a concurrency bound and typed errors.
+
+This is the boundary where httpx exceptions and provider answers become ``worker.errors`` types. One client
+per configured provider holds one pooled ``httpx.AsyncClient`` and one ``asyncio.Semaphore`` per account: the
+semaphore is held only while a request is on the wire, never during a backoff sleep, so thousands of
+follows waiting out an overload do not starve the ones that could make progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from worker.contract import BATCH_ID_PATTERN, BatchSnapshot, BatchStatus
+from worker.errors import AlreadyTerminal, Rejected, Retryable
+from worker.providers.base import Dialect, Op, decode_body
+from worker.retry import RetryPolicy, call_with_retry
+
+__all__ = ["CancelResult", "ProviderClient"]
+
+_BATCH_ID = re.compile(BATCH_ID_PATTERN)
+#: After a refused cancel, these states mean "the batch is on its way to an end anyway": follow it.
+_MOVING_TO_END = frozenset({BatchStatus.CANCELLING, BatchStatus.FINALIZING})
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """The batch as the cancel left it; ``already_terminal`` when it had finished before we asked."""
+
+    snapshot: BatchSnapshot
+    already_terminal: bool
+
+
+class ProviderClient:
+    """One configured provider: its dialect, its HTTP client, its accounts' keys and concurrency bounds."""
+
+    def __init__(
+        self,
+        name: str,
+        dialect: Dialect,
+        http: httpx.AsyncClient,
+        keys: Mapping[str, SecretStr],
+        *,
+        max_concurrency: int,
+        policy: RetryPolicy,
+    ) -> None:
+        self.name = name
+        self.dialect = dialect.name
+        self._dialect = dialect
+        self._http = http
+        self._keys = dict(keys)
+        self._limits = {account: asyncio.Semaphore(max_concurrency) for account in keys}
+        self._policy = policy
+
+    async def cancel(self, account: str, batch_id: str) -> CancelResult:
+        """Ask for the cancel; if the batch had already finished, read it once and report that state."""
+        try:
+            snapshot = await self._call("POST", self._dialect.cancel_path, account, batch_id, "cancel")
+        except AlreadyTerminal as refused:
+            snapshot = await self.retrieve(account, batch_id)
+            if snapshot.terminal:
+                return CancelResult(snapshot, already_terminal=True)
+            if snapshot.status in _MOVING_TO_END:
+                return CancelResult(snapshot, already_terminal=False)
+            raise Rejected(refused.http_status, None, refused.message) from None
+        # A 200 that already shows completed/failed/expired means the batch finished before our cancel landed.
+        finished_first = snapshot.terminal and snapshot.status is not BatchStatus.CANCELLED
+        return CancelResult(snapshot, already_terminal=finished_first)
+
+    async def retrieve(self, account: str, batch_id: str) -> BatchSnapshot:
+        return await self._call("GET", self._dialect.retrieve_path, account, batch_id, "retrieve")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self, method: str, path_for: Callable[[str], str], account: str, batch_id: str, op: Op
+    ) -> BatchSnapshot:
+        key = self._keys.get(account)
+        if key is None:
+            raise Rejected(None, "unknown_account", f"account {account!r} is not configured for {self.name}")
+        # Defence in depth: the contract already validated the id, but it is about to become part of a URL.
+        if not _BATCH_ID.fullmatch(batch_id) or ".." in batch_id:
+            raise Rejected(None, "invalid_batch_id", "batch id does not match the allowed pattern")
+        path = path_for(quote(batch_id, safe=""))
+        limit = self._limits[account]
+        headers = self._dialect.auth_headers(key.get_secret_value())
+
+        async def attempt() -> BatchSnapshot:
+            async with limit:
+                try:
+                    response = await self._http.request(method, path, headers=headers)
+                except httpx.UnsupportedProtocol as exc:
+                    raise Rejected(None, "unsupported_protocol", str(exc)) from None
+                except httpx.TransportError as exc:  # refused, reset, timed out, cut off mid-body
+                    raise Retryable(f"{type(exc).__name__}: {exc or 'connection error'}") from None
+                except (TimeoutError, OSError) as exc:  # what a transport failed to map
+                    raise Retryable(f"{type(exc).__name__}: {exc or 'connection error'}") from None
+            body = decode_body(response.content)
+            if 200 <= response.status_code < 300:
+                return self._dialect.parse_batch(body)
+            raise self._dialect.classify(response.status_code, response.headers, body, op)
+
+        return await call_with_retry(attempt, policy=self._policy, what=f"{self.name} {op} {batch_id}")
