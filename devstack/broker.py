@@ -171,6 +171,8 @@ class KafkaBroker:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
+            # Room for the oversized-command tests: a 2 MB command must reach the worker to be dead-lettered.
+            "message.max.bytes": str(4 * 1024 * 1024),
         }
         cfg.update(self.extra_config)
         return cfg

@@ -85,7 +85,7 @@ class Sink:
 
 
 def command(cid: str, batch: str = "batch_1", **extra: Any) -> bytes:
-    return json.dumps({"command_id": cid, "provider": "p", "batch_id": batch, **extra}).encode()
+    return json.dumps({"command_id": cid, "provider": "p", "batch_id": batch} | extra).encode()
 
 
 def make(provider: FakeProvider, sink: Sink) -> Dispatcher:
@@ -202,12 +202,15 @@ async def test_already_terminal_batch_is_reported_as_such() -> None:
     [
         (b"", DeadLetterReason.INVALID_JSON),
         (b"{not json", DeadLetterReason.INVALID_JSON),
-        (json.dumps({"command_id": "x", "provider": "nope", "batch_id": "b"}).encode(), DeadLetterReason.UNKNOWN_PROVIDER),
         (
-            json.dumps({"command_id": "x", "provider": "p", "account": "other", "batch_id": "b"}).encode(),
-            DeadLetterReason.UNKNOWN_ACCOUNT,
+            json.dumps({"command_id": "x", "provider": "nope", "batch_id": "b"}).encode(),
+            DeadLetterReason.UNKNOWN_PROVIDER,
         ),
-        (json.dumps({"command_id": "x", "provider": "p", "batch_id": "../../x"}).encode(), DeadLetterReason.INVALID_BATCH_ID),
+        (command("x", account="other"), DeadLetterReason.UNKNOWN_ACCOUNT),
+        (
+            json.dumps({"command_id": "x", "provider": "p", "batch_id": "../../x"}).encode(),
+            DeadLetterReason.INVALID_BATCH_ID,
+        ),
     ],
 )
 async def test_invalid_commands_are_dead_lettered_and_never_reach_the_provider(

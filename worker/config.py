@@ -143,6 +143,9 @@ class Settings(BaseSettings):
 
     max_in_flight: int = Field(10_000, ge=1, description="Commands in flight before partitions are paused.")
     max_command_bytes: int = Field(64 * 1024, ge=256, description="Larger command values are dead-lettered.")
+    max_publish_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest record the worker publishes (a dead letter keeps the original)."
+    )
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     session_timeout_ms: int = Field(10_000, ge=1000)
     commit_interval_s: float = Field(1.0, gt=0, description="How often finished offsets are committed.")

@@ -17,12 +17,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from worker.contract import (
+    BatchStateEvent,
     CancelCommand,
     DeadLetterReason,
     FailureDetail,
     InvalidCommand,
     Outcome,
-    BatchStateEvent,
     decode_command,
     failure_event,
 )
@@ -189,14 +189,17 @@ class Dispatcher:
             try:
                 await watch.subscribe(sub)
                 assert watch.task is not None
-                await asyncio.wait({sub.finished, watch.task}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {sub.finished, watch.task}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 watch.unsubscribe(sub)
                 if watch.idle and watch.task is not None and not watch.task.done():
                     watch.task.cancel()
             if sub.done:
                 return
-            log.warning("watch of %s ended before command %s finished; following again", command.key, command.command_id)
+            log.warning(
+                "watch of %s ended before command %s finished; following again", command.key, command.command_id
+            )
             await asyncio.sleep(self._policy.initial_interval)
 
     def _watch_for(self, command: CancelCommand) -> BatchWatch:

@@ -70,7 +70,9 @@ class Subscriber:
     context: Any = None  # the command's trace context, handed back to ``publish``
     deadline: float = float("inf")
     last_status: BatchStatus | None = None
-    finished: asyncio.Future[BatchStateEvent] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    finished: asyncio.Future[BatchStateEvent] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
     @property
     def done(self) -> bool:
@@ -114,12 +116,18 @@ class BatchWatch:
         except asyncio.CancelledError:
             raise
         except Rejected as exc:
-            await self._fail_all(Outcome.REJECTED, FailureDetail(http_status=exc.http_status, code=exc.code, message=exc.message))
+            await self._fail_all(
+                Outcome.REJECTED, FailureDetail(http_status=exc.http_status, code=exc.code, message=exc.message)
+            )
         except GaveUp as exc:
-            await self._fail_all(Outcome.GAVE_UP, FailureDetail(http_status=None, code="retries_exhausted", message=exc.cause))
+            await self._fail_all(
+                Outcome.GAVE_UP, FailureDetail(http_status=None, code="retries_exhausted", message=exc.cause)
+            )
         except Exception as exc:
             log.exception("following %s failed unexpectedly", self._batch_id)
-            detail = FailureDetail(http_status=None, code="internal_error", message=f"{type(exc).__name__}: {exc}"[:500])
+            detail = FailureDetail(
+                http_status=None, code="internal_error", message=f"{type(exc).__name__}: {exc}"[:500]
+            )
             await self._fail_all(Outcome.GAVE_UP, detail)
 
     async def _cancel_then_follow(self) -> None:

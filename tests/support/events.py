@@ -20,6 +20,7 @@ __all__ = ["EventLog", "Published", "committed_vs_end", "publish_commands"]
 @dataclass
 class Published:
     value: dict[str, Any]
+    raw: bytes | None
     headers: dict[str, bytes]
     key: bytes | None
     partition: int
@@ -58,9 +59,9 @@ class EventLog:
             for r in records:
                 try:
                     value = json.loads(r.value) if r.value else {}
-                except ValueError:
+                except (ValueError, RecursionError):
                     value = {"_raw": r.value}
-                p = Published(value, dict(r.headers), r.key, r.partition, r.offset)
+                p = Published(value, r.value, dict(r.headers), r.key, r.partition, r.offset)
                 self.records.append(p)
                 if isinstance(value, dict) and "command_id" in value:
                     self.by_command[value["command_id"]].append(p)
@@ -90,10 +91,15 @@ class EventLog:
 
 
 async def publish_commands(
-    bootstrap: str, topic: str, commands: Iterable[dict[str, Any] | bytes], headers: list[tuple[str, bytes]] | None = None
+    bootstrap: str,
+    topic: str,
+    commands: Iterable[dict[str, Any] | bytes],
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> list[str]:
     """Publish commands (dicts get a ``command_id`` if missing and the recommended key); returns the ids."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, max_request_size=4 * 1024 * 1024
+    )
     await producer.start()
     ids: list[str] = []
     try:
@@ -102,10 +108,10 @@ async def publish_commands(
             if isinstance(c, bytes):
                 futures.append(await producer.send(topic, c, headers=headers or []))
                 continue
-            c = {"command_id": str(uuid.uuid4()), **c}
-            ids.append(c["command_id"])
-            key = f"{c.get('provider')}/{c.get('account', 'default')}/{c.get('batch_id')}".encode()
-            futures.append(await producer.send(topic, json.dumps(c).encode(), key=key, headers=headers or []))
+            cmd = {"command_id": str(uuid.uuid4()), **c}
+            ids.append(cmd["command_id"])
+            key = f"{cmd.get('provider')}/{cmd.get('account', 'default')}/{cmd.get('batch_id')}".encode()
+            futures.append(await producer.send(topic, json.dumps(cmd).encode(), key=key, headers=headers or []))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

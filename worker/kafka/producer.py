@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
 from worker.config import Settings
 from worker.contract import (
@@ -36,6 +36,8 @@ log = logging.getLogger("worker.kafka.producer")
 
 #: ``ce_source`` of every event: which system produced it.
 EVENT_SOURCE = "urn:batch-cancel-worker"
+#: What is kept of a dead letter the DLQ topic refuses as too large.
+TRUNCATE_TO = 64 * 1024
 
 
 class HeaderInjector:
@@ -54,6 +56,7 @@ class EventProducer:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            max_request_size=settings.max_publish_bytes,
             request_timeout_ms=30_000,
         )
         self.published = 0
@@ -81,15 +84,28 @@ class EventProducer:
         )
         headers += [h for h in self._injector.headers(context) if h[0] not in {k for k, _ in headers}]
         key = getattr(record, "key", None)
-        await self._send(self._settings.dlq_topic, key, record.value, headers)
+        try:
+            await self._send(self._settings.dlq_topic, key, record.value, headers)
+        except (MessageSizeTooLargeError, RecordTooLargeError):
+            # The broker took the command but the dead-letter topic will not take it back (a smaller
+            # max.message.bytes). Stalling the partition forever would be worse than a truncated copy
+            # that says so: keep the head of the value and record the original size.
+            size = len(record.value or b"")
+            log.error("dead letter of %d bytes refused as too large; storing the first %d bytes", size, TRUNCATE_TO)
+            headers += [("bcw.dlq.truncated", b"true"), ("bcw.dlq.original_size", str(size).encode())]
+            await self._send(self._settings.dlq_topic, key, (record.value or b"")[:TRUNCATE_TO], headers)
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
         delay = 0.1
         while True:
             try:
                 await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
                 self.published += 1
                 return
+            except (MessageSizeTooLargeError, RecordTooLargeError):
+                raise  # retrying cannot help; the caller decides
             except KafkaError as exc:
                 self.failures += 1
                 log.warning("publishing to %s failed (%s); retrying in %.1fs", topic, exc, delay)
