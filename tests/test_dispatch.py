@@ -67,6 +67,7 @@ class Rec:
     partition: int = 0
     headers: Sequence[tuple[str, bytes]] = ()
     key: bytes | None = None
+    timestamp: int = 0
 
 
 class Sink:

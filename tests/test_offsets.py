@@ -63,3 +63,14 @@ def test_watermark_is_the_first_unfinished_offset(order: list[int], stop: int) -
     expected = first_unfinished if first_unfinished > 0 else None
     assert p.to_commit() == expected
     assert p.in_flight == 40 - first_unfinished
+
+
+def test_lag_counts_fetched_but_uncommitted_records() -> None:
+    p = PartitionOffsets()
+    assert p.lag == 0
+    for o in (100, 101, 102):
+        p.started(o)
+    assert p.lag == 3
+    p.finished(100)
+    p.committed(101)
+    assert p.lag == 2

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 
+from worker import metrics
 from worker.config import ProvidersFile, Settings, load_providers
 from worker.dispatch import Dispatcher
 from worker.follow import FollowPolicy
@@ -19,6 +20,7 @@ from worker.health import HealthServer
 from worker.kafka.consumer import CommandConsumer
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
+from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing
 
 __all__ = ["Worker", "check_config", "run"]
 
@@ -37,7 +39,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.providers, self.clients = check_config(settings)
-        self.producer = EventProducer(settings)
+        self.producer = EventProducer(settings, TraceHeaders())
         policy = FollowPolicy(
             initial_interval=settings.follow_initial_interval_s,
             max_interval=settings.follow_max_interval_s,
@@ -45,9 +47,16 @@ class Worker:
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
         self.dispatcher = Dispatcher(
-            self.clients, accounts, self.producer, policy, max_command_bytes=settings.max_command_bytes
+            self.clients,
+            accounts,
+            self.producer,
+            policy,
+            max_command_bytes=settings.max_command_bytes,
+            tracing=CommandTracing(settings.group_id),
         )
         self.consumer = CommandConsumer(settings, self.dispatcher)
+        metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
+        metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.dispatcher.following)
         self.stop = asyncio.Event()
         self.health = HealthServer(settings.metrics_host, settings.metrics_port)
         self._producer_started = False
@@ -78,10 +87,14 @@ class Worker:
 
 
 async def run(settings: Settings) -> int:
+    tracer_provider = configure_tracing()
     worker = Worker(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, worker.stop.set)
-    await worker.run()
+    try:
+        await worker.run()
+    finally:
+        tracer_provider.shutdown()  # flushes the last spans
     return 0

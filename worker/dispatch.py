@@ -16,6 +16,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from opentelemetry import context as otel_context
+
+from worker import metrics
 from worker.contract import (
     BatchStateEvent,
     CancelCommand,
@@ -28,6 +31,7 @@ from worker.contract import (
 )
 from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber
 from worker.kafka.offsets import PartitionOffsets
+from worker.telemetry import CommandContext, CommandTracing
 
 __all__ = ["Dispatcher", "EventSink", "Record"]
 
@@ -47,6 +51,10 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
 
 
 class EventSink(Protocol):
@@ -54,17 +62,6 @@ class EventSink(Protocol):
 
     async def publish(self, event: BatchStateEvent, context: Any) -> None: ...
     async def dead_letter(self, record: Record, reason: DeadLetterReason, message: str, context: Any) -> None: ...
-
-
-class Tracing(Protocol):
-    """The telemetry seam: a context per command, opened from the record's trace headers."""
-
-    def command_context(self, record: Record) -> Any: ...
-
-
-class _NoTracing:
-    def command_context(self, record: Record) -> Any:
-        return None
 
 
 class Dispatcher:
@@ -76,14 +73,14 @@ class Dispatcher:
         policy: FollowPolicy,
         *,
         max_command_bytes: int,
-        tracing: Tracing | None = None,
+        tracing: CommandTracing | None = None,
     ) -> None:
         self._providers = providers
         self._accounts = accounts
         self._sink = sink
         self._policy = policy
         self._max_bytes = max_command_bytes
-        self._tracing = tracing or _NoTracing()
+        self._tracing = tracing or CommandTracing(group_id="")
         self._tasks: dict[tuple[str, int], set[asyncio.Task[None]]] = {}
         self._watches: dict[str, BatchWatch] = {}
 
@@ -126,14 +123,33 @@ class Dispatcher:
 
     async def _handle(self, record: Record, offsets: PartitionOffsets) -> None:
         context = self._tracing.command_context(record)
+        token = otel_context.attach(context.otel)  # logs get trace ids; the watch task inherits the span
         try:
-            command = self._decode(record)
-        except InvalidCommand as exc:
-            await self._reject(record, exc, context)
-        else:
-            await self._follow(command, context)
-        if not offsets.revoked:
-            offsets.finished(record.offset)
+            try:
+                command = self._decode(record)
+            except InvalidCommand as exc:
+                context.span.set_attribute("bcw.outcome", Outcome.INVALID.value)
+                await self._reject(record, exc, context)
+                outcome = Outcome.INVALID
+            else:
+                context.span.set_attributes(
+                    {
+                        "bcw.command_id": command.command_id,
+                        "bcw.provider": command.provider,
+                        "bcw.account": command.account,
+                        "bcw.batch_id": command.batch_id,
+                    }
+                )
+                final = await self._follow(command, context)
+                outcome = final.outcome or Outcome.ACCEPTED
+                context.span.set_attribute("bcw.outcome", outcome.value)
+            metrics.COMMANDS.labels(outcome.value).inc()
+            metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
+            if not offsets.revoked:
+                offsets.finished(record.offset)
+        finally:
+            context.span.end()
+            otel_context.detach(token)
 
     def _decode(self, record: Record) -> CancelCommand:
         command = decode_command(record.value, max_bytes=self._max_bytes)
@@ -163,6 +179,7 @@ class Dispatcher:
             exc.message,
             extra={"command_id": exc.command_id},
         )
+        metrics.DEAD_LETTERS.labels(exc.reason.value).inc()
         await self._sink.dead_letter(record, exc.reason, exc.message, context)
         if exc.command_id is not None:
             event = failure_event(
@@ -175,7 +192,7 @@ class Dispatcher:
             )
             await self._sink.publish(event, context)
 
-    async def _follow(self, command: CancelCommand, context: Any) -> None:
+    async def _follow(self, command: CancelCommand, context: CommandContext) -> BatchStateEvent:
         """Join the batch's watch and wait for this command's final event.
 
         If the watch ends without finishing us (it was cancelled, or a bug), join a fresh one rather than
@@ -196,7 +213,7 @@ class Dispatcher:
                 if watch.idle and watch.task is not None and not watch.task.done():
                     watch.task.cancel()
             if sub.done:
-                return
+                return sub.finished.result()
             log.warning(
                 "watch of %s ended before command %s finished; following again", command.key, command.command_id
             )
@@ -210,6 +227,10 @@ class Dispatcher:
 
         async def publish(sub: Subscriber, event: BatchStateEvent) -> None:
             await self._sink.publish(event, sub.context)
+            ctx = sub.context
+            if isinstance(ctx, CommandContext) and ctx.first_event_at is None:
+                ctx.first_event_at = time.time()
+                metrics.CANCEL_ACCEPTED_SECONDS.observe(max(0.0, ctx.first_event_at - ctx.produced_at))
 
         watch = BatchWatch(self._providers[command.provider], command.account, command.batch_id, publish, self._policy)
         watch.task = asyncio.create_task(watch.run(), name=f"watch {key}")

@@ -148,14 +148,23 @@ async def _sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-async def call_with_retry(fn: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str) -> T:
+async def call_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    what: str,
+    on_retry: Callable[[int, BaseException | None, float], None] | None = None,
+) -> T:
     """Run ``fn`` until it succeeds, raises a non-retryable error, or the budget is spent (``GaveUp``).
 
     ``what`` names the call in log lines (provider, operation, batch id — never a key or a URL with a secret).
+    ``on_retry(attempt, error, wait_s)`` is told of every retry (metrics and span events hang off it).
     """
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         wait = state.next_action.sleep if state.next_action is not None else 0.0
+        if on_retry is not None:
+            on_retry(state.attempt_number, state.outcome.exception() if state.outcome else None, wait)
         log.info(
             "%s: attempt %d failed (%s); retrying in %.2fs",
             what,

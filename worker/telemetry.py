@@ -1,4 +1,13 @@
-"""Logs: one JSON object per line in production, a readable line in ``make dev``.
+"""Telemetry: traces that continue the publisher's, and logs that can be joined to them.
+
+Tracing. A command's Kafka headers carry the publisher's W3C ``traceparent``; the worker's ``process``
+span for that command is its child (kind CONSUMER, OpenTelemetry messaging conventions), the provider
+calls happen under it, and every event or dead letter published for the command carries the ``traceparent``
+of that span, so a consumer downstream continues the same trace. Exporters are chosen by the standard
+``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``); with nothing configured nothing is exported and
+no connection is attempted, but spans still exist so logs carry trace ids.
+
+Logs: one JSON object per line in production, a readable line in ``make dev``.
 
 Every record carries the current trace and span ids (when a span is active) and the command fields a
 caller passed in ``extra`` (``command_id``, ``provider``, ``batch_id``…), so a log line can be joined to
@@ -10,13 +19,144 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import SpanKind
 
-__all__ = ["LOG_FIELDS", "JsonFormatter", "configure_logging"]
+from worker.config import ConfigError
+
+__all__ = [
+    "LOG_FIELDS",
+    "CommandContext",
+    "CommandTracing",
+    "JsonFormatter",
+    "TraceHeaders",
+    "configure_logging",
+    "configure_tracing",
+]
+
+TRACER = trace.get_tracer("batch-cancel-worker")
+log = logging.getLogger("worker.telemetry")
+
+
+def configure_tracing() -> TracerProvider:
+    """Install the SDK tracer provider with the exporters ``OTEL_TRACES_EXPORTER`` names.
+
+    The OpenTelemetry default is ``otlp``; ours is ``none`` unless an OTLP endpoint is configured, because a
+    worker that tries to reach ``localhost:4318`` by default logs export errors forever in most clusters.
+    """
+    endpoint_set = any(k in os.environ for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint_set else "none")
+    os.environ.setdefault("OTEL_SERVICE_NAME", "batch-cancel-worker")
+    provider = TracerProvider(resource=Resource.create())
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name == "none":
+            continue
+        if name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif name == "otlp":
+            provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
+        else:
+            raise ConfigError(f"OTEL_TRACES_EXPORTER: unsupported exporter {name!r} (use otlp, console or none)")
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _otlp_exporter() -> Any:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    if protocol not in (None, "http/protobuf"):
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: this build exports OTLP over http/protobuf")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+class _HeaderGetter(Getter[Sequence[tuple[str, bytes]]]):
+    """Reads W3C headers from aiokafka's list of (name, bytes); a value that is not UTF-8 counts as absent."""
+
+    def get(self, carrier: Sequence[tuple[str, bytes]], key: str) -> list[str] | None:
+        values = []
+        for name, value in carrier:
+            if name.lower() == key:
+                try:
+                    values.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+                except UnicodeDecodeError:
+                    continue
+        return values or None
+
+    def keys(self, carrier: Sequence[tuple[str, bytes]]) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_GETTER = _HeaderGetter()
+
+
+@dataclass
+class CommandContext:
+    """What travels with one command: its span's context, and its Kafka timestamp for latency metrics."""
+
+    otel: otel_context.Context
+    span: trace.Span
+    produced_at: float  # seconds since the epoch, from the record's Kafka timestamp
+    first_event_at: float | None = None
+
+
+class CommandTracing:
+    """Opens the CONSUMER span of one command as the child of the publisher's span (if it sent one)."""
+
+    def __init__(self, group_id: str) -> None:
+        self._group_id = group_id
+
+    def command_context(self, record: Any) -> CommandContext:
+        headers = list(record.headers or ())
+        parent = propagate.extract(headers, getter=_GETTER)
+        if (
+            any(n.lower() == "traceparent" for n, _ in headers)
+            and not trace.get_current_span(parent).get_span_context().is_valid
+        ):
+            log.debug("ignoring a malformed traceparent header on %s@%d", record.partition, record.offset)
+        key = record.key.decode("utf-8", "replace") if getattr(record, "key", None) else None
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "messaging.consumer.group.name": self._group_id,
+        }
+        if key is not None:
+            attributes["messaging.kafka.message.key"] = key
+        span = TRACER.start_span(
+            f"process {record.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        timestamp = getattr(record, "timestamp", None)
+        produced_at = timestamp / 1000 if isinstance(timestamp, int) and timestamp > 0 else time.time()
+        return CommandContext(trace.set_span_in_context(span, parent), span, produced_at)
+
+
+class TraceHeaders:
+    """Headers that continue a command's trace on what we publish for it (``traceparent``, ``tracestate``)."""
+
+    def headers(self, context: Any) -> list[tuple[str, bytes]]:
+        if not isinstance(context, CommandContext):
+            return []
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=context.otel)
+        return [(k, v.encode()) for k, v in carrier.items() if k in ("traceparent", "tracestate")]
+
 
 #: ``extra`` keys copied into every log line when present.
 LOG_FIELDS = ("command_id", "provider", "account", "batch_id", "partition", "offset", "status", "attempt", "cause")

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from worker import metrics
 from worker.config import Settings
 from worker.dispatch import Dispatcher
 from worker.kafka.connection import client_kwargs
@@ -98,10 +99,12 @@ class CommandConsumer:
         if not self._paused and in_flight >= limit:
             self._consumer.pause(*self._partitions)
             self._paused = True
+            metrics.PAUSED_PARTITIONS.set(len(self._partitions))
             log.info("paused intake: %d commands in flight (limit %d)", in_flight, limit)
         elif self._paused and in_flight < limit * RESUME_RATIO:
             self._consumer.resume(*self._partitions)
             self._paused = False
+            metrics.PAUSED_PARTITIONS.set(0)
             log.info("resumed intake: %d commands in flight", in_flight)
 
     async def _drain(self) -> None:
@@ -130,6 +133,8 @@ class CommandConsumer:
         while not stop.is_set():
             await asyncio.sleep(self._settings.commit_interval_s)
             await self._commit()
+            for tp, offsets in self._partitions.items():
+                metrics.COMMIT_LAG.labels(str(tp.partition)).set(offsets.lag)
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         pending = {
@@ -159,6 +164,8 @@ class CommandConsumer:
             offsets = self._partitions.pop(tp, None)
             if offsets is not None:
                 offsets.revoked = True
+            with contextlib.suppress(KeyError):  # never reported for this partition
+                metrics.COMMIT_LAG.remove(str(tp.partition))
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:

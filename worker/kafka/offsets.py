@@ -20,20 +20,25 @@ __all__ = ["PartitionOffsets"]
 class PartitionOffsets:
     """Offsets of one partition for one assignment: started in fetch order, finished in any order."""
 
-    __slots__ = ("_committed", "_done", "_order", "_watermark", "revoked")
+    __slots__ = ("_committed", "_done", "_first", "_order", "_watermark", "fetched", "revoked")
 
     def __init__(self) -> None:
         self._order: deque[int] = deque()
         self._done: set[int] = set()
         self._watermark: int | None = None  # next offset to consume once everything below is finished
         self._committed: int | None = None
+        self.fetched: int | None = None  # next offset after the last record started
+        self._first = 0  # first offset started under this assignment
         self.revoked = False
 
     def started(self, offset: int) -> None:
         """Record fetched; offsets arrive in increasing order per partition (gaps allowed: compaction, markers)."""
         if self._order and offset <= self._order[-1]:
             raise ValueError(f"offset {offset} started after {self._order[-1]}: records must arrive in order")
+        if self.fetched is None:
+            self._first = offset
         self._order.append(offset)
+        self.fetched = offset + 1
 
     def finished(self, offset: int) -> None:
         """The record's outcome is published: it may be committed once every earlier record is too."""
@@ -53,6 +58,13 @@ class PartitionOffsets:
         if self._watermark is None or self._watermark == self._committed:
             return None
         return self._watermark
+
+    @property
+    def lag(self) -> int:
+        """Records fetched and not yet committed: what a crash right now would make another worker redo."""
+        if self.fetched is None:
+            return 0
+        return self.fetched - (self._committed if self._committed is not None else self._first)
 
     def committed(self, offset: int) -> None:
         """The broker accepted ``offset`` for this partition."""

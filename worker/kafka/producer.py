@@ -13,11 +13,12 @@ import logging
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 
+from worker import metrics
 from worker.config import Settings
 from worker.contract import (
     BatchStateEvent,
@@ -40,9 +41,13 @@ EVENT_SOURCE = "urn:batch-cancel-worker"
 TRUNCATE_TO = 64 * 1024
 
 
-class HeaderInjector:
-    """Turns a command's context into extra headers (``traceparent``…); the telemetry module overrides it."""
+class HeaderInjector(Protocol):
+    """Turns a command's context into extra headers (``traceparent``…): ``telemetry.TraceHeaders``."""
 
+    def headers(self, context: Any) -> list[tuple[str, bytes]]: ...
+
+
+class _NoHeaders:
     def headers(self, context: Any) -> list[tuple[str, bytes]]:
         return []
 
@@ -50,7 +55,7 @@ class HeaderInjector:
 class EventProducer:
     def __init__(self, settings: Settings, injector: HeaderInjector | None = None) -> None:
         self._settings = settings
-        self._injector = injector or HeaderInjector()
+        self._injector: HeaderInjector = injector or _NoHeaders()
         self._producer = AIOKafkaProducer(
             **client_kwargs(settings),
             acks="all",
@@ -108,6 +113,7 @@ class EventProducer:
                 raise  # retrying cannot help; the caller decides
             except KafkaError as exc:
                 self.failures += 1
+                metrics.EVENT_PUBLISH_FAILURES.inc()
                 log.warning("publishing to %s failed (%s); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 5.0)

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
+from opentelemetry.trace import SpanKind
 from pydantic import SecretStr
 
+from worker import metrics
 from worker.contract import BATCH_ID_PATTERN, BatchSnapshot, BatchStatus
 from worker.errors import AlreadyTerminal, Rejected, Retryable
 from worker.providers.base import Dialect, Op, decode_body
 from worker.retry import RetryPolicy, call_with_retry
+from worker.telemetry import TRACER
 
 __all__ = ["CancelResult", "ProviderClient"]
 
@@ -99,12 +102,44 @@ class ProviderClient:
                 except httpx.UnsupportedProtocol as exc:
                     raise Rejected(None, "unsupported_protocol", str(exc)) from None
                 except httpx.TransportError as exc:  # refused, reset, timed out, cut off mid-body
+                    self._count("error", "retryable")
                     raise Retryable(f"{type(exc).__name__}: {exc or 'connection error'}") from None
                 except (TimeoutError, OSError) as exc:  # what a transport failed to map
+                    self._count("error", "retryable")
                     raise Retryable(f"{type(exc).__name__}: {exc or 'connection error'}") from None
             body = decode_body(response.content)
             if 200 <= response.status_code < 300:
+                self._count(str(response.status_code), "ok")
                 return self._dialect.parse_batch(body)
-            raise self._dialect.classify(response.status_code, response.headers, body, op)
+            error = self._dialect.classify(response.status_code, response.headers, body, op)
+            self._count(str(response.status_code), _RESULTS.get(type(error), "error"))
+            raise error
 
-        return await call_with_retry(attempt, policy=self._policy, what=f"{self.name} {op} {batch_id}")
+        span_name = f"{op} batch"
+        attributes = {"bcw.provider": self.name, "bcw.dialect": self.dialect, "bcw.batch_id": batch_id, "bcw.op": op}
+        with TRACER.start_as_current_span(span_name, kind=SpanKind.INTERNAL, attributes=attributes) as span:
+
+            def on_retry(attempt_number: int, error: BaseException | None, wait_s: float) -> None:
+                cause = _cause_label(error)
+                metrics.RETRIES.labels(self.name, cause).inc()
+                span.add_event("retry", {"attempt": attempt_number, "cause": cause, "wait_s": wait_s})
+
+            return await call_with_retry(
+                attempt, policy=self._policy, what=f"{self.name} {op} {batch_id}", on_retry=on_retry
+            )
+
+    def _count(self, status: str, result: str) -> None:
+        metrics.PROVIDER_REQUESTS.labels(self.name, self.dialect, status, result).inc()
+
+
+_RESULTS: dict[type[Exception], str] = {
+    Retryable: "retryable",
+    Rejected: "rejected",
+    AlreadyTerminal: "already_terminal",
+}
+
+
+def _cause_label(error: BaseException | None) -> str:
+    """A bounded label for a retry cause: the HTTP status when there was an answer, else ``transport``."""
+    status = getattr(error, "http_status", None)
+    return f"http_{status}" if isinstance(status, int) else "transport"

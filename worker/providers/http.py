@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from worker.config import ProviderConfig
 
@@ -49,7 +50,7 @@ def build_http_client(
         write=config.connect_timeout_s,
         pool=config.connect_timeout_s,
     )
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         base_url=base_url,
         transport=transport if transport is not None else default_transport(config),
         timeout=timeout,
@@ -58,3 +59,6 @@ def build_http_client(
         follow_redirects=False,
         trust_env=False,
     )
+    # One CLIENT span per HTTP attempt, children of the logical call's span (see ProviderClient._call).
+    HTTPXClientInstrumentor.instrument_client(client)
+    return client

@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# batch-cancel-worker image. The two RUN steps are deploy/build-wheels.sh and deploy/install-wheels.sh, which
+# CI runs outside Docker too (deploy/image-smoke.sh, tests/test_deploy.py), so a green CI means these install
+# steps work. Build: docker build -t batch-cancel-worker:0.1.0 --build-arg VERSION=0.1.0 .
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- stage 1: wheels for the worker and every dependency (all ship manylinux wheels: no compiler needed;
+# a dependency that ever needs one fails here, never in the runtime stage).
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY deploy/build-wheels.sh /usr/local/bin/build-wheels.sh
+COPY pyproject.toml README.md /src/
+COPY worker /src/worker
+RUN sh /usr/local/bin/build-wheels.sh /src /wheels
+
+# ---- stage 2: runtime, a venv installed from those wheels only; no compiler, no pip, no build files.
+FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="batch-cancel-worker" \
+      org.opencontainers.image.description="Consumes cancel commands from Kafka, cancels LLM batch jobs at their providers, follows them and publishes batch-state events." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+
+# A fixed numeric uid/gid so Kubernetes runAsNonRoot can verify it (the Helm chart uses the same 10001).
+RUN groupadd --system --gid 10001 bcw \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bcw
+
+COPY deploy/install-wheels.sh /usr/local/bin/install-wheels.sh
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    sh /usr/local/bin/install-wheels.sh /opt/venv /wheels \
+ && rm /usr/local/bin/install-wheels.sh
+
+# Read-only root filesystem: bytecode was compiled at install, nothing is written at run time; mount a
+# writable /tmp (emptyDir) if a library ever needs one. The providers file is a mounted ConfigMap.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BCW_PROVIDERS_FILE=/etc/batch-cancel-worker/providers.yaml
+USER 10001:10001
+# /metrics, /livez, /readyz (BCW_METRICS_PORT).
+EXPOSE 9464
+# The worker drains on SIGTERM for BCW_SHUTDOWN_GRACE_S, then exits 0.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["batch-cancel-worker"]
+CMD ["run"]

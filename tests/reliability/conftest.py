@@ -1,0 +1,77 @@
+"""Reliability fixtures: stacks on the session broker (or a private one), and the run's result table.
+
+Every scenario ends by recording one ``checker.Row``; ``pytest_terminal_summary`` prints them as one table
+(``make reliability``). The e2e fixtures (session emulator, ``make_stack``) are reused, not copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.broker import KafkaBroker
+from tests.e2e.conftest import Stack, emulator, make_stack
+from tests.reliability.checker import Row, format_table
+from worker.emulator.testing import Emulator
+
+__all__ = ["emulator", "make_stack"]  # re-exported fixtures
+
+ROWS = pytest.StashKey[list[Row]]()
+
+RecordRow = Callable[[Row], None]
+PrivateStack = Callable[..., Stack]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[ROWS] = []
+
+
+@pytest.fixture
+def record_row(request: pytest.FixtureRequest) -> RecordRow:
+    """Add a scenario's row to the run's table (call it before asserting, so failures show too)."""
+
+    def record(row: Row) -> None:
+        request.config.stash[ROWS].append(row)
+
+    return record
+
+
+@pytest.fixture
+def private_stack(kafka: KafkaBroker, tmp_path: Path) -> Iterator[PrivateStack]:
+    """A Stack with its own emulator (request log and in-flight stats untouched by other tests) and,
+    with ``own_broker=True``, its own broker that the test may stop, kill and restart."""
+    stacks: list[Stack] = []
+    owned: list[KafkaBroker | Emulator] = []
+
+    def make(partitions: int = 3, *, own_broker: bool = False, **env: str) -> Stack:
+        broker = kafka
+        if own_broker:
+            broker = KafkaBroker()
+            owned.append(broker)
+            broker.start()
+        emu = Emulator()
+        owned.append(emu)
+        emu.start()
+        workdir = tmp_path / f"stack{len(stacks)}"
+        workdir.mkdir()
+        s = Stack(broker, emu, workdir, partitions=partitions, env_overrides=env)
+        stacks.append(s)
+        return s
+
+    yield make
+    for s in stacks:
+        s.close()
+    for thing in owned:
+        if isinstance(thing, KafkaBroker):
+            thing.close()
+        else:
+            thing.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    rows = config.stash.get(ROWS, [])
+    if rows:
+        terminalreporter.section("reliability")
+        terminalreporter.write_line(format_table(rows))

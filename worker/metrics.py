@@ -1,0 +1,54 @@
+"""Prometheus metrics: what an operator graphs and alerts on. Names are a public interface (the Helm chart's
+dashboard uses them), so they change only with a note in the changelog.
+
+Labels are bounded by construction: outcomes, reasons and causes are enums or HTTP status codes, providers
+are the operator's configured names; batch and command ids never become labels (they would explode the
+series count and belong in logs and traces).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "CANCEL_ACCEPTED_SECONDS",
+    "COMMANDS",
+    "COMMANDS_IN_FLIGHT",
+    "COMMAND_FINAL_SECONDS",
+    "COMMIT_LAG",
+    "DEAD_LETTERS",
+    "EVENT_PUBLISH_FAILURES",
+    "FOLLOWS_IN_FLIGHT",
+    "PAUSED_PARTITIONS",
+    "PROVIDER_REQUESTS",
+    "RETRIES",
+]
+
+#: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+COMMANDS = Counter("bcw_commands", "Commands finished, by final outcome", ["outcome"])
+DEAD_LETTERS = Counter("bcw_dead_letters", "Records sent to the dead-letter topic, by reason", ["reason"])
+PROVIDER_REQUESTS = Counter(
+    "bcw_provider_requests",
+    "HTTP attempts to providers, by HTTP status (or 'error' when no answer) and how it was classified",
+    ["provider", "dialect", "status", "result"],
+)
+RETRIES = Counter(
+    "bcw_retries", "Retries of provider calls, by cause (HTTP status or transport)", ["provider", "cause"]
+)
+FOLLOWS_IN_FLIGHT = Gauge("bcw_follows_in_flight", "Batches being cancelled or followed right now")
+COMMANDS_IN_FLIGHT = Gauge("bcw_commands_in_flight", "Commands consumed whose final event is not yet published")
+PAUSED_PARTITIONS = Gauge("bcw_paused_partitions", "Assigned partitions paused by back-pressure")
+CANCEL_ACCEPTED_SECONDS = Histogram(
+    "bcw_cancel_accepted_seconds",
+    "From the command's Kafka timestamp to the first state event (cancel accepted or refused)",
+    buckets=_LATENCY_BUCKETS,
+)
+COMMAND_FINAL_SECONDS = Histogram(
+    "bcw_command_final_seconds", "From the command's Kafka timestamp to its final event", buckets=_LATENCY_BUCKETS
+)
+EVENT_PUBLISH_FAILURES = Counter("bcw_event_publish_failures", "Failed attempts to publish an event or dead letter")
+COMMIT_LAG = Gauge(
+    "bcw_commit_lag", "Records fetched but not yet committed, per partition, as this worker sees it", ["partition"]
+)

@@ -1,0 +1,213 @@
+"""``batch-cancel``: publish a cancel command from a shell, optionally wait for its outcome, or watch events.
+
+For operators and scripts that are not Python: ``batch-cancel publish --provider openai --batch-id b1
+--wait`` exits with a code that says how the cancel ended, so a CI job or a runbook can branch on it.
+
+Exit codes (stable, documented in ``--help``):
+
+====  ==========================================================================================
+0     published; with ``--wait``: the batch is stopped (cancelled, completed, failed, expired) or
+      the cancel was ``accepted`` (``follow: false``)
+1     Kafka error (broker unreachable, topic missing)
+2     bad arguments or an invalid command (nothing was published)
+3     ``rejected`` by the provider (401, 403, 404, …)
+4     ``gave_up``: retries exhausted or follow timeout
+5     ``invalid``: the worker dead-lettered the command
+6     ``--timeout`` elapsed before the final event arrived
+130   interrupted (Ctrl-C)
+====  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from worker.client import (
+    DEFAULT_COMMANDS_TOPIC,
+    DEFAULT_EVENTS_TOPIC,
+    EventFollower,
+    OutcomeTimeout,
+    build_command,
+    publish_cancel,
+)
+from worker.contract import InvalidCommand
+
+__all__ = ["EXIT_CODES", "exit_code", "format_event", "main"]
+
+EXIT_OK, EXIT_KAFKA, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 6, 130
+#: Final outcome -> exit code; every outcome not listed means the batch is no longer running (0).
+EXIT_CODES = {"rejected": 3, "gave_up": 4, "invalid": 5}
+
+_EPILOG = """exit codes: 0 ok (cancelled, completed, failed, expired, accepted) | 1 Kafka error |
+2 bad arguments / invalid command | 3 rejected | 4 gave_up | 5 invalid | 6 timeout | 130 interrupted.
+Defaults come from BCW_KAFKA_BOOTSTRAP_SERVERS, BCW_COMMANDS_TOPIC and BCW_EVENTS_TOPIC."""
+
+
+def exit_code(final: dict[str, Any]) -> int:
+    return EXIT_CODES.get(str(final.get("outcome")), EXIT_OK)
+
+
+def format_event(event: dict[str, Any]) -> str:
+    """One readable line per state change: time, status (or FINAL outcome), batch, and why it failed."""
+    at = str(event.get("observed_at") or "")[11:23]
+    what = f"FINAL {event.get('outcome')}" if event.get("final") else str(event.get("status"))
+    batch = f"{event.get('provider')}/{event.get('account')}/{event.get('batch_id')}"
+    extra = []
+    if event.get("provider_status") and event.get("provider_status") != event.get("status"):
+        extra.append(f"provider_status={event['provider_status']}")
+    if event.get("already_terminal"):
+        extra.append("already_terminal")
+    detail = event.get("detail")
+    if isinstance(detail, dict):
+        http = f"HTTP {detail['http_status']} " if detail.get("http_status") else ""
+        extra.append(f"{http}{detail.get('code') or ''}: {detail.get('message') or ''}".strip())
+    line = f"{at:<12}  {what:<18}  {batch}  {event.get('command_id')}"
+    return f"{line}  {' '.join(extra)}" if extra else line
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    kafka = argparse.ArgumentParser(add_help=False)
+    kafka.add_argument("--bootstrap-servers", default=env("BCW_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    kafka.add_argument("--events-topic", default=env("BCW_EVENTS_TOPIC", DEFAULT_EVENTS_TOPIC))
+    parser = argparse.ArgumentParser(
+        prog="batch-cancel",
+        description="Publish batch-cancel commands and follow batch-state events.",
+        epilog=_EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    pub = sub.add_parser("publish", parents=[kafka], help="publish one cancel command", epilog=_EPILOG)
+    pub.add_argument("--provider", required=True)
+    pub.add_argument("--account", default="default")
+    pub.add_argument("--batch-id", required=True)
+    pub.add_argument("--reason")
+    pub.add_argument("--requested-by", default=f"{getpass.getuser()}@{socket.gethostname()}")
+    pub.add_argument("--no-follow", action="store_true", help="the cancel reply is the final event (accepted)")
+    pub.add_argument("--commands-topic", default=env("BCW_COMMANDS_TOPIC", DEFAULT_COMMANDS_TOPIC))
+    pub.add_argument("--wait", action="store_true", help="print each state change and exit on the final event")
+    pub.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+    watch = sub.add_parser("watch", parents=[kafka], help="tail batch-state events (Ctrl-C stops)")
+    watch.add_argument("--batch-id", help="only events about this batch")
+    watch.add_argument("--command-id", help="only events of this command")
+    watch.add_argument("--json", action="store_true", help="one JSON event per line instead of a table")
+    return parser
+
+
+def _setup_tracing() -> None:
+    """Give the process a real tracer provider unless the host application set one, so ids are generated.
+
+    Without it the API's no-op tracer produces no ``traceparent`` and the worker's spans start a new trace.
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    tracer = trace.get_tracer("batch-cancel-worker.cli")
+    with tracer.start_as_current_span("batch-cancel publish") as span:
+        span.set_attributes({"bcw.provider": args.provider, "bcw.batch_id": args.batch_id, "bcw.wait": args.wait})
+        # Validated before any connection: a typo in a batch id fails fast (exit 2) even with no broker.
+        command = build_command(
+            args.provider,
+            args.batch_id,
+            account=args.account,
+            reason=args.reason,
+            requested_by=args.requested_by,
+            **({"follow": False} if args.no_follow else {}),
+        )
+        fields = command.model_dump(exclude={"provider", "batch_id", "account", "reason"}, exclude_none=True)
+
+        async def send() -> str:
+            return await publish_cancel(
+                args.bootstrap_servers,
+                command.provider,
+                command.batch_id,
+                account=command.account,
+                reason=command.reason,
+                topic=args.commands_topic,
+                **fields,
+            )
+
+        if not args.wait:
+            _say(await send())
+            return EXIT_OK
+        async with EventFollower(args.bootstrap_servers, args.events_topic) as follower:  # positioned before send
+            command_id = await send()
+            _say(command_id)
+            _say(f"trace {format(span.get_span_context().trace_id, '032x')}; waiting for the outcome…", err=True)
+            try:
+                final = await follower.outcome(
+                    command_id, timeout=args.timeout, on_event=lambda e: _say(format_event(e))
+                )
+            except OutcomeTimeout as exc:
+                _say(f"batch-cancel: timeout: {exc}", err=True)
+                return EXIT_TIMEOUT
+        code = exit_code(final)
+        if code != EXIT_OK:
+            detail = final.get("detail") or {}
+            http = f"HTTP {detail['http_status']} " if detail.get("http_status") else ""
+            _say(f"batch-cancel: {final.get('outcome')}: {http}{detail.get('code')}: {detail.get('message')}", err=True)
+        return code
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    async with EventFollower(args.bootstrap_servers, args.events_topic) as follower:
+        _say(f"watching {args.events_topic} from its end; Ctrl-C stops", err=True)
+        if not args.json:
+            _say(f"{'time':<12}  {'status':<18}  {'provider/account/batch_id'}  command_id")
+        while True:
+            for _, value in await follower.records(1000):
+                event = _decode(value)
+                if event is None or not _matches(event, args):
+                    continue
+                _say(json.dumps(event, separators=(",", ":")) if args.json else format_event(event))
+
+
+def _decode(value: bytes | None) -> dict[str, Any] | None:
+    try:
+        event = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:
+    return (args.batch_id is None or event.get("batch_id") == args.batch_id) and (
+        args.command_id is None or event.get("command_id") == args.command_id
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_tracing()
+    try:
+        return asyncio.run(_publish(args) if args.command == "publish" else _watch(args))
+    except (ValidationError, InvalidCommand) as exc:
+        _say(f"batch-cancel: invalid command, nothing published: {exc}", err=True)
+        return EXIT_USAGE
+    except (KafkaError, LookupError, OSError) as exc:
+        _say(f"batch-cancel: Kafka error: {exc!r}", err=True)
+        return EXIT_KAFKA
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command == "watch" else EXIT_INTERRUPTED  # Ctrl-C is how a watch ends
+
+
+if __name__ == "__main__":
+    sys.exit(main())
