@@ -143,6 +143,17 @@ class Dispatcher:
                 final = await self._follow(command, context)
                 outcome = final.outcome or Outcome.ACCEPTED
                 context.span.set_attribute("bcw.outcome", outcome.value)
+                log.info(
+                    "command finished: %s",
+                    outcome.value,
+                    extra={
+                        "command_id": command.command_id,
+                        "provider": command.provider,
+                        "account": command.account,
+                        "batch_id": command.batch_id,
+                        "status": final.status.value if final.status else None,
+                    },
+                )
             metrics.COMMANDS.labels(outcome.value).inc()
             metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
             if not offsets.revoked:

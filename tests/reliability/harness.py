@@ -27,17 +27,20 @@ from worker.emulator.testing import DEFAULT_KEY
 
 __all__ = [
     "Sent",
+    "VariantWorker",
+    "accepted",
+    "alive",
     "assignments",
     "cancel_posts",
+    "command",
     "conclude",
     "deliveries",
-    "publish_commands",
-    "revocations",
-    "VariantWorker",
-    "alive",
-    "command",
+    "finished",
+    "ids_of",
     "log_lines",
     "publish",
+    "publish_commands",
+    "revocations",
     "wait_committed",
     "wait_for",
 ]
@@ -86,6 +89,22 @@ async def publish(
         return out
     finally:
         await producer.stop()
+
+
+def accepted(events: EventLog, ids: Iterable[str]) -> Callable[[], bool]:
+    """A predicate: every command has at least one event (its cancel was accepted and reported)."""
+    frozen = list(ids)
+    return lambda: all(events.by_command.get(c) for c in frozen)
+
+
+def finished(events: EventLog, ids: Iterable[str]) -> Callable[[], bool]:
+    """A predicate: every command has its final event."""
+    frozen = list(ids)
+    return lambda: all(events.finals(c) for c in frozen)
+
+
+def ids_of(sent: Iterable[Sent]) -> list[str]:
+    return [x.command_id for x in sent if x.command_id is not None]
 
 
 async def publish_commands(stack: Stack, commands: Iterable[tuple[str, bytes, bytes]]) -> list[Sent]:
