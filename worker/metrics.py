@@ -8,7 +8,10 @@ series count and belong in logs and traces).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# ``*_created`` series double the output and no dashboard reads them.
+disable_created_metrics()
 
 __all__ = [
     "CANCEL_ACCEPTED_SECONDS",

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,7 @@ def bid(prefix: str = "pub") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
-async def run(
-    *cmd: str, env: dict[str, str], timeout: float = 120.0, cwd: Path = ROOT
-) -> tuple[int, list[str], str]:
+async def run(*cmd: str, env: dict[str, str], timeout: float = 120.0, cwd: Path = ROOT) -> tuple[int, list[str], str]:
     """Run a process to completion; returns (exit code, stdout lines, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         *cmd,
@@ -181,7 +178,11 @@ def kcat() -> str:
     if os.geteuid() != 0:
         pytest.fail("kcat is not installed and this is not root: run `apt-get install -y kcat`")
     apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    steps = [["apt-get", "install", "-y", "-q", "kcat"], ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "kcat"]]
+    steps = [
+        ["apt-get", "install", "-y", "-q", "kcat"],
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "kcat"],
+    ]
     for step in steps:  # try without an update first: the package lists are usually fresh enough
         result = subprocess.run(step, env=apt, capture_output=True, text=True, timeout=600, check=False)
         if step[1] == "install" and result.returncode == 0:
@@ -279,24 +280,27 @@ async def test_node_kafkajs_example_exits_3_when_rejected(shared_stack: Stack, n
 
 
 @pytest.fixture
-def guard_stack(make_stack: StackFactory) -> Iterator[Stack]:
+def guard_stack(make_stack: StackFactory) -> tuple[Stack, str]:
+    """A stack of its own (the guard's commands must be the only ones on it) plus a spend topic."""
     s = make_stack(partitions=2)
-    s.spend = f"spend-{uuid.uuid4().hex[:8]}"  # type: ignore[attr-defined]
-    s.kafka.create_topic(s.spend, 1)  # type: ignore[attr-defined]
+    spend_topic = f"spend-{uuid.uuid4().hex[:8]}"
+    s.kafka.create_topic(spend_topic, 1)
     s.start_worker(name="guard-worker")
-    yield s
+    return s, spend_topic
 
 
-async def test_budget_guard_cancels_only_the_team_over_budget(guard_stack: Stack) -> None:
-    s = guard_stack
-    spend_topic: str = s.spend  # type: ignore[attr-defined]
+async def test_budget_guard_cancels_only_the_team_over_budget(guard_stack: tuple[Stack, str]) -> None:
+    s, spend_topic = guard_stack
     team_a = [
         ("openai", s.emulator.create_batch("openai", bid("a"), cancelling_polls=2)),
         ("siliconflow", s.emulator.create_batch("siliconflow", bid("a"), cancelling_polls=2)),
         ("dashscope", s.emulator.create_batch("dashscope", bid("a"), cancelling_polls=2)),
     ]
     late_a = ("deepinfra", s.emulator.create_batch("deepinfra", bid("a"), cancelling_polls=1))
-    team_b = [("openai", s.emulator.create_batch("openai", bid("b"))), ("deepinfra", s.emulator.create_batch("deepinfra", bid("b")))]
+    team_b = [
+        ("openai", s.emulator.create_batch("openai", bid("b"))),
+        ("deepinfra", s.emulator.create_batch("deepinfra", bid("b"))),
+    ]
 
     def spend(team: str, ref: tuple[str, str], usd: float) -> dict[str, Any]:
         return {"team": team, "provider": ref[0], "account": "default", "batch_id": ref[1], "cost_usd": usd}
@@ -312,7 +316,7 @@ async def test_budget_guard_cancels_only_the_team_over_budget(guard_stack: Stack
     try:
         async with EventLog(s.bootstrap, s.events) as log:
             await send_json(s.bootstrap, spend_topic, records)
-            await send_json(s.bootstrap, spend_topic, [spend("a", team_a[2], 2), spend("a", team_a[0], 0.5)])  # 12.5
+            await send_json(s.bootstrap, spend_topic, [spend("a", team_a[2], 2), spend("a", team_a[0], 1.5)])  # 10.5
             await send_json(s.bootstrap, spend_topic, [spend("a", late_a, 0.1)])  # a new batch of a team over budget
 
             def final_of(batch: str) -> dict[str, Any] | None:
@@ -322,7 +326,6 @@ async def test_budget_guard_cancels_only_the_team_over_budget(guard_stack: Stack
             a_batches = [b for _, b in [*team_a, late_a]]
             await log.wait_until(lambda: all(final_of(b) for b in a_batches), timeout=120, what="team a cancelled")
             assert {final_of(b)["outcome"] for b in a_batches} == {"cancelled"}  # type: ignore[index]
-            assert all("budget guard: team a" in (final_of(b) or {}).get("command_id", "x") or True for b in a_batches)
         cancelled_b = [r for _, b in team_b for r in s.emulator.requests(batch_id=b) if r["method"] == "POST"]
         assert cancelled_b == []
         assert not [p for p in log.records if p.value.get("batch_id") in {b for _, b in team_b}]
@@ -330,7 +333,10 @@ async def test_budget_guard_cancels_only_the_team_over_budget(guard_stack: Stack
         async with commands:
             await commands.wait_until(lambda: len(commands.records) >= 4, timeout=30, what="guard commands")
         assert {p.value["batch_id"] for p in commands.records} == set(a_batches)
-        assert all(p.value["metadata"]["team"] == "a" and p.value["reason"].startswith("budget guard") for p in commands.records)
+        assert all(
+            p.value["metadata"]["team"] == "a" and p.value["reason"].startswith("budget guard")
+            for p in commands.records
+        )
     finally:
         guard.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(guard.wait(), 30)

@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     server = uvicorn.Server(config)
     print(f"emulator listening on http://{host}:{port}", flush=True)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C in `make dev` reaches the whole process group: stop quietly
+        pass
     sys.exit(0)
 
 
