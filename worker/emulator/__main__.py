@@ -7,6 +7,7 @@ which the test helper reads to learn the port (no free-port race between choosin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import socket
 import sys
@@ -64,10 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     server = uvicorn.Server(config)
     print(f"emulator listening on http://{host}:{port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in `make dev` reaches the whole group: stop quietly
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # Ctrl-C in `make dev` reaches the whole process group: stop quietly
-        pass
     sys.exit(0)
 
 
