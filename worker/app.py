@@ -17,6 +17,7 @@ from worker.config import ProvidersFile, Settings, load_providers
 from worker.dispatch import Dispatcher
 from worker.follow import FollowPolicy
 from worker.health import HealthServer
+from worker.kafka.connection import check_connection, security_kwargs
 from worker.kafka.consumer import CommandConsumer
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
@@ -28,7 +29,8 @@ log = logging.getLogger("worker.app")
 
 
 def check_config(settings: Settings) -> tuple[ProvidersFile, dict[str, ProviderClient]]:
-    """Load the providers file and every API key; raises ``ConfigError`` with one clear message."""
+    """Load the providers file, every API key and the Kafka security settings; raises ``ConfigError``."""
+    security_kwargs(settings)  # TLS files and SASL password are read here too, before any connection
     providers = load_providers(settings.providers_file)
     return providers, build_clients(providers)
 
@@ -67,6 +69,15 @@ class Worker:
     async def run(self) -> None:
         if self.settings.metrics_port:
             await self.health.start()
+        # One connection of our own first: a refused password or certificate becomes one clear line
+        # (KafkaStartError) instead of aiokafka's per-attempt error log and a generic bootstrap failure.
+        try:
+            await check_connection(self.settings)
+        except BaseException:
+            for client in self.clients.values():
+                await client.aclose()
+            await self.health.stop()
+            raise
         await self.producer.start()
         self._producer_started = True
         try:

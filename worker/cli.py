@@ -8,9 +8,11 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from worker.config import ConfigError, Settings
+from worker.kafka.connection import KafkaStartError
 from worker.telemetry import configure_logging
 
 if TYPE_CHECKING:
@@ -50,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("worker").error("configuration error: %s", exc)
         print(f"batch-cancel-worker: configuration error: {exc}", file=sys.stderr)
         return 2
+    except (KafkaStartError, KafkaConnectionError) as exc:
+        # The broker refused us at start (credentials, certificate, address): one line and exit 3 so an
+        # orchestrator's restart loop shows the reason, not a traceback. Neither message holds a secret.
+        logging.getLogger("worker").error("cannot connect to Kafka: %s", exc)
+        print(f"batch-cancel-worker: cannot connect to Kafka: {exc}", file=sys.stderr)
+        return 3
 
 
 async def _close(clients: dict[str, ProviderClient]) -> None:

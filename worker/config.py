@@ -133,6 +133,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BCW_", extra="forbid", frozen=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Kafka security, applied to every client by ``worker.kafka.connection`` (checked there, at start).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="OAUTHBEARER and GSSAPI are not offered: see docs/security.md."
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(None, description="Prefer kafka_sasl_password_file in Kubernetes.")
+    kafka_sasl_password_file: Path | None = Field(None, description="File holding the SASL password (Secret mount).")
+    kafka_ssl_cafile: Path | None = Field(None, description="PEM CA bundle for the broker; unset = system CAs.")
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
     commands_topic: str = "batch-cancel.commands"
     events_topic: str = "batch-cancel.events"
     dlq_topic: str = "batch-cancel.dlq"
@@ -154,6 +165,9 @@ class Settings(BaseSettings):
     follow_max_interval_s: float = Field(30.0, gt=0)
     follow_max_s: float = Field(24 * 3600.0, gt=0, description="Global cap on following one batch.")
     shutdown_grace_s: float = Field(25.0, ge=0, description="SIGTERM: time in-flight work gets before it is left.")
+    signed_command_max_age_s: float = Field(
+        300.0, gt=0, description="Signed commands older (or further in the future) than this are refused."
+    )
 
     metrics_host: str = "0.0.0.0"  # noqa: S104 - a probe/metrics port inside a pod must listen on the pod IP
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics, /livez, /readyz; 0 = off.")

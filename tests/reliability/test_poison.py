@@ -110,7 +110,7 @@ def _unknown_account(rng: random.Random) -> Case:
 
 
 def _wrong_types(rng: random.Random) -> Case:
-    fields = rng.choice(
+    fields: dict[str, object] = rng.choice(
         [
             {"follow": "yes"},
             {"follow_timeout_s": -1},

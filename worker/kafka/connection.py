@@ -1,16 +1,215 @@
-"""The connection settings every Kafka client of the worker shares (one place for bootstrap, id, security)."""
+"""The connection settings every Kafka client of the worker shares (one place for bootstrap, id, security).
+
+Consumer, producer, the Python client and the ``batch-cancel`` CLI all build their aiokafka clients from
+``client_kwargs``, so TLS and SASL are configured once and cannot drift apart between them.
+
+Two kinds of failure are told apart on purpose, because they need different people at 3 a.m.:
+
+* ``ConfigError`` (exit 2): the settings contradict each other or name a file that is not there. Found
+  before any network traffic, by ``security_kwargs``.
+* ``KafkaStartError`` (exit 3): the settings are coherent but the broker refused them (wrong password,
+  untrusted certificate, wrong port). Found by ``check_connection``, which opens one connection itself
+  so that the real cause (``SSLCertVerificationError``, the broker's SASL message) is known; aiokafka's
+  own bootstrap only logs it and then raises a generic "Unable to bootstrap".
+
+No message built here contains the SASL password: aiokafka's exceptions never carry it, and ours only
+name the user, the mechanism and the broker address.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+from pathlib import Path
 from typing import Any
 
-from worker.config import Settings
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError
+from aiokafka.helpers import create_ssl_context
 
-__all__ = ["client_kwargs"]
+from worker.config import ConfigError, Settings
+
+__all__ = ["KafkaStartError", "check_connection", "client_kwargs", "security_kwargs"]
+
+
+class KafkaStartError(Exception):
+    """The broker cannot be used with these settings; the message is one line, free of secrets."""
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client (producer, consumer, admin); raises ``ConfigError``."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         "client_id": settings.client_id,
+        **security_kwargs(settings),
     }
+
+
+def security_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security arguments, after checking the combination makes sense.
+
+    Settings that the chosen protocol would silently ignore are refused: an operator who sets a CA file
+    or a SASL user on a PLAINTEXT connection believes the traffic is protected, and it is not.
+    """
+    protocol = settings.kafka_security_protocol
+    uses_sasl = protocol.startswith("SASL_")
+    uses_tls = protocol.endswith("SSL")
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+
+    sasl_set = [
+        name
+        for name, value in (
+            ("BCW_KAFKA_SASL_MECHANISM", settings.kafka_sasl_mechanism),
+            ("BCW_KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
+            ("BCW_KAFKA_SASL_PASSWORD", settings.kafka_sasl_password),
+            ("BCW_KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file),
+        )
+        if value is not None
+    ]
+    tls_set = [
+        name
+        for name, value in (
+            ("BCW_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
+            ("BCW_KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
+            ("BCW_KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
+        )
+        if value is not None
+    ]
+    if sasl_set and not uses_sasl:
+        raise ConfigError(
+            f"{', '.join(sasl_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+            "(use SASL_SSL)"
+        )
+    if tls_set and not uses_tls:
+        raise ConfigError(
+            f"{', '.join(tls_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS (use SSL or SASL_SSL)"
+        )
+    if uses_sasl:
+        kwargs.update(_sasl(settings))
+    if uses_tls:
+        kwargs["ssl_context"] = _ssl_context(settings)
+    return kwargs
+
+
+def _sasl(settings: Settings) -> dict[str, Any]:
+    protocol = settings.kafka_security_protocol
+    if settings.kafka_sasl_mechanism is None:
+        raise ConfigError(f"BCW_KAFKA_SECURITY_PROTOCOL={protocol} needs BCW_KAFKA_SASL_MECHANISM")
+    if not settings.kafka_sasl_username:
+        raise ConfigError(f"BCW_KAFKA_SECURITY_PROTOCOL={protocol} needs BCW_KAFKA_SASL_USERNAME")
+    if (settings.kafka_sasl_password is None) == (settings.kafka_sasl_password_file is None):
+        raise ConfigError("give exactly one of BCW_KAFKA_SASL_PASSWORD or BCW_KAFKA_SASL_PASSWORD_FILE")
+    if settings.kafka_sasl_password is not None:
+        password = settings.kafka_sasl_password.get_secret_value()
+        if not password:
+            raise ConfigError("BCW_KAFKA_SASL_PASSWORD is empty")
+    else:
+        path = settings.kafka_sasl_password_file
+        assert path is not None
+        try:
+            # Only the line end a Secret mount or `echo` adds is dropped; inner whitespace is the password's.
+            password = path.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read BCW_KAFKA_SASL_PASSWORD_FILE {path}: {exc.strerror}") from None
+        if not password:
+            raise ConfigError(f"BCW_KAFKA_SASL_PASSWORD_FILE {path} is empty")
+    return {
+        "sasl_mechanism": settings.kafka_sasl_mechanism,
+        "sasl_plain_username": settings.kafka_sasl_username,
+        "sasl_plain_password": password,
+    }
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    """aiokafka's context: certificate and host name always verified (``check_hostname`` cannot be off)."""
+    for name, path in (
+        ("BCW_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
+        ("BCW_KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
+        ("BCW_KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
+    ):
+        if path is not None:
+            _readable(name, path)
+    if settings.kafka_ssl_keyfile is not None and settings.kafka_ssl_certfile is None:
+        raise ConfigError("BCW_KAFKA_SSL_KEYFILE needs BCW_KAFKA_SSL_CERTFILE (the client certificate)")
+    try:
+        return create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"TLS files unusable (BCW_KAFKA_SSL_CAFILE / _CERTFILE / _KEYFILE must be PEM): {exc.reason or exc}"
+        ) from None
+
+
+def _readable(name: str, path: Path) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name} {path}: {exc.strerror}") from None
+
+
+async def check_connection(settings: Settings, timeout: float = 15.0) -> None:
+    """Connect and authenticate to one bootstrap broker, or raise ``KafkaStartError`` saying why not.
+
+    Tried once per address, in order; the first success is enough (the clients then discover the rest).
+    Called at start so that a wrong password or an untrusted certificate ends the process at once with
+    one line, instead of aiokafka's error log per attempt followed by a traceback.
+    """
+    kwargs = security_kwargs(settings)
+    errors: list[str] = []
+    for server in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        host = host.strip("[]")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    int(port),
+                    client_id=settings.client_id,
+                    request_timeout_ms=int(timeout * 1000),
+                    **kwargs,
+                ),
+                timeout,
+            )
+        except Exception as exc:  # noqa: BLE001 - every cause is translated into one line below
+            errors.append(_explain(server.strip(), exc, settings))
+            continue
+        conn.close()
+        return
+    more = f" (and {len(errors) - 1} more: {'; '.join(errors[1:])})" if len(errors) > 1 else ""
+    raise KafkaStartError(f"{errors[0]}{more}")
+
+
+def _explain(server: str, exc: BaseException, settings: Settings) -> str:
+    """The cause of a failed connection in operator's words, with the setting that most likely fixes it."""
+    who = f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the certificate of Kafka broker {server} is not trusted ({exc.verify_message}); "
+            "check BCW_KAFKA_SSL_CAFILE names the CA that signed it and that the broker address matches it"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with Kafka broker {server} failed ({exc.reason}); is it a TLS listener?"
+    if isinstance(exc, SaslAuthenticationFailedError):
+        detail = str(exc.args[0]) if exc.args and exc.args[0] else "no reason given"
+        return f"Kafka broker {server} refused authentication as {who}: {detail}"
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return f"Kafka broker {server}: {exc.args[0] if exc.args else exc}"
+    if isinstance(exc, TimeoutError):
+        return (
+            f"no answer from Kafka broker {server} in time (a TLS/SASL setting that does not match the "
+            f"listener, BCW_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}, looks like this)"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot reach Kafka broker {server}: connection refused"
+    if isinstance(exc, OSError):
+        return f"cannot reach Kafka broker {server}: {exc.strerror or exc}"
+    if isinstance(exc, KafkaError):
+        return (
+            f"Kafka broker {server} closed the connection ({type(exc).__name__}); does "
+            f"BCW_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} match its listener?"
+        )
+    return f"cannot connect to Kafka broker {server}: {type(exc).__name__}"

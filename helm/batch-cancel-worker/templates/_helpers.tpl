@@ -83,3 +83,30 @@ app.kubernetes.io/component: worker
 {{- else }}{{ toString . | quote }}
 {{- end }}
 {{- end }}
+
+{{- define "bcw.kafkaSecretDir" -}}/var/run/secrets/kafka{{- end }}
+
+{{/* Kafka security values that only make sense together; fails at install rather than at the pod's start. */}}
+{{- define "bcw.validateKafkaSecurity" -}}
+{{- $k := .Values.kafka }}
+{{- $sasl := has $k.securityProtocol (list "SASL_PLAINTEXT" "SASL_SSL") }}
+{{- if and $sasl (not $k.saslMechanism) }}
+{{- fail (printf "kafka.securityProtocol %s needs kafka.saslMechanism" $k.securityProtocol) }}
+{{- end }}
+{{- if and $k.saslMechanism (not $sasl) }}
+{{- fail (printf "kafka.saslMechanism is set but kafka.securityProtocol is %s (use SASL_SSL or SASL_PLAINTEXT)" $k.securityProtocol) }}
+{{- end }}
+{{- if and $sasl (not $k.existingSecret) }}
+{{- fail "SASL needs kafka.existingSecret holding the username and password" }}
+{{- end }}
+{{- if and $sasl (or (not $k.secretKeys.username) (not $k.secretKeys.password)) }}
+{{- fail "SASL needs kafka.secretKeys.username and kafka.secretKeys.password" }}
+{{- end }}
+{{- $tlsFiles := and $k.existingSecret (or $k.secretKeys.ca $k.secretKeys.cert $k.secretKeys.key) }}
+{{- if and $tlsFiles (not (has $k.securityProtocol (list "SSL" "SASL_SSL"))) }}
+{{- fail "kafka.secretKeys ca/cert/key are TLS files: use kafka.securityProtocol SSL or SASL_SSL" }}
+{{- end }}
+{{- if and $k.existingSecret (ne (empty $k.secretKeys.cert) (empty $k.secretKeys.key)) }}
+{{- fail "kafka.secretKeys.cert and kafka.secretKeys.key go together (mutual TLS)" }}
+{{- end }}
+{{- end }}

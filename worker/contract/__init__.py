@@ -1,0 +1,79 @@
+"""The public contract: cancel command in, batch-state events out, dead letters aside.
+
+These pydantic models are the single source of truth; ``schemas/*.schema.json`` are generated from them
+(``python -m worker.schemagen``) so that publishers in any language can validate without reading Python.
+
+Design choices that a publisher will notice:
+
+* **Unknown fields in a command are rejected**, not ignored. A cancel command is a powerful message: if a
+  future version adds, say, ``dry_run: true`` and an older worker silently ignored it, that worker would
+  cancel for real. A new optional field therefore ships together with a new ``schema_version``.
+* **Events are the other way round**: consumers should ignore fields they do not know, because the worker
+  may add optional ones within ``schema_version`` 1; the event schema therefore allows extra properties.
+* ``batch_id`` goes into a URL path, so it is held to a conservative pattern (no ``/``, ``%``, ``?``, ``#``,
+  ``..``, whitespace or control characters) before anything else looks at it.
+* Provider timestamps are normalised to Unix seconds or ``null``: DashScope's ``0`` and an absent field both
+  mean "has not happened".
+* Wire input is validated in pydantic's *strict* JSON mode, so ``"follow": "yes"`` or ``"follow_timeout_s":
+  "30"`` fail here exactly as they fail against the JSON Schema a Go or Node publisher validates with.
+"""
+
+from worker.contract.command import CancelCommand, CommandCloudEvent, InvalidCommand, decode_command
+from worker.contract.deadletter import DLQ_MESSAGE_HEADER, DLQ_REASON_HEADER, DLQ_TIME_HEADER, dead_letter_headers
+from worker.contract.event import (
+    CE_TYPE_FINAL,
+    CE_TYPE_STATE,
+    BatchStateEvent,
+    FailureDetail,
+    encode_event,
+    event_headers,
+    event_key,
+    failure_event,
+    state_event,
+)
+from worker.contract.types import (
+    BATCH_ID_PATTERN,
+    FAILURE_OUTCOMES,
+    MAX_MESSAGE_CHARS,
+    NAME_PATTERN,
+    TERMINAL_STATUSES,
+    BatchError,
+    BatchSnapshot,
+    BatchStatus,
+    DeadLetterReason,
+    Outcome,
+    RequestCounts,
+    batch_key,
+)
+
+__all__ = [
+    "BATCH_ID_PATTERN",
+    "CE_TYPE_FINAL",
+    "CE_TYPE_STATE",
+    "DLQ_MESSAGE_HEADER",
+    "DLQ_REASON_HEADER",
+    "DLQ_TIME_HEADER",
+    "FAILURE_OUTCOMES",
+    "MAX_MESSAGE_CHARS",
+    "NAME_PATTERN",
+    "TERMINAL_STATUSES",
+    "BatchError",
+    "BatchSnapshot",
+    "BatchStateEvent",
+    "BatchStatus",
+    "CancelCommand",
+    "CommandCloudEvent",
+    "DeadLetterReason",
+    "FailureDetail",
+    "InvalidCommand",
+    "Outcome",
+    "RequestCounts",
+    "batch_key",
+    "dead_letter_headers",
+    "decode_command",
+    "encode_event",
+    "event_headers",
+    "event_key",
+    "failure_event",
+    "state_event",
+]
