@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "KafkaBroker", "ensure_jars", "free_port"]
+__all__ = ["KAFKA_VERSION", "BrokerError", "KafkaBroker", "ensure_jars", "ensure_tools_jar", "free_port"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "pom.xml"
@@ -103,6 +103,36 @@ def ensure_jars(cache_dir: Path = DEFAULT_CACHE) -> Path:
     return libs
 
 
+def ensure_tools_jar(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """Make sure Kafka's admin tools (``kafka-tools``, e.g. ``AclCommand``) are on the broker classpath.
+
+    ``devstack/pom.xml`` lists ``kafka-tools``, so a fresh cache has it. A cache resolved before it was
+    added gets the one jar copied in (its dependencies are already there); the folder is only added to,
+    never replaced, so brokers being started concurrently from it are not disturbed.
+    """
+    libs = ensure_jars(cache_dir)
+    jar = libs / f"kafka-tools-{KAFKA_VERSION}.jar"
+    if jar.exists():
+        return jar
+    with open(cache_dir / ".kafka-jars.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if jar.exists():
+            return jar
+        tmp = Path(tempfile.mkdtemp(prefix="bcw-kafka-tools-"))
+        try:
+            cmd = [
+                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy",
+                f"-Dartifact=org.apache.kafka:kafka-tools:{KAFKA_VERSION}", f"-DoutputDirectory={tmp}",
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0 or not (tmp / jar.name).exists():
+                raise BrokerError(f"mvn could not fetch kafka-tools {KAFKA_VERSION}:\n{proc.stdout[-3000:]}")
+            shutil.move(str(tmp / jar.name), jar)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return jar
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: SIGKILL the broker when the process that started it dies."""
     pr_set_pdeathsig = 1
@@ -123,6 +153,8 @@ class KafkaBroker:
     """One broker process and its data directory.
 
     ``extra_config`` adds or overrides ``server.properties`` lines (the security tests add listeners).
+    ``bootstrap_servers`` is always the PLAINTEXT listener, which the harness itself (readiness probe,
+    ``create_topic``) uses; a secured broker keeps it on loopback for its super user.
     """
 
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bcw-kafka-")))
@@ -292,6 +324,21 @@ class KafkaBroker:
             if "Kafka version:" in line:
                 return line.split("Kafka version:", 1)[1].split()[0]
         return None
+
+    def run_tool(self, main: str, *args: str, timeout: float = 180.0) -> str:
+        """Run one of Kafka's Java command-line tools (e.g. ``org.apache.kafka.tools.AclCommand``).
+
+        Uses the broker's own classpath plus ``kafka-tools``; returns stdout, raises ``BrokerError`` with
+        the output when the tool fails, because a silently missing ACL would make a test lie.
+        """
+        ensure_tools_jar(self.cache_dir)
+        self._write_files()
+        cmd = self._java(main, *args)
+        cmd[1:3] = ["-Xmx256m", "-Xms64m"]  # a client tool, not a broker: keep the heap small
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+        if proc.returncode != 0:
+            raise BrokerError(f"{main} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return proc.stdout
 
     def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
         _run_async(_create_topic(self.bootstrap_servers, name, partitions, config or {}))

@@ -8,6 +8,7 @@ gracefully, then the emulator and the broker; every child is also bound to this 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -67,6 +69,23 @@ def _wait_port(port: int, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+DEMO_BATCHES = ("batch_demo", "batch_demo2", "batch_demo3")
+
+
+def _preload_demo_batches() -> None:
+    """A few batches in every dialect, so the README's first ``batch-cancel publish`` has something to stop."""
+    for dialect in ("openai", "siliconflow", "dashscope", "deepinfra"):
+        for batch_id in DEMO_BATCHES:
+            body = json.dumps({"dialect": dialect, "id": batch_id, "scenario": {"cancelling_polls": 3}}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{EMULATOR_PORT}/_admin/batches",
+                data=body,
+                headers={"content-type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback, fixed URL
+    print(f"[stack] emulator has batches {', '.join(DEMO_BATCHES)} in every dialect", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--kafka-port", type=int, default=9092, help="broker port on 127.0.0.1 (default 9092)")
@@ -91,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[stack] Kafka {broker.version()} ready; topics: {', '.join(DEV_TOPICS)}", flush=True)
         emulator_args = [sys.executable, "-m", "worker.emulator", "--host", "127.0.0.1", "--port", str(EMULATOR_PORT)]
         children.append(_spawn("emulator", emulator_args))
+        _wait_port(EMULATOR_PORT)
+        _preload_demo_batches()
         if not args.no_worker:
             env = {
                 **os.environ,
@@ -100,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
                 "BCW_METRICS_HOST": "127.0.0.1",
                 **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in ("openai", "siliconflow", "dashscope", "deepinfra")},
             }
-            _wait_port(EMULATOR_PORT)
             children.append(_spawn("worker", [sys.executable, "-m", "worker", "run"], env))
         print("[stack] up: emulator http://127.0.0.1:8090, metrics http://127.0.0.1:9464/metrics; Ctrl-C stops all")
         sys.stdout.flush()

@@ -21,9 +21,10 @@ from worker.kafka.connection import check_connection, security_kwargs
 from worker.kafka.consumer import CommandConsumer
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
+from worker.signing import SignatureVerifier
 from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing
 
-__all__ = ["Worker", "check_config", "run"]
+__all__ = ["Worker", "check_config", "run", "signature_verifier"]
 
 log = logging.getLogger("worker.app")
 
@@ -32,7 +33,19 @@ def check_config(settings: Settings) -> tuple[ProvidersFile, dict[str, ProviderC
     """Load the providers file, every API key and the Kafka security settings; raises ``ConfigError``."""
     security_kwargs(settings)  # TLS files and SASL password are read here too, before any connection
     providers = load_providers(settings.providers_file)
+    signature_verifier(providers, settings)  # a missing publishing key fails here, not on the first command
     return providers, build_clients(providers)
+
+
+def signature_verifier(providers: ProvidersFile, settings: Settings) -> SignatureVerifier | None:
+    """The verifier for accounts with ``signing_keys_*``; ``None`` when no account requires signatures."""
+    keys = {
+        (name, account): config.load_signing_keys()
+        for name, provider in providers.providers.items()
+        for account, config in provider.accounts.items()
+    }
+    keys = {k: v for k, v in keys.items() if v}
+    return SignatureVerifier(keys, max_age_s=settings.signed_command_max_age_s) if keys else None
 
 
 class Worker:
@@ -55,6 +68,7 @@ class Worker:
             policy,
             max_command_bytes=settings.max_command_bytes,
             tracing=CommandTracing(settings.group_id),
+            verifier=signature_verifier(self.providers, settings),
         )
         self.consumer = CommandConsumer(settings, self.dispatcher)
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)

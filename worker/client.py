@@ -191,9 +191,13 @@ class EventFollower:
         await self._consumer.stop()
 
     async def _position(self) -> None:
-        if self.topic not in await self._consumer.topics():
+        # ``consumer.topics()`` fetches the same metadata but returns only names and leaves the client's own
+        # cache empty (``partitions_for_topic`` would say None), so ask the client once and keep the answer.
+        cluster = await self._consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(self.topic)
+        if not partitions:
             raise LookupError(f"events topic {self.topic!r} does not exist on the broker")
-        tps = [TopicPartition(self.topic, p) for p in sorted(self._consumer.partitions_for_topic(self.topic) or ())]
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         ends = await self._consumer.end_offsets(tps)
         starts = dict(ends)

@@ -58,12 +58,48 @@ class AccountConfig(BaseModel):
 
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
     api_key_file: Path | None = Field(None, description="File holding the API key (e.g. a Kubernetes Secret mount).")
+    signing_keys_env: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Require signed commands (worker/signing.py): variables holding this account's publishing keys; "
+        "several for rotation.",
+    )
+    signing_keys_file: Path | None = Field(
+        None, description="Require signed commands: a file with one publishing key per line (Secret mount)."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> AccountConfig:
         if (self.api_key_env is None) == (self.api_key_file is None):
             raise ValueError("give exactly one of api_key_env or api_key_file")
         return self
+
+    @model_validator(mode="after")
+    def _one_signing_source(self) -> AccountConfig:
+        if self.signing_keys_env is not None and self.signing_keys_file is not None:
+            raise ValueError("give at most one of signing_keys_env or signing_keys_file")
+        return self
+
+    def load_signing_keys(self) -> list[bytes]:
+        """This account's publishing keys (empty: commands need no signature); a missing one fails at start."""
+        if self.signing_keys_env is not None:
+            keys = []
+            for name in self.signing_keys_env:
+                value = os.environ.get(name)
+                if not value:
+                    raise ConfigError(f"environment variable {name} (signing_keys_env) is not set or empty")
+                keys.append(value.encode())
+            return keys
+        if self.signing_keys_file is not None:
+            try:
+                lines = self.signing_keys_file.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"cannot read signing_keys_file {self.signing_keys_file}: {exc.strerror}") from None
+            keys = [line.strip().encode() for line in lines if line.strip()]
+            if not keys:
+                raise ConfigError(f"signing_keys_file {self.signing_keys_file} holds no key")
+            return keys
+        return []
 
     def load_key(self) -> SecretStr:
         """Read the key now, so a missing secret fails at start rather than on the first command."""

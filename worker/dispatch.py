@@ -31,6 +31,7 @@ from worker.contract import (
 )
 from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber
 from worker.kafka.offsets import PartitionOffsets
+from worker.signing import SignatureVerifier
 from worker.telemetry import CommandContext, CommandTracing
 
 __all__ = ["Dispatcher", "EventSink", "Record"]
@@ -74,6 +75,7 @@ class Dispatcher:
         *,
         max_command_bytes: int,
         tracing: CommandTracing | None = None,
+        verifier: SignatureVerifier | None = None,
     ) -> None:
         self._providers = providers
         self._accounts = accounts
@@ -81,6 +83,7 @@ class Dispatcher:
         self._policy = policy
         self._max_bytes = max_command_bytes
         self._tracing = tracing or CommandTracing(group_id="")
+        self._verifier = verifier
         self._tasks: dict[tuple[str, int], set[asyncio.Task[None]]] = {}
         self._watches: dict[str, BatchWatch] = {}
 
@@ -178,6 +181,8 @@ class Dispatcher:
                 command_id=command.command_id,
                 partial={"provider": command.provider, "account": command.account, "batch_id": command.batch_id},
             )
+        if self._verifier is not None:  # accounts that require signed commands: needs the raw bytes and headers
+            self._verifier.verify(record, command)
         return command
 
     async def _reject(self, record: Record, exc: InvalidCommand, context: Any) -> None:

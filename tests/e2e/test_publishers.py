@@ -27,7 +27,7 @@ from worker.client import EventFollower, publish_cancel, publish_cancel_sync, wa
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("batch-cancel")
-TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-[0-9a-f]{16}-0[01]$")
+TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")  # flags 03: sampled + random id
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 

@@ -184,7 +184,8 @@ def assignments(worker: WorkerProcess) -> list[list[int]]:
 
 
 def revocations(worker: WorkerProcess) -> int:
-    return len(_REVOKED.findall(worker.log_text()))
+    """Rebalances that took partitions away (a first join logs an empty revocation; it is not counted)."""
+    return sum(1 for found in _REVOKED.findall(worker.log_text()) if found.strip())
 
 
 def deliveries(workers: Iterable[WorkerProcess]) -> Counter[int]:

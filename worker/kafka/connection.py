@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from worker.config import ConfigError, Settings
@@ -77,12 +82,12 @@ def security_kwargs(settings: Settings) -> dict[str, Any]:
     ]
     if sasl_set and not uses_sasl:
         raise ConfigError(
-            f"{', '.join(sasl_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
-            "(use SASL_SSL)"
+            f"{', '.join(sasl_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL (use SASL_SSL)"
         )
     if tls_set and not uses_tls:
         raise ConfigError(
-            f"{', '.join(tls_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS (use SSL or SASL_SSL)"
+            f"{', '.join(tls_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+            "(use SSL or SASL_SSL)"
         )
     if uses_sasl:
         kwargs.update(_sasl(settings))
@@ -132,7 +137,7 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
     if settings.kafka_ssl_keyfile is not None and settings.kafka_ssl_certfile is None:
         raise ConfigError("BCW_KAFKA_SSL_KEYFILE needs BCW_KAFKA_SSL_CERTFILE (the client certificate)")
     try:
-        return create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(
             cafile=settings.kafka_ssl_cafile,
             certfile=settings.kafka_ssl_certfile,
             keyfile=settings.kafka_ssl_keyfile,
@@ -141,6 +146,7 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
         raise ConfigError(
             f"TLS files unusable (BCW_KAFKA_SSL_CAFILE / _CERTFILE / _KEYFILE must be PEM): {exc.reason or exc}"
         ) from None
+    return context
 
 
 def _readable(name: str, path: Path) -> None:
@@ -183,7 +189,7 @@ async def check_connection(settings: Settings, timeout: float = 15.0) -> None:
     raise KafkaStartError(f"{errors[0]}{more}")
 
 
-def _explain(server: str, exc: BaseException, settings: Settings) -> str:
+def _explain(server: str, exc: BaseException, settings: Settings) -> str:  # noqa: PLR0911 - one per cause
     """The cause of a failed connection in operator's words, with the setting that most likely fixes it."""
     who = f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism})"
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -193,11 +199,12 @@ def _explain(server: str, exc: BaseException, settings: Settings) -> str:
         )
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake with Kafka broker {server} failed ({exc.reason}); is it a TLS listener?"
-    if isinstance(exc, SaslAuthenticationFailedError):
-        detail = str(exc.args[0]) if exc.args and exc.args[0] else "no reason given"
-        return f"Kafka broker {server} refused authentication as {who}: {detail}"
+    # Only string arguments are quoted: some aiokafka errors carry the connection object instead.
+    detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) and exc.args[0] else None
+    if isinstance(exc, SaslAuthenticationFailed | AuthenticationFailedError):
+        return f"Kafka broker {server} refused authentication as {who}: {detail or 'no reason given'}"
     if isinstance(exc, UnsupportedSaslMechanismError):
-        return f"Kafka broker {server}: {exc.args[0] if exc.args else exc}"
+        return f"Kafka broker {server} does not offer {settings.kafka_sasl_mechanism}: {detail or 'no detail'}"
     if isinstance(exc, TimeoutError):
         return (
             f"no answer from Kafka broker {server} in time (a TLS/SASL setting that does not match the "

@@ -110,3 +110,30 @@ app.kubernetes.io/component: worker
 {{- fail "kafka.secretKeys.cert and kafka.secretKeys.key go together (mutual TLS)" }}
 {{- end }}
 {{- end }}
+
+{{/* Every key the rendered providers file refers to must reach the pod: an env var the chart sets, or a
+file under a mounted Secret. Checked at install, since the worker would only find out at start. */}}
+{{- define "bcw.validateApiKeys" -}}
+{{- if not .Values.providers.existingConfigMap }}
+{{- $envNames := list }}
+{{- range .Values.apiKeys.env }}{{ $envNames = append $envNames .name }}{{ end }}
+{{- range .Values.extraEnv }}{{ $envNames = append $envNames .name }}{{ end }}
+{{- range $provider, $p := .Values.providers.config.providers }}
+{{- range $account, $a := $p.accounts }}
+{{- if $a.api_key_env }}
+{{- if not (or (has $a.api_key_env $envNames) $.Values.apiKeys.existingSecret) }}
+{{- fail (printf "providers.config: %s/%s reads api_key_env %s, which no apiKeys.env entry (nor apiKeys.existingSecret, extraEnv) provides" $provider $account $a.api_key_env) }}
+{{- end }}
+{{- else if $a.api_key_file }}
+{{- $found := false }}
+{{- range $.Values.apiKeys.files }}
+{{- if hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $a.api_key_file }}{{ $found = true }}{{ end }}
+{{- end }}
+{{- if not $found }}
+{{- fail (printf "providers.config: %s/%s reads api_key_file %s, which is under no apiKeys.files mountPath" $provider $account $a.api_key_file) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,163 @@
+"""``python -m bench`` (``make bench``): every benchmark of issue 12 in one run, side by side, as ratios.
+
+One private Kafka broker (Apache Kafka's own jars, ``devstack.broker``) and a fresh provider emulator per
+measurement, all on loopback. The worker always runs as its own process, as in production; the naive loop
+and the Kafka ceiling run as their own processes too. In order:
+
+1. throughput of one worker (``--throughput`` commands, emulator cancels at once, 50 ms follow interval),
+   the naive loop on fewer commands, the Kafka ceiling (consume + produce, no HTTP) and the HTTP ceiling
+   (raw aiohttp at the worker's concurrency);
+2. latency at a steady ``--rate`` for ``--latency-seconds``;
+3. ``--follows`` batches that stay ``cancelling`` for ``--cancelling-seconds``: RSS, CPU, GET rate, finals;
+4. scale-out: 1, 2, 3 worker processes on a 6-partition topic;
+5. a py-spy profile of one worker during a throughput run (``--no-profile`` to skip).
+
+Prints a table; writes ``bench/results/latest.json``, a timestamped copy and ``bench/results/latest.png``;
+``--write-docs`` also updates the figures section of ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
+``--quick`` scales everything down (about three minutes) for checking the scripts themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios
+from bench.stack import make_log_dir
+from devstack.broker import KafkaBroker
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+DOCS = ROOT.parent / "docs"
+ALL = ("throughput", "latency", "follows", "scale", "profile")
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes everywhere (checks the scripts, ~3 min)")
+    p.add_argument("--only", nargs="+", choices=ALL, default=list(ALL), help="run only these parts")
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    p.add_argument("--throughput", type=int, help="commands for the one-worker throughput run")
+    p.add_argument("--naive", type=int, help="commands for the naive loop")
+    p.add_argument("--rate", type=float, help="latency run: commands per second")
+    p.add_argument("--latency-seconds", type=float, help="latency run: how long")
+    p.add_argument("--follows", type=int, help="batches followed at once")
+    p.add_argument("--cancelling-seconds", type=float, help="how long each of those stays cancelling")
+    p.add_argument("--follow-max-interval", type=float, help="BCW_FOLLOW_MAX_INTERVAL_S for the follows run")
+    p.add_argument("--scale", type=int, help="commands per scale-out run")
+    p.add_argument("--workers", type=int, nargs="+", help="scale-out: worker process counts")
+    p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md and docs/benchmarks.png")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where JSON, PNG, profile and logs go")
+    return p.parse_args(argv)
+
+
+def _sizes(args: argparse.Namespace) -> scenarios.Sizes:
+    sizes = scenarios.Sizes.quick() if args.quick else scenarios.Sizes()
+    overrides: dict[str, Any] = {
+        "throughput": args.throughput,
+        "naive": args.naive,
+        "rate": args.rate,
+        "latency_s": args.latency_seconds,
+        "follows": args.follows,
+        "cancelling_s": args.cancelling_seconds,
+        "follow_max_interval_s": args.follow_max_interval,
+        "scale": args.scale,
+        "scale_workers": tuple(args.workers) if args.workers else None,
+    }
+    if args.throughput:
+        overrides["ceiling"] = args.throughput
+    return dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any]) -> None:
+    s = ctx.sizes
+    if "throughput" in parts:
+        _say(f"throughput: worker, {s.throughput:,} commands")
+        results["throughput"] = await scenarios.worker_throughput(ctx, s.throughput)
+        _say(f"  {results['throughput']['commands_per_s']:,.0f} commands/s")
+        _say(f"throughput: naive loop, {s.naive:,} commands")
+        results["naive"] = await scenarios.naive_loop(ctx, s.naive)
+        _say(f"  {results['naive']['commands_per_s']:,.1f} commands/s")
+        _say(f"throughput: Kafka ceiling, {s.ceiling:,} commands")
+        results["kafka_ceiling"] = await scenarios.kafka_ceiling(ctx, s.ceiling)
+        _say(f"  {results['kafka_ceiling']['commands_per_s']:,.0f} commands/s")
+        _say("throughput: HTTP ceiling")
+        results["http_ceiling"] = await scenarios.http_ceiling(s)
+        _say(f"  {results['http_ceiling']['raw_aiohttp_rps']:,.0f} requests/s")
+    if "latency" in parts:
+        _say(f"latency: {s.rate:.0f}/s for {s.latency_s:.0f} s")
+        results["latency"] = await scenarios.latency(ctx, s.rate, s.latency_s)
+        _say(f"  p99 publish→cancel {results['latency']['publish_to_cancel_call_ms']['p99']:.0f} ms")
+    if "follows" in parts:
+        _say(f"follows: {s.follows:,} batches cancelling {s.cancelling_s:.0f} s")
+        results["follows"] = await scenarios.concurrent_follows(ctx, s.follows, s.cancelling_s, s.follow_max_interval_s)
+        _say(f"  peak RSS {results['follows']['worker_peak_rss_mb']:.0f} MB, {results['follows']['finals']:,} finals")
+    if "scale" in parts:
+        results["scale_out"] = []
+        for n in s.scale_workers:
+            _say(f"scale-out: {n} worker process(es), {s.scale:,} commands")
+            run = await scenarios.worker_throughput(ctx, s.scale, workers=n)
+            results["scale_out"].append(run)
+            _say(f"  {run['commands_per_s']:,.0f} commands/s")
+    if "profile" in parts:
+        out = ctx.log_dir / "profile.raw.txt"
+        _say(f"profile: py-spy on one worker, {s.profile:,} commands")
+        run = await scenarios.worker_throughput(ctx, s.profile, profile_to=out)
+        results["profile"] = {"commands": s.profile, "commands_per_s": run["commands_per_s"], "raw": str(out)}
+        results["profile"] |= scenarios.summarize_profile(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    parts = set(args.only) - ({"profile"} if args.no_profile else set())
+    sizes = _sizes(args)
+    started = time.monotonic()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    log_dir = make_log_dir(args.results / f"run-{stamp}")
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "sizes": dataclasses.asdict(sizes),
+        "machine": report.machine(),
+        "logs": str(log_dir),
+    }
+    _say(f"starting a private Kafka broker; logs in {log_dir}")
+    broker = KafkaBroker(heap="768m")
+    try:
+        broker.start()
+        results["kafka_version"] = broker.version()
+        asyncio.run(_run(scenarios.Context(broker, log_dir, sizes), parts, results))
+    finally:
+        broker.close()
+        results["runtime_s"] = time.monotonic() - started
+        results["uptime_end"] = report._run("uptime")
+        report.write_json(results, log_dir / "results.json")
+    report.write_json(results, args.results / "latest.json")
+    print(report.table(results))
+    png = args.results / "latest.png"
+    if report.plot(results, png):
+        shutil.copy(png, log_dir / "results.png")
+    if args.write_docs:
+        report.write_docs(results, DOCS / "benchmarks.md")
+        if png.exists():
+            shutil.copy(png, DOCS / "benchmarks.png")
+    print(f"runtime {results['runtime_s']:.0f} s; results in {args.results / 'latest.json'} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

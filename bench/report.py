@@ -1,0 +1,339 @@
+"""Turn one run's results into a table, a JSON file, a PNG and the figures section of ``docs/benchmarks.md``."""
+
+# ruff: noqa: RUF001 - the tables are Markdown for people: en dashes and multiplication signs are meant
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+__all__ = ["machine", "plot", "table", "targets", "write_docs", "write_json"]
+
+DOC_BEGIN = "<!-- bench:figures:begin (written by `python -m bench --write-docs`) -->"
+DOC_END = "<!-- bench:figures:end -->"
+
+
+def _run(*argv: str) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": _run("nproc"),
+        "cpu_model": model,
+        "free_h": _run("free", "-h"),
+        "uptime_start": _run("uptime"),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def _f(value: Any, digits: int = 0) -> str:
+    if not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    return a / b if a and b else float("nan")
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """``(target, measured, met)``; ``met`` is None when the measurement was not run."""
+    out: list[tuple[str, str, bool | None]] = []
+    tp = r.get("throughput", {}).get("commands_per_s")
+    naive = r.get("naive", {}).get("commands_per_s")
+    http = r.get("http_ceiling", {}).get("commands_per_s")
+    if tp:
+        out.append(("≥ 1,000 commands/s, one worker process", f"{tp:,.0f}/s", tp >= 1000))
+    if tp and naive:
+        out.append(("≥ 20× the naive loop", f"{tp / naive:,.0f}×", tp / naive >= 20))
+    if tp and http:
+        out.append(("≥ 50 % of the HTTP ceiling", f"{tp / http:.0%}", tp / http >= 0.5))
+    fol = r.get("follows")
+    if fol:
+        ok = fol["worker_peak_rss_mb"] < 250 and fol["complete"]
+        out.append(
+            (
+                f"{fol['batches']:,} follows under 250 MB RSS, all finals",
+                f"{fol['worker_peak_rss_mb']:.0f} MB, {fol['finals']:,} finals",
+                ok,
+            )
+        )
+    lat = r.get("latency")
+    if lat:
+        p99 = lat["publish_to_cancel_call_ms"]["p99"]
+        out.append((f"p99 publish→cancel call < 100 ms at {lat['rate']:.0f}/s", f"{p99:.0f} ms", p99 < 100))
+    return out
+
+
+def table(r: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for section in (_throughput_rows, _latency_rows, _follow_rows, _scale_rows, _target_rows, _profile_rows):
+        rows = section(r)
+        if rows:
+            lines += [*rows, ""]
+    return "\n".join(lines)
+
+
+def _throughput_rows(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
+    tp, naive, relay, http = (r.get(k, {}) for k in ("throughput", "naive", "kafka_ceiling", "http_ceiling"))
+    if tp or naive or relay or http:
+        add("| throughput (first publish → last final event) | N | commands/s | ours ÷ this |")
+        add("|---|---:|---:|---:|")
+        ours = tp.get("commands_per_s")
+        if tp:
+            cpu, rss = tp["worker_cpu_share"][0], tp["worker_peak_rss_mb"][0]
+            extra = f" (worker CPU {cpu:.0%} of a core, peak RSS {rss:.0f} MB)"
+            add(f"| **worker, 1 process**{extra} | {tp['commands']:,} | **{_f(ours)}** | 1.0 |")
+        if naive:
+            add(
+                f"| naive loop (getone → cancel → poll → produce → commit) | {naive['commands']:,} "
+                f"| {_f(naive['commands_per_s'], 1)} | {_f(_ratio(ours, naive['commands_per_s']), 0)}× |"
+            )
+        if relay:
+            add(
+                f"| Kafka ceiling: consume + 2 produces + commit, no HTTP | {relay['commands']:,} "
+                f"| {_f(relay['commands_per_s'])} | {_f(_ratio(ours, relay['commands_per_s']), 2)} |"
+            )
+        if http:
+            add(
+                f"| HTTP ceiling: raw aiohttp, c={http['concurrency']}: {_f(http['raw_aiohttp_rps'])} req/s ÷ 2 "
+                f"| – | {_f(http['commands_per_s'])} | {_f(_ratio(ours, http['commands_per_s']), 2)} |"
+            )
+            add(
+                f"| (httpx on the aiohttp transport, c={http['concurrency']}: "
+                f"{_f(http['httpx_aiohttp_transport_rps'])} req/s ÷ 2) | – "
+                f"| {_f(http['httpx_aiohttp_transport_rps'] / 2)} "
+                f"| {_f(_ratio(ours, http['httpx_aiohttp_transport_rps'] / 2), 2)} |"
+            )
+    return lines
+
+
+def _latency_rows(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
+    lat = r.get("latency")
+    if lat:
+        add(
+            f"| latency at {lat['rate']:.0f}/s for {lat['seconds']:.0f} s "
+            f"({lat['commands']:,} commands, achieved {lat['achieved_rate']:.0f}/s) | p50 | p95 | p99 | max |"
+        )
+        add("|---|---:|---:|---:|---:|")
+        for label, key in (
+            ("publish → cancel request at the provider (ms)", "publish_to_cancel_call_ms"),
+            ("publish → final event read by a consumer (ms)", "publish_to_final_seen_ms"),
+        ):
+            p = lat[key]
+            add(f"| {label} | {_f(p['p50'], 1)} | {_f(p['p95'], 1)} | {_f(p['p99'], 1)} | {_f(p['max'], 1)} |")
+        add(
+            f"| (worker CPU {lat['worker_cpu_share']:.0%} of a core, peak RSS {lat['worker_peak_rss_mb']:.0f} MB) |||||"
+        )
+    return lines
+
+
+def _follow_rows(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
+    fol = r.get("follows")
+    if fol:
+        add(
+            f"| {fol['batches']:,} concurrent follows, `cancelling` {fol['cancelling_s']:.0f} s, poll interval "
+            f"{fol['follow_initial_interval_s']:g} s → {fol['follow_max_interval_s']:g} s | value |"
+        )
+        add("|---|---:|")
+        add(f"| final events arrived | {fol['finals']:,} of {fol['batches']:,} {dict(fol['outcomes'])} |")
+        add(
+            f"| worker peak RSS (VmHWM) | {fol['worker_peak_rss_mb']:.0f} MB "
+            f"(idle {fol['worker_rss_before_mb']:.0f} MB) |"
+        )
+        add(f"| worker CPU over the run | {fol['worker_cpu_s']:.1f} s = {fol['worker_cpu_share']:.0%} of a core |")
+        add(
+            f"| GETs to the provider | {fol['gets']:,} = {fol['gets_per_batch']:.1f} per batch, "
+            f"{fol['gets_per_s']:.0f}/s mean, peak {fol['peak_requests_per_s']:.0f} requests/s |"
+        )
+        add(f"| first publish → last final event | {fol['seconds']:.1f} s |")
+    return lines
+
+
+def _scale_rows(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
+    scale = r.get("scale_out")
+    if scale:
+        add(
+            "| scale-out: processes on a 6-partition topic | N | commands/s | × one process "
+            "| CPU of each (share of a core) |"
+        )
+        add("|---|---:|---:|---:|---|")
+        base = scale[0]["commands_per_s"]
+        for s in scale:
+            cpus = ", ".join(f"{c:.0%}" for c in s["worker_cpu_share"])
+            add(
+                f"| {s['workers']} | {s['commands']:,} | {_f(s['commands_per_s'])} "
+                f"| {_f(s['commands_per_s'] / base, 2)} | {cpus} |"
+            )
+    return lines
+
+
+def _target_rows(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
+    tg = targets(r)
+    if tg:
+        add("| target | measured | met |")
+        add("|---|---:|:---:|")
+        for name, value, met in tg:
+            add(f"| {name} | {value} | {'yes' if met else 'NO'} |")
+    return lines
+
+
+def _profile_rows(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    add = lines.append
+    prof = r.get("profile")
+    if prof and prof.get("samples"):
+        add(f"profile of the worker (py-spy, {prof['samples']:,} samples, {prof['commands']:,} commands):")
+        add(
+            "  inclusive share by package: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in prof["by_package_inclusive"].items())
+        )
+        add("  top self time: " + "; ".join(f"{f} {v:.1%}" for f, v in prof["top_self"][:8]))
+    return lines
+
+
+def write_json(r: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(r, indent=1, default=str) + "\n")
+
+
+def plot(r: dict[str, Any], path: Path) -> bool:
+    """Throughput bars, latency distributions and the follow run's timeline, in one PNG."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    _plot_throughput(axes[0], r)
+    _plot_latency(axes[1], r)
+    _plot_follows(axes[2], r)
+    fig.suptitle(f"batch-cancel-worker benchmarks ({r.get('mode', '')}), {r['machine']['nproc']} cores, loaded machine")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_throughput(ax: Any, r: dict[str, Any]) -> None:
+    bars: list[tuple[str, float]] = []
+    if r.get("naive"):
+        bars.append(("naive loop", r["naive"]["commands_per_s"]))
+    if r.get("throughput"):
+        bars.append(("worker\n1 process", r["throughput"]["commands_per_s"]))
+    for s in r.get("scale_out", [])[1:]:
+        bars.append((f"worker\n{s['workers']} processes", s["commands_per_s"]))
+    if r.get("http_ceiling"):
+        bars.append(("HTTP ceiling\n(raw aiohttp ÷ 2)", r["http_ceiling"]["commands_per_s"]))
+    if r.get("kafka_ceiling"):
+        bars.append(("Kafka ceiling\n(no HTTP)", r["kafka_ceiling"]["commands_per_s"]))
+    if bars:
+        colors = ["#bbbbbb" if "naive" in n else "#d9822b" if "ceiling" in n else "#2b6cd9" for n, _ in bars]
+        ax.bar([n for n, _ in bars], [v for _, v in bars], color=colors)
+        for i, (_, v) in enumerate(bars):
+            ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=9)
+        ax.set_ylabel("commands / s (first publish → last final event)")
+        ax.set_title("Throughput")
+        ax.tick_params(axis="x", labelsize=8)
+
+
+def _plot_latency(ax: Any, r: dict[str, Any]) -> None:
+    lat = r.get("latency")
+    if lat:
+        for key, label in (("cancel_call", "publish → cancel request"), ("final_seen", "publish → final event")):
+            values = sorted(lat["samples_ms"][key])
+            if values:
+                ys = [(i + 1) / len(values) for i in range(len(values))]
+                ax.plot(values, ys, label=label)
+        ax.axvline(100, color="red", linestyle=":", label="100 ms target (cancel p99)")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (log scale)")
+        ax.set_ylabel("fraction of commands")
+        ax.set_title(f"Latency CDF at {lat['rate']:.0f} commands/s for {lat['seconds']:.0f} s")
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+
+
+def _plot_follows(ax: Any, r: dict[str, Any]) -> None:
+    fol = r.get("follows")
+    if fol and fol.get("timeline"):
+        tl = fol["timeline"]
+        ts = [p["t"] for p in tl]
+        rates = [0.0] + [
+            (b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-9) for a, b in itertools.pairwise(tl)
+        ]
+        ax.plot(ts, rates, label="HTTP requests/s to the provider", color="#d9822b")
+        ax.set_xlabel("s since first publish")
+        ax.set_ylabel("requests / s")
+        ax2 = ax.twinx()
+        ax2.plot(ts, [p["rss_mb"] for p in tl], label="worker RSS (MB)", color="#2b6cd9")
+        ax2.plot(ts, [p["finals"] / max(fol["batches"], 1) * 250 for p in tl], label="finals (0→250 = all)", color="g")
+        ax2.set_ylim(0, 260)
+        ax2.set_ylabel("MB")
+        ax.set_title(f"{fol['batches']:,} batches cancelling {fol['cancelling_s']:.0f} s")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+
+
+def write_docs(r: dict[str, Any], path: Path) -> None:
+    """Replace the figures section of ``docs/benchmarks.md`` (between the markers), keep the prose around it."""
+    m = r["machine"]
+    figures = [
+        DOC_BEGIN,
+        "",
+        f"Run of {r['started']} (`{r['command']}`, {r['runtime_s']:.0f} s).",
+        "",
+        f"Machine: {m['nproc']} cores ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}, "
+        f"Kafka {r.get('kafka_version', '?')}.",
+        "",
+        "```",
+        "$ free -h",
+        m["free_h"],
+        "$ uptime  # at start, and at the end of the run",
+        m["uptime_start"],
+        r.get("uptime_end", "?"),
+        "```",
+        "",
+        table(r),
+        "",
+        "![throughput, latency and follows](benchmarks.png)",
+        "",
+        DOC_END,
+    ]
+    text = path.read_text() if path.exists() else f"# Benchmarks\n\n{DOC_BEGIN}\n{DOC_END}\n"
+    if DOC_BEGIN in text and DOC_END in text:
+        head, _, rest = text.partition(DOC_BEGIN)
+        _, _, tail = rest.partition(DOC_END)
+        text = head + "\n".join(figures) + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(figures) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,427 @@
+"""The measurements themselves; each returns a plain dict that goes into the JSON results as is."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.http_transport import _aiohttp, _httpx
+from bench.stack import (
+    PROVIDER,
+    Observer,
+    Proc,
+    Topics,
+    WorkerProc,
+    load_average,
+    peak_rss_mb,
+    publish_bulk,
+    publish_paced,
+    rss_mb,
+)
+from devstack.broker import KafkaBroker
+from worker.emulator.testing import Emulator
+
+__all__ = [
+    "FAST_FOLLOW",
+    "HTTP_CONCURRENCY",
+    "Context",
+    "Sizes",
+    "concurrent_follows",
+    "http_ceiling",
+    "kafka_ceiling",
+    "latency",
+    "naive_loop",
+    "percentiles",
+    "worker_throughput",
+]
+
+#: The worker's per-account HTTP concurrency (``max_concurrency`` default); the HTTP ceiling uses the same.
+HTTP_CONCURRENCY = 32
+#: Throughput and latency runs: the emulator cancels at once, so one GET 50 ms later sees ``cancelled``.
+FAST_FOLLOW = {"BCW_FOLLOW_INITIAL_INTERVAL_S": "0.05", "BCW_FOLLOW_MAX_INTERVAL_S": "1"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    throughput: int = 20_000
+    naive: int = 300
+    ceiling: int = 20_000
+    http_requests: int = 20_000
+    http_seconds: float = 8.0
+    rate: float = 200.0
+    latency_s: float = 60.0
+    follows: int = 10_000
+    cancelling_s: float = 60.0
+    follow_max_interval_s: float = 30.0
+    scale: int = 10_000
+    scale_workers: tuple[int, ...] = (1, 2, 3)
+    profile: int = 10_000
+
+    @staticmethod
+    def quick() -> Sizes:
+        return Sizes(
+            throughput=3_000,
+            naive=60,
+            ceiling=3_000,
+            http_requests=4_000,
+            http_seconds=3.0,
+            latency_s=20.0,
+            follows=2_000,
+            cancelling_s=20.0,
+            scale=2_000,
+            profile=3_000,
+        )
+
+
+@dataclass
+class Context:
+    broker: KafkaBroker
+    log_dir: Path
+    sizes: Sizes
+
+
+def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles in milliseconds of values given in seconds (plus the max)."""
+    if not values:
+        return {f"p{p}": float("nan") for p in points} | {"max": float("nan")}
+    ordered = sorted(values)
+    out = {f"p{p}": ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))] * 1000 for p in points}
+    return out | {"max": ordered[-1] * 1000}
+
+
+def _deadline_for(n: int, per_second_floor: float, extra: float) -> float:
+    return n / per_second_floor + extra
+
+
+async def _start_workers(ctx: Context, topics: Topics, emulator: Emulator, count: int, **env: str) -> list[WorkerProc]:
+    procs = [WorkerProc(topics, emulator, ctx.log_dir, name=f"worker{i}", **env) for i in range(count)]
+    try:
+        for p in procs:
+            await asyncio.to_thread(p.wait_ready)
+        if count > 1:
+            await asyncio.sleep(3.0)  # let the group settle on its final assignment before the clock starts
+    except BaseException:
+        for p in procs:
+            p.kill()
+        raise
+    return procs
+
+
+class _Profiler:
+    """``py-spy record --nonblocking`` on one process; SIGINT makes it write its collapsed stacks."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+        exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        if exe is None:
+            raise RuntimeError("py-spy is not installed: pip install py-spy")
+        self.out = out
+        self.rate = rate
+        self.proc = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+async def worker_throughput(
+    ctx: Context, n: int, *, workers: int = 1, partitions: int = 6, profile_to: Path | None = None
+) -> dict[str, Any]:
+    """Publish ``n`` commands as fast as possible; commands/s from the first publish to the last final event."""
+    with Emulator() as emulator:
+        topics = Topics(ctx.broker, partitions)
+        batch_ids = emulator.create_batches(PROVIDER, n, prefix=f"tp{topics.tag}_", cancelling_polls=0)
+        procs = await _start_workers(ctx, topics, emulator, workers, **FAST_FOLLOW)
+        observer = Observer(topics.bootstrap, topics.events)
+        profiler: _Profiler | None = None
+        try:
+            await observer.start()
+            if profile_to is not None:
+                profiler = _Profiler(procs[0].pid, profile_to)
+                await asyncio.sleep(1.0)  # py-spy attaches
+            load_before = load_average()
+            cpu0 = [p.cpu() for p in procs]
+            t_cpu0 = time.monotonic()
+            sent, t_first = await publish_bulk(topics.bootstrap, topics.commands, batch_ids)
+            t_published = time.time()
+            complete = await observer.wait_finals(set(sent), _deadline_for(n, 50, 60))
+            cpu = [p.cpu() - c for p, c in zip(procs, cpu0, strict=True)]
+            wall_cpu = time.monotonic() - t_cpu0
+            if profiler is not None:
+                profiler.stop()
+            finals = [observer.final_seen[c] for c in sent if c in observer.final_seen]
+            t_last = max(finals) if finals else time.time()
+            stats = emulator.stats()
+            result = {
+                "commands": n,
+                "workers": workers,
+                "partitions": partitions,
+                "complete": complete,
+                "finals": len(finals),
+                "outcomes": dict(Counter(observer.outcomes.values())),
+                "events": observer.events,
+                "seconds": t_last - t_first,
+                "publish_seconds": t_published - t_first,
+                "commands_per_s": len(finals) / (t_last - t_first),
+                "http_requests": stats["count"].get(f"dialect:{PROVIDER}", 0),
+                "worker_cpu_s": cpu,
+                "worker_cpu_share": [c / wall_cpu for c in cpu],  # 1.0 = one core busy the whole time
+                "worker_peak_rss_mb": [peak_rss_mb(p.pid) for p in procs],
+                "load_before": load_before,
+                "load_after": load_average(),
+            }
+        finally:
+            if profiler is not None:
+                profiler.stop()
+            await observer.stop()
+            for p in procs:
+                p.stop()
+    return result
+
+
+async def _baseline(ctx: Context, mode: str, n: int, seconds: float) -> dict[str, Any]:
+    with Emulator() as emulator:
+        topics = Topics(ctx.broker, 6)
+        batch_ids = emulator.create_batches(PROVIDER, n, prefix=f"{mode}{topics.tag}_", cancelling_polls=0)
+        argv = [sys.executable, "-m", "bench.baselines", mode, "--bootstrap", topics.bootstrap]
+        argv += ["--commands", topics.commands, "--events", topics.events, "--group", topics.group]
+        argv += ["--url", emulator.base_url(PROVIDER), "--interval", FAST_FOLLOW["BCW_FOLLOW_INITIAL_INTERVAL_S"]]
+        argv += ["--count", str(n), "--seconds", str(seconds)]
+        proc = Proc(argv, dict(os.environ), f"{mode}-{topics.tag}", ctx.log_dir)
+        observer = Observer(topics.bootstrap, topics.events)
+        try:
+            await observer.start()
+            await asyncio.sleep(2.0)  # the baseline joins its group (it prints nothing before it works)
+            load_before = load_average()
+            cpu0 = proc.cpu()
+            sent, t_first = await publish_bulk(topics.bootstrap, topics.commands, batch_ids)
+            complete = await observer.wait_finals(set(sent), seconds + 10)
+            cpu = proc.cpu() - cpu0
+            finals = [observer.final_seen[c] for c in sent if c in observer.final_seen]
+            t_last = max(finals) if finals else time.time()
+            result = {
+                "commands": n,
+                "complete": complete,
+                "finals": len(finals),
+                "seconds": t_last - t_first,
+                "commands_per_s": len(finals) / (t_last - t_first),
+                "cpu_s": cpu,
+                "load_before": load_before,
+                "load_after": load_average(),
+            }
+            await asyncio.to_thread(proc.wait, 30)
+        finally:
+            await observer.stop()
+            proc.kill()
+    return result
+
+
+async def naive_loop(ctx: Context, n: int) -> dict[str, Any]:
+    """getone → httpx cancel → sleep/poll → produce → commit, one command at a time, as its own process."""
+    return await _baseline(ctx, "naive", n, seconds=max(60.0, n * 0.5))
+
+
+async def kafka_ceiling(ctx: Context, n: int) -> dict[str, Any]:
+    """Consume + produce two events + commit, no HTTP: the most the Kafka side of the pipe allows."""
+    return await _baseline(ctx, "relay", n, seconds=max(60.0, n / 100))
+
+
+async def http_ceiling(sizes: Sizes) -> dict[str, Any]:
+    """Raw aiohttp GETs/s to the emulator at the worker's concurrency, and httpx on the aiohttp transport."""
+    args = argparse.Namespace(requests=sizes.http_requests, seconds=sizes.http_seconds)
+    with Emulator() as emulator:
+        batch_id = emulator.create_batch(PROVIDER)
+        url = f"{emulator.base_url(PROVIDER)}/batches/{batch_id}"
+        load_before = load_average()
+        raw = await _aiohttp(url, HTTP_CONCURRENCY, args)
+        via_httpx = await _httpx(url, HTTP_CONCURRENCY, args, aiohttp_transport=True)
+    return {
+        "concurrency": HTTP_CONCURRENCY,
+        "raw_aiohttp_rps": raw,
+        "httpx_aiohttp_transport_rps": via_httpx,
+        # The worker makes two requests per command (POST cancel, one GET); the ceiling in commands/s:
+        "commands_per_s": raw / 2,
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
+
+
+async def latency(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
+    """A steady ``rate``: publish → cancel request at the emulator, and publish → final event seen."""
+    n = int(rate * seconds)
+    with Emulator() as emulator:
+        topics = Topics(ctx.broker, 6)
+        batch_ids = emulator.create_batches(PROVIDER, n, prefix=f"lat{topics.tag}_", cancelling_polls=0)
+        (worker,) = await _start_workers(ctx, topics, emulator, 1, **FAST_FOLLOW)
+        observer = Observer(topics.bootstrap, topics.events)
+        try:
+            await observer.start()
+            load_before = load_average()
+            cpu0 = worker.cpu()
+            t0 = time.monotonic()
+            sent, batch_of, achieved = await publish_paced(topics.bootstrap, topics.commands, batch_ids, rate)
+            complete = await observer.wait_finals(set(sent), 60)
+            cpu = worker.cpu() - cpu0
+            wall = time.monotonic() - t0
+            cancel_at: dict[str, float] = {}
+            for entry in emulator.requests(dialect=PROVIDER):
+                if entry["op"] == "cancel" and entry["batch_id"] not in cancel_at:
+                    cancel_at[entry["batch_id"]] = float(entry["t_wall"])
+            to_cancel = [cancel_at[batch_of[c]] - t for c, t in sent.items() if batch_of[c] in cancel_at]
+            to_final = [observer.final_seen[c] - t for c, t in sent.items() if c in observer.final_seen]
+            to_final_sent = [observer.final_created[c] - t for c, t in sent.items() if c in observer.final_created]
+            timeline = sorted((sent[c] - min(sent.values()), (cancel_at[batch_of[c]] - sent[c]) * 1000) for c in sent)
+            result = {
+                "rate": rate,
+                "achieved_rate": achieved,
+                "seconds": seconds,
+                "commands": n,
+                "complete": complete,
+                "publish_to_cancel_call_ms": percentiles(to_cancel),
+                "publish_to_final_seen_ms": percentiles(to_final),
+                "publish_to_final_produced_ms": percentiles(to_final_sent),
+                "worker_cpu_share": cpu / wall,
+                "worker_peak_rss_mb": peak_rss_mb(worker.pid),
+                "load_before": load_before,
+                "load_after": load_average(),
+                "samples_ms": {
+                    "cancel_call": [round(v * 1000, 2) for v in to_cancel],
+                    "final_seen": [round(v * 1000, 2) for v in to_final],
+                },
+                "cancel_timeline": [(round(t, 3), round(v, 2)) for t, v in timeline[:: max(1, len(timeline) // 3000)]],
+            }
+        finally:
+            await observer.stop()
+            worker.stop()
+    return result
+
+
+async def concurrent_follows(ctx: Context, n: int, cancelling_s: float, max_interval_s: float) -> dict[str, Any]:
+    """``n`` batches that stay ``cancelling`` for ``cancelling_s``: memory, CPU and GET rate of one worker."""
+    env = {"BCW_FOLLOW_INITIAL_INTERVAL_S": "1", "BCW_FOLLOW_MAX_INTERVAL_S": str(max_interval_s)}
+    with Emulator() as emulator:
+        topics = Topics(ctx.broker, 6)
+        batch_ids = emulator.create_batches(PROVIDER, n, prefix=f"fol{topics.tag}_", cancelling_s=cancelling_s)
+        (worker,) = await _start_workers(ctx, topics, emulator, 1, **env)
+        observer = Observer(topics.bootstrap, topics.events)
+        timeline: list[dict[str, float]] = []
+        try:
+            await observer.start()
+            load_before = load_average()
+            rss_idle = rss_mb(worker.pid)
+            cpu0 = worker.cpu()
+            t0 = time.monotonic()
+            sent, t_first = await publish_bulk(topics.bootstrap, topics.commands, batch_ids)
+            ids = set(sent)
+            deadline = t0 + cancelling_s + 2 * max_interval_s + n / 50 + 60
+            complete = False
+            while time.monotonic() < deadline:
+                complete = await observer.wait_finals(ids, 1.0)
+                requests = emulator.stats()["count"].get(f"dialect:{PROVIDER}", 0)
+                timeline.append(
+                    {
+                        "t": round(time.monotonic() - t0, 2),
+                        "requests": requests,
+                        "finals": len(observer.final_seen),
+                        "rss_mb": round(rss_mb(worker.pid), 1),
+                        "cpu_s": round(worker.cpu() - cpu0, 2),
+                    }
+                )
+                if complete:
+                    break
+            wall = time.monotonic() - t0
+            cpu = worker.cpu() - cpu0
+            total = emulator.stats()["count"].get(f"dialect:{PROVIDER}", 0)
+            gets = total - n  # one POST per batch (no faults in this scenario), the rest are GETs
+            finals = [observer.final_seen[c] for c in sent if c in observer.final_seen]
+            result = {
+                "batches": n,
+                "cancelling_s": cancelling_s,
+                "follow_initial_interval_s": 1.0,
+                "follow_max_interval_s": max_interval_s,
+                "complete": complete,
+                "finals": len(finals),
+                "outcomes": dict(Counter(observer.outcomes.values())),
+                "seconds": (max(finals) if finals else time.time()) - t_first,
+                "worker_peak_rss_mb": peak_rss_mb(worker.pid),
+                "worker_rss_before_mb": rss_idle,
+                "worker_cpu_s": cpu,
+                "worker_cpu_share": cpu / wall,
+                "http_requests": total,
+                "gets": gets,
+                "gets_per_s": gets / wall,
+                "gets_per_batch": gets / n,
+                "peak_requests_per_s": max(
+                    (b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-9)
+                    for a, b in itertools.pairwise(timeline)
+                )
+                if len(timeline) > 1
+                else 0.0,
+                "load_before": load_before,
+                "load_after": load_average(),
+                "timeline": timeline,
+            }
+        finally:
+            await observer.stop()
+            worker.stop(timeout=30)
+    return result
+
+
+def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Collapsed py-spy stacks → where the samples went: by package (inclusive) and by function (self)."""
+    total = 0
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    groups = {
+        "aiokafka": "aiokafka/",
+        "httpx": "httpx/",
+        "aiohttp": "aiohttp/",
+        "opentelemetry": "opentelemetry/",
+        "pydantic": "pydantic",
+        "logging": "logging/",
+        "json": "json/",
+        "tenacity": "tenacity/",
+        "prometheus_client": "prometheus_client/",
+        "worker": "worker/",
+    }
+    if not raw.exists():
+        return {"samples": 0, "error": "py-spy wrote no profile"}
+    for line in raw.read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        total += count
+        frames = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in stack.split(";")]
+        self_time[frames[-1]] += count
+        for f in set(frames):
+            inclusive[f] += count
+        for name, needle in groups.items():
+            if any(needle in f for f in frames):
+                packages[name] += count
+    return {
+        "samples": total,
+        "by_package_inclusive": {k: round(v / total, 3) for k, v in packages.most_common()} if total else {},
+        "top_self": [(f, round(v / total, 3)) for f, v in self_time.most_common(top)] if total else [],
+        "top_inclusive": [(f, round(v / total, 3)) for f, v in inclusive.most_common(top * 3)] if total else [],
+    }

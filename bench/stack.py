@@ -1,0 +1,317 @@
+"""The benchmark's own stack: a private broker, fresh topics, worker processes, a publisher and an observer.
+
+Nothing here depends on the test suite's fixtures. Every wait has a deadline and every loop a bound, so a
+stuck worker ends a benchmark with an error instead of hanging the machine other engineers share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from devstack.broker import KafkaBroker, _die_with_parent, free_port
+from worker.emulator.testing import DEFAULT_KEY, Emulator
+
+__all__ = [
+    "CLK_TCK",
+    "Observer",
+    "Proc",
+    "Topics",
+    "WorkerProc",
+    "command_bytes",
+    "cpu_seconds",
+    "load_average",
+    "peak_rss_mb",
+    "publish_bulk",
+    "publish_paced",
+    "rss_mb",
+]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROVIDER = "openai"
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from ``/proc/PID/stat`` (fields 14 and 15)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _status_kb(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """``VmHWM``: the highest resident set size the process ever had."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def rss_mb(pid: int) -> float:
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def command_bytes(batch_id: str) -> tuple[str, bytes, bytes]:
+    """``(command_id, value, key)`` of one cancel command for the emulator's OpenAI dialect."""
+    command_id = str(uuid.uuid4())
+    value = json.dumps({"command_id": command_id, "provider": PROVIDER, "batch_id": batch_id}).encode()
+    return command_id, value, f"{PROVIDER}/default/{batch_id}".encode()
+
+
+@dataclass
+class Topics:
+    """Fresh commands/events/dlq topics and a group name on the private broker."""
+
+    broker: KafkaBroker
+    partitions: int = 6
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        self.commands = f"bench-commands-{self.tag}"
+        self.events = f"bench-events-{self.tag}"
+        self.dlq = f"bench-dlq-{self.tag}"
+        self.group = f"bench-group-{self.tag}"
+        self.broker.create_topic(self.commands, self.partitions)
+        self.broker.create_topic(self.events, self.partitions)
+        self.broker.create_topic(self.dlq, 1)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+
+class Proc:
+    """A child process bound to our lifetime (``PR_SET_PDEATHSIG``), with CPU and memory readings."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], name: str, log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(f"{self.name} did not finish within {timeout:.0f}s:\n{self.log_tail()}") from None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the worker drains), SIGKILL if it takes longer than ``timeout``."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class WorkerProc(Proc):
+    """``python -m worker run`` as production runs it: its own process, configured by ``BCW_`` variables."""
+
+    def __init__(self, topics: Topics, emulator: Emulator, log_dir: Path, name: str = "worker", **env: str) -> None:
+        providers = log_dir / f"providers-{topics.tag}.yaml"
+        providers.write_text(
+            "providers:\n"
+            f"  {PROVIDER}:\n"
+            f"    dialect: {PROVIDER}\n"
+            f"    base_url: {emulator.base_url(PROVIDER)}\n"
+            "    accounts:\n"
+            "      default: { api_key_env: BENCH_KEY }\n"
+        )
+        self.port = free_port()
+        full_env = {
+            **os.environ,
+            "BCW_KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
+            "BCW_COMMANDS_TOPIC": topics.commands,
+            "BCW_EVENTS_TOPIC": topics.events,
+            "BCW_DLQ_TOPIC": topics.dlq,
+            "BCW_GROUP_ID": topics.group,
+            "BCW_PROVIDERS_FILE": str(providers),
+            "BCW_METRICS_HOST": "127.0.0.1",
+            "BCW_METRICS_PORT": str(self.port),
+            "BCW_LOG_FORMAT": "json",
+            "BENCH_KEY": DEFAULT_KEY,
+            **env,
+        }
+        super().__init__([sys.executable, "-m", "worker", "run"], full_env, f"{name}-{topics.tag}", log_dir)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return int(r.status) == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+
+class Observer:
+    """Tails the events topic; records when each command's final event was seen (and its CreateTime).
+
+    Reads only the CloudEvents headers (``ce_commandid``, ``ce_outcome`` on final events), never the JSON
+    value, so the observer costs as little CPU as possible on a machine the worker shares.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=50,
+        )
+        self.final_seen: dict[str, float] = {}  # command_id -> wall time the observer read it
+        self.final_created: dict[str, float] = {}  # command_id -> the record's CreateTime (the worker's send)
+        self.outcomes: dict[str, str] = {}
+        self.events = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.time()
+            for records in batch.values():
+                self.events += len(records)
+                for r in records:
+                    headers = dict(r.headers)
+                    outcome = headers.get("ce_outcome")
+                    if outcome is None:
+                        continue
+                    cid = headers["ce_commandid"].decode()
+                    if cid not in self.final_seen:
+                        self.final_seen[cid] = now
+                        self.final_created[cid] = r.timestamp / 1000
+                        self.outcomes[cid] = outcome.decode()
+
+    async def wait_finals(self, ids: set[str], timeout: float) -> bool:
+        """True once every command in ``ids`` has a final event; False at the deadline."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._task is not None and self._task.done():
+                self._task.result()  # re-raise what stopped the observer
+            if len(ids - self.final_seen.keys()) == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 10)
+        await self._consumer.stop()
+
+
+def _producer(bootstrap: str, linger_ms: int) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=linger_ms)
+
+
+async def publish_bulk(bootstrap: str, topic: str, batch_ids: list[str]) -> tuple[dict[str, float], float]:
+    """Publish one command per batch as fast as the client allows; returns ``{command_id: t}`` and t_first."""
+    producer = _producer(bootstrap, linger_ms=5)
+    await producer.start()
+    sent: dict[str, float] = {}
+    try:
+        futures = []
+        t_first = time.time()
+        for batch_id in batch_ids:
+            cid, value, key = command_bytes(batch_id)
+            sent[cid] = time.time()
+            futures.append(await producer.send(topic, value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent, t_first
+
+
+async def publish_paced(
+    bootstrap: str, topic: str, batch_ids: list[str], rate: float
+) -> tuple[dict[str, float], dict[str, str], float]:
+    """Publish at ``rate`` per second (no batching delay); returns times by command, batch by command, rate."""
+    producer = _producer(bootstrap, linger_ms=0)
+    await producer.start()
+    sent: dict[str, float] = {}
+    batch_of: dict[str, str] = {}
+    try:
+        futures = []
+        t0 = time.monotonic()
+        for i, batch_id in enumerate(batch_ids):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            cid, value, key = command_bytes(batch_id)
+            sent[cid] = time.time()
+            batch_of[cid] = batch_id
+            futures.append(await producer.send(topic, value, key=key))
+        achieved = len(batch_ids) / max(time.monotonic() - t0, 1e-9)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent, batch_of, achieved
+
+
+def make_log_dir(root: Path | None) -> Path:
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    return Path(tempfile.mkdtemp(prefix="bcw-bench-"))
