@@ -95,7 +95,7 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         results["kafka_ceiling"] = await scenarios.kafka_ceiling(ctx, s.ceiling)
         _say(f"  {results['kafka_ceiling']['commands_per_s']:,.0f} commands/s")
         _say("throughput: HTTP ceiling")
-        results["http_ceiling"] = await scenarios.http_ceiling(s)
+        results["http_ceiling"] = await scenarios.http_ceiling(ctx)
         _say(f"  {results['http_ceiling']['raw_aiohttp_rps']:,.0f} requests/s")
     if "latency" in parts:
         _say(f"latency: {s.rate:.0f}/s for {s.latency_s:.0f} s")

@@ -92,34 +92,41 @@ def _throughput_rows(r: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     add = lines.append
     tp, naive, relay, http = (r.get(k, {}) for k in ("throughput", "naive", "kafka_ceiling", "http_ceiling"))
-    if tp or naive or relay or http:
-        add("| throughput (first publish → last final event) | N | commands/s | ours ÷ this |")
-        add("|---|---:|---:|---:|")
-        ours = tp.get("commands_per_s")
-        if tp:
-            cpu, rss = tp["worker_cpu_share"][0], tp["worker_peak_rss_mb"][0]
-            extra = f" (worker CPU {cpu:.0%} of a core, peak RSS {rss:.0f} MB)"
-            add(f"| **worker, 1 process**{extra} | {tp['commands']:,} | **{_f(ours)}** | 1.0 |")
-        if naive:
+    if not (tp or naive or relay or http):
+        return lines
+    add("| throughput (first publish → last final event) | N | commands/s | ours ÷ this | CPU ms per command |")
+    add("|---|---:|---:|---:|---:|")
+    ours = tp.get("commands_per_s")
+    if tp:
+        cpu, rss = tp["worker_cpu_share"][0], tp["worker_peak_rss_mb"][0]
+        extra = f" (CPU {cpu:.0%} of a core, peak RSS {rss:.0f} MB)"
+        add(
+            f"| **worker, 1 process**{extra} | {tp['commands']:,} | **{_f(ours)}** | 1.0 "
+            f"| {_f(tp['worker_cpu_ms_per_command'], 2)} |"
+        )
+    if naive:
+        add(
+            f"| naive loop (getone → cancel → poll → produce → commit) | {naive['commands']:,} "
+            f"| {_f(naive['commands_per_s'], 1)} | {_f(_ratio(ours, naive['commands_per_s']), 1)}× "
+            f"| {_f(naive['cpu_ms_per_command'], 2)} |"
+        )
+    if relay:
+        add(
+            f"| Kafka ceiling: consume + 2 produces + commit, no HTTP | {relay['commands']:,} "
+            f"| {_f(relay['commands_per_s'])} | {_f(_ratio(ours, relay['commands_per_s']), 2)} "
+            f"| {_f(relay['cpu_ms_per_command'], 2)} |"
+        )
+    if http:
+        c = http["concurrency"]
+        for label, key in (
+            (f"HTTP ceiling: raw aiohttp GETs, c={c}", "raw_aiohttp"),
+            (f"httpx on the aiohttp transport, c={c}", "httpx_aiohttp_transport"),
+            (f"the worker's ProviderClient (+ OTel, tenacity), c={c}", "provider_client"),
+        ):
+            rps, cpu_ms = http[f"{key}_rps"], http[f"{key}_cpu_ms"]
             add(
-                f"| naive loop (getone → cancel → poll → produce → commit) | {naive['commands']:,} "
-                f"| {_f(naive['commands_per_s'], 1)} | {_f(_ratio(ours, naive['commands_per_s']), 0)}× |"
-            )
-        if relay:
-            add(
-                f"| Kafka ceiling: consume + 2 produces + commit, no HTTP | {relay['commands']:,} "
-                f"| {_f(relay['commands_per_s'])} | {_f(_ratio(ours, relay['commands_per_s']), 2)} |"
-            )
-        if http:
-            add(
-                f"| HTTP ceiling: raw aiohttp, c={http['concurrency']}: {_f(http['raw_aiohttp_rps'])} req/s ÷ 2 "
-                f"| – | {_f(http['commands_per_s'])} | {_f(_ratio(ours, http['commands_per_s']), 2)} |"
-            )
-            add(
-                f"| (httpx on the aiohttp transport, c={http['concurrency']}: "
-                f"{_f(http['httpx_aiohttp_transport_rps'])} req/s ÷ 2) | – "
-                f"| {_f(http['httpx_aiohttp_transport_rps'] / 2)} "
-                f"| {_f(_ratio(ours, http['httpx_aiohttp_transport_rps'] / 2), 2)} |"
+                f"| {label}: {_f(rps)} req/s ÷ 2 requests per command | – | {_f(rps / 2)} "
+                f"| {_f(_ratio(ours, rps / 2), 2)} | {_f(2 * cpu_ms, 2)} |"
             )
     return lines
 

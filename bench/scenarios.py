@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from bench.stack import (
     rss_mb,
 )
 from devstack.broker import KafkaBroker
-from worker.emulator.testing import Emulator
+from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 __all__ = [
     "FAST_FOLLOW",
@@ -64,9 +65,9 @@ class Sizes:
     follows: int = 10_000
     cancelling_s: float = 60.0
     follow_max_interval_s: float = 30.0
-    scale: int = 10_000
+    scale: int = 5_000
     scale_workers: tuple[int, ...] = (1, 2, 3)
-    profile: int = 10_000
+    profile: int = 5_000
 
     @staticmethod
     def quick() -> Sizes:
@@ -127,8 +128,10 @@ class _Profiler:
             raise RuntimeError("py-spy is not installed: pip install py-spy")
         self.out = out
         self.rate = rate
+        argv = [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--full-filenames"]
+        argv += ["--format", "raw", "-o", str(out)]
         self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking", "--format", "raw", "-o", str(out)],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -163,7 +166,7 @@ async def worker_throughput(
             t_cpu0 = time.monotonic()
             sent, t_first = await publish_bulk(topics.bootstrap, topics.commands, batch_ids)
             t_published = time.time()
-            complete = await observer.wait_finals(set(sent), _deadline_for(n, 50, 60))
+            complete = await observer.wait_finals(set(sent), _deadline_for(n, 25, 60))
             cpu = [p.cpu() - c for p, c in zip(procs, cpu0, strict=True)]
             wall_cpu = time.monotonic() - t_cpu0
             if profiler is not None:
@@ -185,6 +188,7 @@ async def worker_throughput(
                 "http_requests": stats["count"].get(f"dialect:{PROVIDER}", 0),
                 "worker_cpu_s": cpu,
                 "worker_cpu_share": [c / wall_cpu for c in cpu],  # 1.0 = one core busy the whole time
+                "worker_cpu_ms_per_command": sum(cpu) * 1000 / max(len(finals), 1),
                 "worker_peak_rss_mb": [peak_rss_mb(p.pid) for p in procs],
                 "load_before": load_before,
                 "load_after": load_average(),
@@ -225,6 +229,7 @@ async def _baseline(ctx: Context, mode: str, n: int, seconds: float) -> dict[str
                 "seconds": t_last - t_first,
                 "commands_per_s": len(finals) / (t_last - t_first),
                 "cpu_s": cpu,
+                "cpu_ms_per_command": cpu * 1000 / max(len(finals), 1),
                 "load_before": load_before,
                 "load_after": load_average(),
             }
@@ -245,19 +250,68 @@ async def kafka_ceiling(ctx: Context, n: int) -> dict[str, Any]:
     return await _baseline(ctx, "relay", n, seconds=max(60.0, n / 100))
 
 
-async def http_ceiling(sizes: Sizes) -> dict[str, Any]:
-    """Raw aiohttp GETs/s to the emulator at the worker's concurrency, and httpx on the aiohttp transport."""
+async def _timed(run: Coroutine[Any, Any, float]) -> tuple[float, float]:
+    """``(requests/s, CPU ms of this process per request)`` of one load from ``bench.http_transport``."""
+    before = time.process_time()
+    started = time.perf_counter()
+    rate = await run
+    requests = rate * (time.perf_counter() - started)
+    return rate, (time.process_time() - before) * 1000 / max(requests, 1)
+
+
+async def _provider_client(ctx: Context, emulator: Emulator, pairs: int, seconds: float) -> tuple[float, float]:
+    """The worker's own ``ProviderClient`` (httpx + aiohttp transport + OTel + tenacity): cancel then retrieve."""
+    from worker.config import load_providers
+    from worker.providers import build_clients
+
+    os.environ.setdefault("BENCH_KEY", DEFAULT_KEY)
+    providers = ctx.log_dir / "providers-client.yaml"
+    providers.write_text(
+        f"providers:\n  {PROVIDER}:\n    dialect: {PROVIDER}\n    base_url: {emulator.base_url(PROVIDER)}\n"
+        "    accounts:\n      default: { api_key_env: BENCH_KEY }\n"
+    )
+    client = build_clients(load_providers(providers))[PROVIDER]
+    batch_ids = iter(emulator.create_batches(PROVIDER, pairs, cancelling_polls=0))
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def one() -> None:
+        nonlocal done
+        for batch_id in batch_ids:
+            if time.perf_counter() > deadline:
+                return
+            await client.cancel("default", batch_id)
+            await client.retrieve("default", batch_id)
+            done += 2
+
+    try:
+        before, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(HTTP_CONCURRENCY)))
+        wall, cpu = time.perf_counter() - started, time.process_time() - before
+    finally:
+        await client.aclose()
+    return done / wall, cpu * 1000 / max(done, 1)
+
+
+async def http_ceiling(ctx: Context) -> dict[str, Any]:
+    """Requests/s and client CPU per request to the emulator at the worker's concurrency, layer by layer."""
+    sizes = ctx.sizes
     args = argparse.Namespace(requests=sizes.http_requests, seconds=sizes.http_seconds)
     with Emulator() as emulator:
         batch_id = emulator.create_batch(PROVIDER)
         url = f"{emulator.base_url(PROVIDER)}/batches/{batch_id}"
         load_before = load_average()
-        raw = await _aiohttp(url, HTTP_CONCURRENCY, args)
-        via_httpx = await _httpx(url, HTTP_CONCURRENCY, args, aiohttp_transport=True)
+        raw, raw_cpu = await _timed(_aiohttp(url, HTTP_CONCURRENCY, args))
+        via_httpx, httpx_cpu = await _timed(_httpx(url, HTTP_CONCURRENCY, args, aiohttp_transport=True))
+        client, client_cpu = await _provider_client(ctx, emulator, sizes.http_requests // 2, sizes.http_seconds)
     return {
         "concurrency": HTTP_CONCURRENCY,
         "raw_aiohttp_rps": raw,
+        "raw_aiohttp_cpu_ms": raw_cpu,
         "httpx_aiohttp_transport_rps": via_httpx,
+        "httpx_aiohttp_transport_cpu_ms": httpx_cpu,
+        "provider_client_rps": client,
+        "provider_client_cpu_ms": client_cpu,
         # The worker makes two requests per command (POST cancel, one GET); the ceiling in commands/s:
         "commands_per_s": raw / 2,
         "load_before": load_before,
@@ -279,7 +333,7 @@ async def latency(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
             cpu0 = worker.cpu()
             t0 = time.monotonic()
             sent, batch_of, achieved = await publish_paced(topics.bootstrap, topics.commands, batch_ids, rate)
-            complete = await observer.wait_finals(set(sent), 60)
+            complete = await observer.wait_finals(set(sent), max(60.0, n / 25))
             cpu = worker.cpu() - cpu0
             wall = time.monotonic() - t0
             cancel_at: dict[str, float] = {}
@@ -386,24 +440,33 @@ async def concurrent_follows(ctx: Context, n: int, cancelling_s: float, max_inte
     return result
 
 
+def _short(frame: str) -> str:
+    """``func (/…/site-packages/pkg/mod.py:12)`` → ``func (pkg/mod.py)``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3", str(Path(__file__).resolve().parent.parent) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            path = path.split("/", 1)[1] if marker == "/lib/python3" else path
+            break
+    return f"{name} ({path})"
+
+
+def _package(frame: str) -> str:
+    path = frame.partition(" (")[2]
+    top = path.split("/", 1)[0].rstrip(")")
+    if top.endswith(".py"):
+        return "stdlib:" + top.removesuffix(".py")
+    return top
+
+
 def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
-    """Collapsed py-spy stacks → where the samples went: by package (inclusive) and by function (self)."""
+    """Collapsed py-spy stacks → where the samples went: by package (inclusive, self) and by function."""
     total = 0
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
-    groups = {
-        "aiokafka": "aiokafka/",
-        "httpx": "httpx/",
-        "aiohttp": "aiohttp/",
-        "opentelemetry": "opentelemetry/",
-        "pydantic": "pydantic",
-        "logging": "logging/",
-        "json": "json/",
-        "tenacity": "tenacity/",
-        "prometheus_client": "prometheus_client/",
-        "worker": "worker/",
-    }
+    package_self: Counter[str] = Counter()
     if not raw.exists():
         return {"samples": 0, "error": "py-spy wrote no profile"}
     for line in raw.read_text().splitlines():
@@ -412,16 +475,18 @@ def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
             continue
         count = int(count_s)
         total += count
-        frames = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in stack.split(";")]
+        frames = [_short(f) for f in stack.split(";")]
         self_time[frames[-1]] += count
+        package_self[_package(frames[-1])] += count
         for f in set(frames):
             inclusive[f] += count
-        for name, needle in groups.items():
-            if any(needle in f for f in frames):
-                packages[name] += count
+        for name in {_package(f) for f in frames}:
+            packages[name] += count
+    share = 1 / max(total, 1)
     return {
         "samples": total,
-        "by_package_inclusive": {k: round(v / total, 3) for k, v in packages.most_common()} if total else {},
-        "top_self": [(f, round(v / total, 3)) for f, v in self_time.most_common(top)] if total else [],
-        "top_inclusive": [(f, round(v / total, 3)) for f, v in inclusive.most_common(top * 3)] if total else [],
+        "by_package_inclusive": {k: round(v * share, 3) for k, v in packages.most_common(14)},
+        "by_package_self": {k: round(v * share, 3) for k, v in package_self.most_common(14)},
+        "top_self": [(f, round(v * share, 3)) for f, v in self_time.most_common(top)],
+        "top_inclusive": [(f, round(v * share, 3)) for f, v in inclusive.most_common(top * 4)],
     }

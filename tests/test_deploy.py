@@ -215,11 +215,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "providers": {
             "config": {
                 "providers": {
-                    "openai": {"dialect": "openai", "accounts": {"default": {"api_key_env": "OPENAI_API_KEY"}}},
+                    "openai": {
+                        "dialect": "openai",
+                        "accounts": {
+                            "default": {"api_key_env": "OPENAI_API_KEY", "signing_keys_env": ["SIGN_A", "SIGN_B"]}
+                        },
+                    },
                     "siliconflow": {
                         "dialect": "siliconflow",
                         "max_concurrency": 8,
-                        "accounts": {"research": {"api_key_file": "/var/run/secrets/sf/key"}},
+                        "accounts": {
+                            "research": {
+                                "api_key_file": "/var/run/secrets/sf/key",
+                                "signing_keys_file": "/var/run/secrets/sf/signing-keys",
+                            }
+                        },
                     },
                 }
             }
@@ -500,6 +510,8 @@ def test_replicas_never_exceed_partitions_unless_asked(chart: Renderer) -> None:
     assert hpa["spec"]["maxReplicas"] == 3
 
 
+# Account fields that name where a key is (env var, file), never the key: the only ones the chart accepts.
+REFERENCE_FIELDS = {"api_key_env", "api_key_file", "signing_keys_env", "signing_keys_file"}
 SECRETISH = re.compile(r"KEY|PASSWORD|TOKEN|SECRET|CREDENTIAL", re.IGNORECASE)
 
 
@@ -518,7 +530,7 @@ def test_no_secret_values_rendered(chart: Renderer, variant: str, tmp_path: Path
             providers = load_providers(path)
             for provider in providers.providers.values():
                 for account in provider.accounts.values():
-                    assert set(account.model_dump(exclude_none=True)) <= {"api_key_env", "api_key_file"}
+                    assert set(account.model_dump(exclude_none=True)) <= REFERENCE_FIELDS
 
 
 @pytest.mark.parametrize("field", ["api_key", "key", "value"])
@@ -533,19 +545,18 @@ def test_inline_api_keys_rejected_at_install(chart: Renderer, field: str) -> Non
     assert "schema" in err
 
 
-def test_every_referenced_key_reaches_the_pod(chart: Renderer) -> None:
-    env_missing = {
-        "providers": {
-            "config": {"providers": {"groq": {"dialect": "openai", "accounts": {"a": {"api_key_env": "GROQ_API_KEY"}}}}}
-        }
-    }
-    assert "GROQ_API_KEY" in chart.fails(env_missing)
-    file_missing = {
-        "providers": {
-            "config": {"providers": {"groq": {"dialect": "openai", "accounts": {"a": {"api_key_file": "/keys/groq"}}}}}
-        }
-    }
-    assert "/keys/groq" in chart.fails(file_missing)
+@pytest.mark.parametrize(
+    ("account", "named"),
+    [
+        ({"api_key_env": "GROQ_API_KEY"}, "GROQ_API_KEY"),
+        ({"api_key_file": "/keys/groq"}, "/keys/groq"),
+        ({"api_key_env": "OPENAI_API_KEY", "signing_keys_env": ["OPENAI_API_KEY", "SIGN_GROQ"]}, "SIGN_GROQ"),
+        ({"api_key_env": "OPENAI_API_KEY", "signing_keys_file": "/keys/signing"}, "/keys/signing"),
+    ],
+)
+def test_every_referenced_key_reaches_the_pod(chart: Renderer, account: dict[str, Any], named: str) -> None:
+    values = {"providers": {"config": {"providers": {"groq": {"dialect": "openai", "accounts": {"a": account}}}}}}
+    assert named in chart.fails(values)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -645,9 +656,9 @@ def test_chart_providers_schema_matches_the_worker() -> None:
     providers = schema["properties"]["providers"]["properties"]["config"]["properties"]["providers"]
     provider = providers["additionalProperties"]
     assert set(provider["properties"]) == set(ProviderConfig.model_fields)
-    assert set(provider["properties"]["accounts"]["additionalProperties"]["properties"]) == set(
-        AccountConfig.model_fields
-    )
+    # A new account field must be reviewed here: the chart accepts only references to keys, never keys.
+    assert set(provider["properties"]["accounts"]["additionalProperties"]["properties"]) == REFERENCE_FIELDS
+    assert set(AccountConfig.model_fields) == REFERENCE_FIELDS
     assert set(provider["properties"]["dialect"]["enum"]) == set(DIALECTS)
     assert set(schema["properties"]["providers"]["properties"]["config"]["properties"]) == set(
         ProvidersFile.model_fields

@@ -111,8 +111,9 @@ app.kubernetes.io/component: worker
 {{- end }}
 {{- end }}
 
-{{/* Every key the rendered providers file refers to must reach the pod: an env var the chart sets, or a
-file under a mounted Secret. Checked at install, since the worker would only find out at start. */}}
+{{/* Every key the rendered providers file refers to (API keys, command-signing keys) must reach the pod:
+an env var the chart sets, or a file under a mounted Secret. Checked at install, since the worker would
+only find out at start. */}}
 {{- define "bcw.validateApiKeys" -}}
 {{- if not .Values.providers.existingConfigMap }}
 {{- $envNames := list }}
@@ -120,17 +121,25 @@ file under a mounted Secret. Checked at install, since the worker would only fin
 {{- range .Values.extraEnv }}{{ $envNames = append $envNames .name }}{{ end }}
 {{- range $provider, $p := .Values.providers.config.providers }}
 {{- range $account, $a := $p.accounts }}
-{{- if $a.api_key_env }}
-{{- if not (or (has $a.api_key_env $envNames) $.Values.apiKeys.existingSecret) }}
-{{- fail (printf "providers.config: %s/%s reads api_key_env %s, which no apiKeys.env entry (nor apiKeys.existingSecret, extraEnv) provides" $provider $account $a.api_key_env) }}
+{{- $vars := list }}
+{{- with $a.api_key_env }}{{ $vars = append $vars (list "api_key_env" .) }}{{ end }}
+{{- range $a.signing_keys_env }}{{ $vars = append $vars (list "signing_keys_env" .) }}{{ end }}
+{{- range $vars }}
+{{- if not (or (has (index . 1) $envNames) $.Values.apiKeys.existingSecret) }}
+{{- fail (printf "providers.config: %s/%s reads %s %s, which no apiKeys.env entry (nor apiKeys.existingSecret, extraEnv) provides" $provider $account (index . 0) (index . 1)) }}
 {{- end }}
-{{- else if $a.api_key_file }}
+{{- end }}
+{{- $files := list }}
+{{- with $a.api_key_file }}{{ $files = append $files (list "api_key_file" .) }}{{ end }}
+{{- with $a.signing_keys_file }}{{ $files = append $files (list "signing_keys_file" .) }}{{ end }}
+{{- range $files }}
+{{- $file := index . 1 }}
 {{- $found := false }}
 {{- range $.Values.apiKeys.files }}
-{{- if hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $a.api_key_file }}{{ $found = true }}{{ end }}
+{{- if hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $file }}{{ $found = true }}{{ end }}
 {{- end }}
 {{- if not $found }}
-{{- fail (printf "providers.config: %s/%s reads api_key_file %s, which is under no apiKeys.files mountPath" $provider $account $a.api_key_file) }}
+{{- fail (printf "providers.config: %s/%s reads %s %s, which is under no apiKeys.files mountPath" $provider $account (index . 0) $file) }}
 {{- end }}
 {{- end }}
 {{- end }}
