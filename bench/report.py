@@ -252,15 +252,15 @@ def plot(r: dict[str, Any], path: Path) -> bool:
 def _plot_throughput(ax: Any, r: dict[str, Any]) -> None:
     bars: list[tuple[str, float]] = []
     if r.get("naive"):
-        bars.append(("naive loop", r["naive"]["commands_per_s"]))
+        bars.append(("naive\nloop", r["naive"]["commands_per_s"]))
     if r.get("throughput"):
-        bars.append(("worker\n1 process", r["throughput"]["commands_per_s"]))
+        bars.append(("worker", r["throughput"]["commands_per_s"]))
     for s in r.get("scale_out", [])[1:]:
-        bars.append((f"worker\n{s['workers']} processes", s["commands_per_s"]))
+        bars.append((f"worker\n×{s['workers']}", s["commands_per_s"]))
     if r.get("http_ceiling"):
-        bars.append(("HTTP ceiling\n(raw aiohttp ÷ 2)", r["http_ceiling"]["commands_per_s"]))
+        bars.append(("HTTP\nceiling", r["http_ceiling"]["commands_per_s"]))
     if r.get("kafka_ceiling"):
-        bars.append(("Kafka ceiling\n(no HTTP)", r["kafka_ceiling"]["commands_per_s"]))
+        bars.append(("Kafka\nceiling", r["kafka_ceiling"]["commands_per_s"]))
     if bars:
         colors = ["#bbbbbb" if "naive" in n else "#d9822b" if "ceiling" in n else "#2b6cd9" for n, _ in bars]
         ax.bar([n for n, _ in bars], [v for _, v in bars], color=colors)

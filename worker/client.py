@@ -21,7 +21,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -31,6 +31,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
 from worker.contract import CancelCommand, batch_key, decode_command
+from worker.signing import sign
 
 __all__ = [
     "DEFAULT_COMMANDS_TOPIC",
@@ -110,13 +111,20 @@ async def publish_cancel(
     reason: str | None = None,
     topic: str = DEFAULT_COMMANDS_TOPIC,
     producer: AIOKafkaProducer | None = None,
+    kafka_options: Mapping[str, Any] | None = None,
+    signing_key: bytes | None = None,
     **fields: Any,
 ) -> str:
     """Send one cancel command and return its ``command_id`` once the broker has acknowledged it.
 
     Pass a started ``producer`` to publish many commands over one connection (the budget guard does);
-    otherwise an idempotent ``acks=all`` producer is opened and closed around this one send.
+    otherwise an idempotent ``acks=all`` producer is opened and closed around this one send, with
+    ``kafka_options`` (e.g. ``worker.kafka.connection.security_kwargs(settings)`` for SASL/TLS).
+    With ``signing_key`` the command is signed for accounts that require it (``requested_at`` is set to now
+    when absent, because signed commands must carry it).
     """
+    if signing_key is not None:
+        fields.setdefault("requested_at", datetime.now(UTC))
     command = build_command(provider, batch_id, account=account, reason=reason, **fields)
     value = encode_command(command)
     key = batch_key(command.provider, command.account, command.batch_id)
@@ -129,10 +137,14 @@ async def publish_cancel(
     }
     with _tracer.start_as_current_span(f"send {topic}", kind=trace.SpanKind.PRODUCER, attributes=attributes):
         headers = [("content-type", b"application/json"), *trace_headers()]
+        if signing_key is not None:
+            headers.append(sign(value, signing_key))
         if producer is not None:
             await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
             return command.command_id
-        own = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True)
+        own = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, **dict(kafka_options or {})
+        )
         await own.start()
         try:
             await own.send_and_wait(topic, value, key=key.encode(), headers=headers)
@@ -171,10 +183,19 @@ class EventFollower:
     is committed and nothing waits for a rebalance; a wait costs one connection and no broker state.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str = DEFAULT_EVENTS_TOPIC, *, since: datetime | None = None):
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str = DEFAULT_EVENTS_TOPIC,
+        *,
+        since: datetime | None = None,
+        kafka_options: Mapping[str, Any] | None = None,
+    ):
         self.topic = topic
         self._since = since
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, **dict(kafka_options or {})
+        )
 
     async def __aenter__(self) -> EventFollower:
         await self._consumer.start()
@@ -254,6 +275,7 @@ async def wait_for_outcome(
     timeout: float,
     on_event: EventCallback | None = None,
     since: datetime | None = None,
+    kafka_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Wait for a command already sent: reads from ``since`` (default: five minutes ago) to its final event.
 
@@ -261,5 +283,5 @@ async def wait_for_outcome(
     to wait without any look-back, enter an ``EventFollower`` before publishing instead.
     """
     start = since if since is not None else datetime.now(UTC) - DEFAULT_LOOKBACK
-    async with EventFollower(bootstrap_servers, events_topic, since=start) as follower:
+    async with EventFollower(bootstrap_servers, events_topic, since=start, kafka_options=kafka_options) as follower:
         return await follower.outcome(command_id, timeout=timeout, on_event=on_event)

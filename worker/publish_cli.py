@@ -41,7 +41,9 @@ from worker.client import (
     build_command,
     publish_cancel,
 )
+from worker.config import ConfigError, Settings
 from worker.contract import InvalidCommand
+from worker.kafka.connection import security_kwargs
 
 __all__ = ["EXIT_CODES", "exit_code", "format_event", "main"]
 
@@ -97,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--commands-topic", default=env("BCW_COMMANDS_TOPIC", DEFAULT_COMMANDS_TOPIC))
     pub.add_argument("--wait", action="store_true", help="print each state change and exit on the final event")
     pub.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+    pub.add_argument(
+        "--signing-key-env",
+        metavar="VAR",
+        help="sign the command with the key in environment variable VAR (accounts that require signed commands)",
+    )
     watch = sub.add_parser("watch", parents=[kafka], help="tail batch-state events (Ctrl-C stops)")
     watch.add_argument("--batch-id", help="only events about this batch")
     watch.add_argument("--command-id", help="only events of this command")
@@ -134,6 +141,9 @@ async def _publish(args: argparse.Namespace) -> int:
         )
         fields = command.model_dump(exclude={"provider", "batch_id", "account", "reason"}, exclude_none=True)
 
+        options = _kafka_options(args)
+        signing_key = _signing_key(args.signing_key_env)
+
         async def send() -> str:
             return await publish_cancel(
                 args.bootstrap_servers,
@@ -142,13 +152,16 @@ async def _publish(args: argparse.Namespace) -> int:
                 account=command.account,
                 reason=command.reason,
                 topic=args.commands_topic,
+                kafka_options=options,
+                signing_key=signing_key,
                 **fields,
             )
 
         if not args.wait:
             _say(await send())
             return EXIT_OK
-        async with EventFollower(args.bootstrap_servers, args.events_topic) as follower:  # positioned before send
+        follower_cm = EventFollower(args.bootstrap_servers, args.events_topic, kafka_options=options)
+        async with follower_cm as follower:  # positioned before send
             command_id = await send()
             _say(command_id)
             _say(f"trace {format(span.get_span_context().trace_id, '032x')}; waiting for the outcome…", err=True)
@@ -167,8 +180,26 @@ async def _publish(args: argparse.Namespace) -> int:
         return code
 
 
+def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
+    """SASL/TLS from the same ``BCW_KAFKA_*`` variables the worker reads, so one environment serves both."""
+    try:
+        settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
+    except ValidationError as exc:
+        raise ConfigError(f"bad BCW_ setting: {exc.errors(include_input=False)[0]['msg']}") from None
+    return security_kwargs(settings)
+
+
+def _signing_key(var: str | None) -> bytes | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if not value:
+        raise ConfigError(f"--signing-key-env: environment variable {var} is not set or empty")
+    return value.encode()
+
+
 async def _watch(args: argparse.Namespace) -> int:
-    async with EventFollower(args.bootstrap_servers, args.events_topic) as follower:
+    async with EventFollower(args.bootstrap_servers, args.events_topic, kafka_options=_kafka_options(args)) as follower:
         _say(f"watching {args.events_topic} from its end; Ctrl-C stops", err=True)
         if not args.json:
             _say(f"{'time':<12}  {'status':<18}  {'provider/account/batch_id'}  command_id")
@@ -199,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_tracing()
     try:
         return asyncio.run(_publish(args) if args.command == "publish" else _watch(args))
+    except ConfigError as exc:
+        _say(f"batch-cancel: configuration error, nothing published: {exc}", err=True)
+        return EXIT_USAGE
     except (ValidationError, InvalidCommand) as exc:
         _say(f"batch-cancel: invalid command, nothing published: {exc}", err=True)
         return EXIT_USAGE

@@ -198,13 +198,42 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+class OncePer(logging.Filter):
+    """Let a message template of loggers under ``prefix`` through at most once per ``interval`` seconds.
+
+    A handler filter, because filters on a parent logger are not applied to its children's records.
+    """
+
+    def __init__(self, interval: float, prefix: str) -> None:
+        super().__init__()
+        self._interval = interval
+        self._prefix = prefix
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefix):
+            return True
+        key = f"{record.name}:{record.msg}"
+        now = time.monotonic()
+        last, dropped = self._last.get(key, (float("-inf"), 0))
+        if now - last < self._interval:
+            self._last[key] = (last, dropped + 1)
+            return False
+        if dropped:
+            record.msg = f"{record.msg} (and {dropped} more like it in the last {self._interval:.0f}s)"
+        self._last[key] = (now, 0)
+        return True
+
+
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiokafka logs every reconnect attempt at ERROR; one line per retry is noise, a lost broker shows in health.
+    # aiokafka logs every reconnect attempt at ERROR (thousands of lines while a broker restarts): keep the
+    # first of each kind per interval; a lost broker also shows in /readyz and the commit-lag metric.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    handler.addFilter(OncePer(30.0, prefix="aiokafka"))
     # httpx logs each request at INFO; the provider client logs what matters (never the headers).
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -67,6 +67,9 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
             # Who may cancel: WRITE on the commands topic (prefix here; the literal topic in production).
             ["--allow-principal", "User:publisher", "--resource-pattern-type", "prefixed",
              "--operation", "Write", "--topic", "commands-"],
+            # ...and, to wait for outcomes (batch-cancel publish --wait), READ on the events topic.
+            ["--allow-principal", "User:publisher", "--resource-pattern-type", "prefixed",
+             "--operation", "Read", "--topic", "events-"],
             # A legitimate reader of outcomes (a dashboard): may read events, may not cancel anything.
             ["--allow-principal", "User:reader", "--resource-pattern-type", "prefixed",
              "--operation", "Read", "--topic", "events-", "--topic", "commands-"],
@@ -288,3 +291,29 @@ async def test_plaintext_client_on_the_tls_listener_fails_clearly(secure: Secure
     settings = Settings(kafka_bootstrap_servers=secure.secure_bootstrap)
     with pytest.raises(KafkaStartError, match="BCW_KAFKA_SECURITY_PROTOCOL=PLAINTEXT"):
         await asyncio.wait_for(check_connection(settings, timeout=5), 30)
+
+
+def test_cli_publishes_signed_over_sasl_ssl_and_waits(secure: SecureKafka, emulator: Emulator, tmp_path: Path) -> None:
+    """The CLI reads the same BCW_KAFKA_* settings as the worker and signs with --signing-key-env."""
+    s = secure_stack(secure, emulator, tmp_path)
+    try:
+        providers = yaml.safe_load(s.providers_file.read_text())
+        providers["providers"]["openai"]["accounts"]["signed"] = {
+            "api_key_env": "E2E_KEY",
+            "signing_keys_env": ["E2E_SIGNING_KEY"],
+        }
+        s.providers_file.write_text(yaml.safe_dump(providers))
+        s.start_worker(name="cli-signed", E2E_SIGNING_KEY=SIGNING_KEY)
+        batch = emulator.create_batch("openai", f"batch_{uuid.uuid4().hex[:10]}", cancelling_polls=1)
+        cli = Path(sys.executable).with_name("batch-cancel")
+        env = {**os.environ, **secure.client_env("publisher"), "E2E_SIGNING_KEY": SIGNING_KEY}
+        args = [str(cli), "publish", "--provider", "openai", "--account", "signed", "--batch-id", batch,
+                "--signing-key-env", "E2E_SIGNING_KEY", "--commands-topic", s.commands, "--events-topic", s.events,
+                "--wait", "--timeout", "90"]  # fmt: skip
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=150, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "FINAL cancelled" in done.stdout
+        assert [r["method"] for r in emulator.requests(batch_id=batch)][:1] == ["POST"]
+        assert SIGNING_KEY not in done.stdout + done.stderr
+    finally:
+        s.close()

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import unquote
 
 from worker.contract import BATCH_ID_PATTERN
 from worker.emulator.model import Fault, Store
@@ -173,7 +174,10 @@ def _route(path: str) -> tuple[str | None, str | None, str | None]:
     """``(dialect, batch_id, op)`` for a well-formed provider path, else Nones (an unknown path)."""
     for prefix, dialect in PREFIXES.items():
         if path.startswith(prefix):
-            batch_id, slash, rest = path[len(prefix) :].partition("/")
+            segment, slash, rest = path[len(prefix) :].partition("/")
+            # Split on the raw path first (an encoded %2F must not become a separator), then decode the
+            # segment as a real provider's router does: the worker percent-encodes ':' in ids like ``a:b``.
+            batch_id = unquote(segment)
             if not valid_batch_id(batch_id):
                 return dialect, None, None
             if not slash:

@@ -37,6 +37,7 @@ log = logging.getLogger("worker.kafka.producer")
 
 #: ``ce_source`` of every event: which system produced it.
 EVENT_SOURCE = "urn:batch-cancel-worker"
+MAX_SENDS_IN_FLIGHT = 256
 #: What is kept of a dead letter the DLQ topic refuses as too large.
 TRUNCATE_TO = 64 * 1024
 
@@ -64,6 +65,9 @@ class EventProducer:
             max_request_size=settings.max_publish_bytes,
             request_timeout_ms=30_000,
         )
+        # Bounds sends in flight: a burst of thousands of dead letters otherwise queues so deep in the client
+        # that sends time out and retry in a storm (seen in the reliability suite's poison scenario).
+        self._slots = asyncio.Semaphore(MAX_SENDS_IN_FLIGHT)
         self.published = 0
         self.failures = 0
 
@@ -106,7 +110,8 @@ class EventProducer:
         delay = 0.1
         while True:
             try:
-                await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+                async with self._slots:
+                    await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
                 self.published += 1
                 return
             except (MessageSizeTooLargeError, RecordTooLargeError):
