@@ -146,9 +146,9 @@ async def test_finished_command_waits_for_an_earlier_running_one_before_commit()
     )
     quick = json.dumps({"command_id": "quick", "provider": "q", "batch_id": "b2"}).encode()
     offsets = submit_all(d, [Rec(command("slow"), offset=0), Rec(quick, offset=1)])
-    await until(lambda: any(e.final for e in sink.for_command("quick")))
+    await until(lambda: any(e.final for e in sink.for_command("quick")) and d.in_flight == 1)
     assert offsets.to_commit() is None
-    assert d.in_flight == 1
+    assert offsets.in_flight == 2  # the quick one is finished but waits above the running one
     await d.close()
 
 

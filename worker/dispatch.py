@@ -31,31 +31,13 @@ from worker.contract import (
 )
 from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber
 from worker.kafka.offsets import PartitionOffsets
+from worker.record import Record
 from worker.signing import SignatureVerifier
 from worker.telemetry import CommandContext, CommandTracing
 
 __all__ = ["Dispatcher", "EventSink", "Record"]
 
 log = logging.getLogger("worker.dispatch")
-
-
-class Record(Protocol):
-    """What dispatch reads of a Kafka record; aiokafka's ``ConsumerRecord`` fits."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def timestamp(self) -> int: ...
 
 
 class EventSink(Protocol):

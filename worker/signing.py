@@ -29,9 +29,9 @@ import hmac
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
 
 from worker.contract import CancelCommand, DeadLetterReason, InvalidCommand
+from worker.record import Record
 
 __all__ = ["HEADER", "SIGNATURE_VERSION", "SignatureVerifier", "sign", "signature"]
 
@@ -49,19 +49,6 @@ def signature(value: bytes, key: bytes) -> str:
 def sign(value: bytes, key: bytes) -> tuple[str, bytes]:
     """The Kafka header to add to a record whose value is ``value``: ``(name, value)`` as aiokafka takes it."""
     return HEADER, signature(value, key).encode("ascii")
-
-
-class _SignedRecord(Protocol):
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 class SignatureVerifier:
@@ -86,7 +73,7 @@ class SignatureVerifier:
         """``(provider, account)`` pairs that require signed commands."""
         return frozenset(self._keys)
 
-    def verify(self, record: _SignedRecord, command: CancelCommand) -> None:
+    def verify(self, record: Record, command: CancelCommand) -> None:
         """Raise ``InvalidCommand(UNAUTHORIZED)`` unless the command may be acted on."""
         keys = self._keys.get((command.provider, command.account))
         if keys is None:

@@ -20,10 +20,10 @@ from pydantic import (
 from worker.contract.command import CancelCommand
 from worker.contract.types import (
     _TERMINAL_OUTCOMES,
-    _TIMESTAMPS,
     FAILURE_OUTCOMES,
     MAX_ECHO_CHARS,
     TERMINAL_STATUSES,
+    TIMESTAMP_FIELDS,
     BatchError,
     BatchSnapshot,
     BatchStatus,
@@ -200,7 +200,7 @@ def state_event(
         terminal=snapshot.terminal,
         already_terminal=already_terminal,
         observed_at=_utc(observed_at),
-        **{name: getattr(snapshot, name) or None for name in _TIMESTAMPS},
+        **{name: getattr(snapshot, name) or None for name in TIMESTAMP_FIELDS},
         request_counts=snapshot.request_counts,
         errors=snapshot.errors,
         output_file_id=snapshot.output_file_id,

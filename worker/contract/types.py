@@ -118,7 +118,8 @@ class RequestCounts(BaseModel):
     failed: int | None = None
 
 
-_TIMESTAMPS = (
+#: The batch timestamps every dialect reports (Unix seconds), in lifecycle order.
+TIMESTAMP_FIELDS = (
     "created_at",
     "in_progress_at",
     "expires_at",

@@ -28,8 +28,8 @@ from worker.contract import (
     event_headers,
     event_key,
 )
-from worker.dispatch import Record
 from worker.kafka.connection import client_kwargs
+from worker.record import Record
 
 __all__ = ["EventProducer", "HeaderInjector"]
 

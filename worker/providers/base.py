@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from worker.contract import BatchError, BatchSnapshot, BatchStatus, RequestCounts
+from worker.contract import TIMESTAMP_FIELDS, BatchError, BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import AlreadyTerminal, ProviderError, Rejected, Retryable
 from worker.retry import parse_retry_after
 
@@ -25,17 +25,6 @@ __all__ = ["Dialect", "ErrorInfo", "Op", "decode_body", "error_info"]
 
 Op = Literal["cancel", "retrieve"]
 
-_TIMESTAMPS = (
-    "created_at",
-    "in_progress_at",
-    "expires_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-)
 _STATUS = {s.value: s for s in BatchStatus if s is not BatchStatus.UNKNOWN}
 _STATUS |= {"canceled": BatchStatus.CANCELLED, "canceling": BatchStatus.CANCELLING}
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529})
@@ -124,7 +113,7 @@ class Dialect:
             raise Retryable(f"answer is not a batch object: {error_info(body).message[:120]}")
         raw: str = body["status"]
         status = _STATUS.get(raw.strip().lower()) or self.extra_statuses.get(raw.strip().lower(), BatchStatus.UNKNOWN)
-        fields: dict[str, Any] = {name: _timestamp(body.get(name)) for name in _TIMESTAMPS}
+        fields: dict[str, Any] = {name: _timestamp(body.get(name)) for name in TIMESTAMP_FIELDS}
         return BatchSnapshot(
             status=status,
             provider_status=raw[:200],
