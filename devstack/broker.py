@@ -251,6 +251,8 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
+            # Its own process group: a Ctrl-C in the terminal must not kill the broker before the worker drains.
+            start_new_session=True,
         )
         out.close()
         _LIVE.add(self)

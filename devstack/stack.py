@@ -42,6 +42,7 @@ def _spawn(prefix: str, args: list[str], env: dict[str, str] | None = None) -> s
         stderr=subprocess.STDOUT,
         env=env,
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl
+        start_new_session=True,  # Ctrl-C reaches only the stack, which stops the parts in order
     )
     assert proc.stdout is not None
     threading.Thread(target=_pipe, args=(prefix, proc.stdout), daemon=True).start()
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_worker:
             env = {
                 **os.environ,
+                "BCW_FOLLOW_INITIAL_INTERVAL_S": "0.5",
+                "BCW_FOLLOW_MAX_INTERVAL_S": "5",
                 "BCW_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                 "BCW_PROVIDERS_FILE": str(HERE / "providers.dev.yaml"),
                 "BCW_LOG_FORMAT": "console",

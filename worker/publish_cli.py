@@ -176,7 +176,8 @@ async def _publish(args: argparse.Namespace) -> int:
         if code != EXIT_OK:
             detail = final.get("detail") or {}
             http = f"HTTP {detail['http_status']} " if detail.get("http_status") else ""
-            _say(f"batch-cancel: {final.get('outcome')}: {http}{detail.get('code')}: {detail.get('message')}", err=True)
+            code_part = f"{detail['code']}: " if detail.get("code") else ""
+            _say(f"batch-cancel: {final.get('outcome')}: {http}{code_part}{detail.get('message')}", err=True)
         return code
 
 

@@ -80,7 +80,18 @@ class CommandConsumer:
                 await committer
             await self._dispatcher.close()
             await self._commit()
+            await self._stop_consumer()
+
+    async def _stop_consumer(self) -> None:
+        """Leave the group. With the broker already gone, aiokafka's fetcher can leak a CancelledError of its
+        own from ``stop()``; swallow that one (and only when nobody is cancelling us) so shutdown stays clean."""
+        try:
             await self._consumer.stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("the consumer stopped uncleanly (broker unreachable during shutdown)")
 
     async def _poll_once(self) -> None:
         self._apply_backpressure()
