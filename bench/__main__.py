@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
+import os
 import shutil
 import sys
 import time
@@ -56,6 +58,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, help="commands per scale-out run")
     p.add_argument("--workers", type=int, nargs="+", help="scale-out: worker process counts")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md and docs/benchmarks.png")
+    p.add_argument("--replot", type=Path, metavar="JSON", help="only redraw table, PNG (and docs) from a results file")
     p.add_argument("--results", type=Path, default=RESULTS, help="where JSON, PNG, profile and logs go")
     return p.parse_args(argv)
 
@@ -120,8 +123,22 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         results["profile"] |= scenarios.summarize_profile(out)
 
 
+def _publish(results: dict[str, Any], args: argparse.Namespace, log_dir: Path | None) -> None:
+    print(report.table(results))
+    png = args.results / "latest.png"
+    if report.plot(results, png) and log_dir is not None:
+        shutil.copy(png, log_dir / "results.png")
+    if args.write_docs:
+        report.write_docs(results, DOCS / "benchmarks.md")
+        if png.exists():
+            shutil.copy(png, DOCS / "benchmarks.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    if args.replot is not None:
+        _publish(json.loads(args.replot.read_text()), args, None)
+        return 0
     parts = set(args.only) - ({"profile"} if args.no_profile else set())
     sizes = _sizes(args)
     started = time.monotonic()
@@ -133,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "sizes": dataclasses.asdict(sizes),
         "machine": report.machine(),
+        "worker_commit": os.environ.get("BENCH_COMMIT") or report._run("git", "rev-parse", "--short", "HEAD"),
         "logs": str(log_dir),
     }
     _say(f"starting a private Kafka broker; logs in {log_dir}")
@@ -147,15 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         results["uptime_end"] = report._run("uptime")
         report.write_json(results, log_dir / "results.json")
     report.write_json(results, args.results / "latest.json")
-    print(report.table(results))
-    png = args.results / "latest.png"
-    if report.plot(results, png):
-        shutil.copy(png, log_dir / "results.png")
-    if args.write_docs:
-        report.write_docs(results, DOCS / "benchmarks.md")
-        if png.exists():
-            shutil.copy(png, DOCS / "benchmarks.png")
-    print(f"runtime {results['runtime_s']:.0f} s; results in {args.results / 'latest.json'} and {png}")
+    _publish(results, args, log_dir)
+    print(
+        f"runtime {results['runtime_s']:.0f} s; results in {args.results / 'latest.json'} and {args.results}/latest.png"
+    )
     return 0
 
 

@@ -293,16 +293,17 @@ def _plot_follows(ax: Any, r: dict[str, Any]) -> None:
     if fol and fol.get("timeline"):
         tl = fol["timeline"]
         ts = [p["t"] for p in tl]
-        rates = [0.0] + [
-            (b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-9) for a, b in itertools.pairwise(tl)
-        ]
-        ax.plot(ts, rates, label="HTTP requests/s to the provider", color="#d9822b")
+        raw = [0.0] + [(b["requests"] - a["requests"]) / max(b["t"] - a["t"], 1e-9) for a, b in itertools.pairwise(tl)]
+        rates = [sum(raw[max(0, i - 4) : i + 1]) / len(raw[max(0, i - 4) : i + 1]) for i in range(len(raw))]
+        ax.plot(ts, rates, label="HTTP requests/s to the provider (5-s mean)", color="#d9822b")
         ax.set_xlabel("s since first publish")
         ax.set_ylabel("requests / s")
         ax2 = ax.twinx()
+        top = max(*(p["rss_mb"] for p in tl), 250.0) * 1.1
         ax2.plot(ts, [p["rss_mb"] for p in tl], label="worker RSS (MB)", color="#2b6cd9")
-        ax2.plot(ts, [p["finals"] / max(fol["batches"], 1) * 250 for p in tl], label="finals (0→250 = all)", color="g")
-        ax2.set_ylim(0, 260)
+        ax2.axhline(250, color="#2b6cd9", linestyle=":", label="250 MB target")
+        ax2.plot(ts, [p["finals"] / max(fol["batches"], 1) * top for p in tl], label="share of finals in", color="g")
+        ax2.set_ylim(0, top * 1.05)
         ax2.set_ylabel("MB")
         ax.set_title(f"{fol['batches']:,} batches cancelling {fol['cancelling_s']:.0f} s")
         h1, l1 = ax.get_legend_handles_labels()
@@ -316,7 +317,7 @@ def write_docs(r: dict[str, Any], path: Path) -> None:
     figures = [
         DOC_BEGIN,
         "",
-        f"Run of {r['started']} (`{r['command']}`, {r['runtime_s']:.0f} s).",
+        f"Run of {r['started']} on commit {r.get('worker_commit', '?')} (`{r['command']}`, {r['runtime_s']:.0f} s).",
         "",
         f"Machine: {m['nproc']} cores ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']}, "
         f"Kafka {r.get('kafka_version', '?')}.",
