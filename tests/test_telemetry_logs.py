@@ -30,3 +30,29 @@ def test_json_lines_carry_command_fields(capsys: pytest.CaptureFixture[str]) -> 
     assert line["message"] == "command finished: cancelled"
     assert line["command_id"] == "c-1" and line["batch_id"] == "b" and line["level"] == "info"
     assert isinstance(JsonFormatter(), logging.Formatter)
+
+
+class _Rec:
+    topic, partition, offset, key, timestamp = "commands", 0, 7, None, 0
+
+    def __init__(self, headers: list[tuple[str, bytes]]) -> None:
+        self.headers = headers
+
+
+def test_without_an_exporter_events_still_continue_the_publishers_trace() -> None:
+    from worker.telemetry import CommandTracing, TraceHeaders
+
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ctx = CommandTracing("g").command_context(_Rec([("traceparent", parent.encode())]))
+    ((name, value),) = TraceHeaders().headers(ctx)
+    version, trace_id, span_id, flags = value.decode().split("-")
+    assert (name, version, trace_id, flags) == ("traceparent", "00", "0af7651916cd43dd8448eb211c80319c", "01")
+    assert span_id != "b7ad6b7169203331", "the command gets a span id of its own"
+
+
+def test_a_malformed_traceparent_starts_a_new_trace() -> None:
+    from worker.telemetry import CommandTracing, TraceHeaders
+
+    ctx = CommandTracing("g").command_context(_Rec([("traceparent", b"00-garbage-\xff")]))
+    ((_, value),) = TraceHeaders().headers(ctx)
+    assert len(value.decode().split("-")[1]) == 32 and value.decode().split("-")[1] != "0" * 32

@@ -121,5 +121,6 @@ async def run(settings: Settings) -> int:
     try:
         await worker.run()
     finally:
-        tracer_provider.shutdown()  # flushes the last spans
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flushes the last spans
     return 0

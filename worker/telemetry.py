@@ -33,7 +33,8 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from worker.config import ConfigError
 
@@ -45,33 +46,46 @@ __all__ = [
     "TraceHeaders",
     "configure_logging",
     "configure_tracing",
+    "exporting",
 ]
 
 TRACER = trace.get_tracer("batch-cancel-worker")
 log = logging.getLogger("worker.telemetry")
 
 
-def configure_tracing() -> TracerProvider:
-    """Install the SDK tracer provider with the exporters ``OTEL_TRACES_EXPORTER`` names.
+def configure_tracing() -> TracerProvider | None:
+    """Install the SDK tracer provider with the exporters ``OTEL_TRACES_EXPORTER`` names, if any.
 
     The OpenTelemetry default is ``otlp``; ours is ``none`` unless an OTLP endpoint is configured, because a
     worker that tries to reach ``localhost:4318`` by default logs export errors forever in most clusters.
+    With no exporter no SDK provider is installed at all: recording spans nobody exports cost a third of the
+    worker's CPU per command (docs/benchmarks.md). Trace context still flows: see ``CommandTracing``.
     """
     endpoint_set = any(k in os.environ for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-    names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint_set else "none")
+    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint_set else "none").split(",")]
+    names = [n for n in names if n and n != "none"]
+    unknown = [n for n in names if n not in ("console", "otlp")]
+    if unknown:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: unsupported exporter {unknown[0]!r} (use otlp, console or none)")
+    if not names:
+        return None
     os.environ.setdefault("OTEL_SERVICE_NAME", "batch-cancel-worker")
     provider = TracerProvider(resource=Resource.create())
-    for name in (n.strip() for n in names.split(",") if n.strip()):
-        if name == "none":
-            continue
-        if name == "console":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        elif name == "otlp":
-            provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))
-        else:
-            raise ConfigError(f"OTEL_TRACES_EXPORTER: unsupported exporter {name!r} (use otlp, console or none)")
+    for name in names:
+        exporter = ConsoleSpanExporter() if name == "console" else _otlp_exporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    global _exporting  # noqa: PLW0603 - set once at start-up, read when spans and HTTP clients are made
+    _exporting = True
     return provider
+
+
+_exporting = False
+
+
+def exporting() -> bool:
+    """Whether spans leave the process: per-attempt HTTP spans are only worth their CPU when they do."""
+    return _exporting
 
 
 def _otlp_exporter() -> Any:
@@ -139,12 +153,31 @@ class CommandTracing:
         }
         if key is not None:
             attributes["messaging.kafka.message.key"] = key
-        span = TRACER.start_span(
-            f"process {record.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-        )
+        if _exporting:
+            name = f"process {record.topic}"
+            span = TRACER.start_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
+        else:
+            span = _light_span(parent)
         timestamp = getattr(record, "timestamp", None)
         produced_at = timestamp / 1000 if isinstance(timestamp, int) and timestamp > 0 else time.time()
         return CommandContext(trace.set_span_in_context(span, parent), span, produced_at)
+
+
+_IDS = RandomIdGenerator()
+
+
+def _light_span(parent: otel_context.Context) -> trace.Span:
+    """A span that records nothing but has its own id in the publisher's trace (or a new one).
+
+    Without an exporter this keeps what matters: events carry a ``traceparent`` that continues the
+    publisher's trace with the publisher's sampling decision, and log lines carry trace ids.
+    """
+    up = trace.get_current_span(parent).get_span_context()
+    if up.is_valid:
+        ctx = SpanContext(up.trace_id, _IDS.generate_span_id(), False, up.trace_flags, up.trace_state)
+    else:
+        ctx = SpanContext(_IDS.generate_trace_id(), _IDS.generate_span_id(), False, TraceFlags(TraceFlags.SAMPLED))
+    return NonRecordingSpan(ctx)
 
 
 class TraceHeaders:

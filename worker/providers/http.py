@@ -21,6 +21,7 @@ from httpx_aiohttp import AiohttpTransport
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from worker.config import ProviderConfig
+from worker.telemetry import exporting
 
 __all__ = ["USER_AGENT", "TransportFactory", "build_http_client", "default_transport"]
 
@@ -59,6 +60,9 @@ def build_http_client(
         follow_redirects=False,
         trust_env=False,
     )
-    # One CLIENT span per HTTP attempt, children of the logical call's span (see ProviderClient._call).
-    HTTPXClientInstrumentor.instrument_client(client)
+    # One CLIENT span per HTTP attempt, children of the logical call's span (see ProviderClient._call) — only
+    # when spans are exported: the instrumentation costs ~1.7 ms CPU per command (docs/benchmarks.md), a
+    # quarter of the worker's whole budget, for spans nobody would see.
+    if exporting():
+        HTTPXClientInstrumentor.instrument_client(client)
     return client
