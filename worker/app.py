@@ -78,6 +78,7 @@ class Worker:
         self._producer_started = False
         self.health.add_check("config_loaded", lambda: True)
         self.health.add_check("producer_connected", lambda: self._producer_started)
+        self.health.add_check("publishing", self.producer.healthy)
         self.health.add_check("group_joined", self.consumer.joined.is_set)
 
     async def run(self) -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFailedError
 
 from worker import metrics
 from worker.config import Settings
@@ -38,6 +39,8 @@ log = logging.getLogger("worker.kafka.producer")
 #: ``ce_source`` of every event: which system produced it.
 EVENT_SOURCE = "urn:batch-cancel-worker"
 MAX_SENDS_IN_FLIGHT = 256
+#: Failing to publish for this long makes the worker report itself not ready.
+UNHEALTHY_AFTER_S = 30.0
 #: What is kept of a dead letter the DLQ topic refuses as too large.
 TRUNCATE_TO = 64 * 1024
 
@@ -70,6 +73,11 @@ class EventProducer:
         self._slots = asyncio.Semaphore(MAX_SENDS_IN_FLIGHT)
         self.published = 0
         self.failures = 0
+        self._failing_since: float | None = None
+
+    def healthy(self, grace: float = UNHEALTHY_AFTER_S) -> bool:
+        """False once every send has failed for ``grace`` seconds (broker gone, ACL missing): /readyz says so."""
+        return self._failing_since is None or time.monotonic() - self._failing_since < grace
 
     async def start(self) -> None:
         await self._producer.start()
@@ -113,12 +121,18 @@ class EventProducer:
                 async with self._slots:
                     await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
                 self.published += 1
+                self._failing_since = None
                 return
             except (MessageSizeTooLargeError, RecordTooLargeError):
                 raise  # retrying cannot help; the caller decides
             except KafkaError as exc:
                 self.failures += 1
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 metrics.EVENT_PUBLISH_FAILURES.inc()
-                log.warning("publishing to %s failed (%s); retrying in %.1fs", topic, exc, delay)
+                if isinstance(exc, TopicAuthorizationFailedError):
+                    log.error("not allowed to write to %s: grant this worker's principal WRITE on it", topic)
+                else:
+                    log.warning("publishing to %s failed (%s); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 5.0)
