@@ -92,6 +92,16 @@ def secure_stack(secure: SecureKafka, emulator: Emulator, workdir: Path) -> Stac
     return Stack(secure.broker, emulator, workdir, partitions=1, env_overrides=secure.client_env("worker"))
 
 
+def add_signed_account(s: Stack) -> None:
+    """An openai account ``signed`` that requires signed commands, its publishing key in E2E_SIGNING_KEY."""
+    providers = yaml.safe_load(s.providers_file.read_text())
+    providers["providers"]["openai"]["accounts"]["signed"] = {
+        "api_key_env": "E2E_KEY",
+        "signing_keys_env": ["E2E_SIGNING_KEY"],
+    }
+    s.providers_file.write_text(yaml.safe_dump(providers))
+
+
 # --- configuration checks (no broker needed) -----------------------------------------------------------
 
 
@@ -146,13 +156,7 @@ async def test_worker_over_sasl_ssl_cancels_end_to_end_and_leaks_no_secret(
 ) -> None:
     s = secure_stack(secure, emulator, tmp_path)
     try:
-        # An account that requires signed commands, with its publishing key from the environment.
-        providers = yaml.safe_load(s.providers_file.read_text())
-        providers["providers"]["openai"]["accounts"]["signed"] = {
-            "api_key_env": "E2E_KEY",
-            "signing_keys_env": ["E2E_SIGNING_KEY"],
-        }
-        s.providers_file.write_text(yaml.safe_dump(providers))
+        add_signed_account(s)
         worker = s.start_worker(name="sasl-ssl", BCW_LOG_LEVEL="DEBUG", E2E_SIGNING_KEY=SIGNING_KEY)
         batch = emulator.create_batch("openai", f"batch_{uuid.uuid4().hex[:10]}", cancelling_polls=2)
         signed_batch = emulator.create_batch("openai", f"batch_{uuid.uuid4().hex[:10]}")
@@ -297,12 +301,7 @@ def test_cli_publishes_signed_over_sasl_ssl_and_waits(secure: SecureKafka, emula
     """The CLI reads the same BCW_KAFKA_* settings as the worker and signs with --signing-key-env."""
     s = secure_stack(secure, emulator, tmp_path)
     try:
-        providers = yaml.safe_load(s.providers_file.read_text())
-        providers["providers"]["openai"]["accounts"]["signed"] = {
-            "api_key_env": "E2E_KEY",
-            "signing_keys_env": ["E2E_SIGNING_KEY"],
-        }
-        s.providers_file.write_text(yaml.safe_dump(providers))
+        add_signed_account(s)
         s.start_worker(name="cli-signed", E2E_SIGNING_KEY=SIGNING_KEY)
         batch = emulator.create_batch("openai", f"batch_{uuid.uuid4().hex[:10]}", cancelling_polls=1)
         cli = Path(sys.executable).with_name("batch-cancel")
