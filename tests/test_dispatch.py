@@ -244,3 +244,17 @@ def test_poll_interval_backs_off_and_resets_on_change() -> None:
     assert next_interval(1, False, p) == 2
     assert next_interval(16, False, p) == 30
     assert next_interval(30, True, p) == 1
+
+
+async def test_a_command_whose_watch_dies_follows_again_instead_of_hanging() -> None:
+    provider, sink = FakeProvider(polls=["cancelling"] * 3 + ["cancelled"]), Sink()
+    d = make(provider, sink)
+    offsets = submit_all(d, [Rec(command("orphan"))])
+    await until(lambda: provider.cancels == 1 and d.following == 1)
+    (watch,) = d._watches.values()
+    assert watch.task is not None
+    watch.task.cancel()  # as if it crashed: the subscriber is still waiting
+    await until(lambda: offsets.to_commit() == 1, timeout=10)
+    assert provider.cancels == 2, "a fresh watch re-issued the (idempotent) cancel"
+    finals = [e for e in sink.for_command("orphan") if e.final]
+    assert len(finals) == 1 and finals[0].outcome == Outcome.CANCELLED

@@ -29,7 +29,7 @@ from worker.contract import (
     decode_command,
     failure_event,
 )
-from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber
+from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber, WatchEnded
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
 from worker.signing import SignatureVerifier
@@ -203,15 +203,13 @@ class Dispatcher:
             watch = self._watch_for(command)
             try:
                 await watch.subscribe(sub)
-                assert watch.task is not None
-                waiting: set[asyncio.Future[Any]] = {sub.finished, watch.task}
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                return await sub.finished
+            except WatchEnded:
+                pass
             finally:
                 watch.unsubscribe(sub)
                 if watch.idle and watch.task is not None and not watch.task.done():
                     watch.task.cancel()
-            if sub.done:
-                return sub.finished.result()
             log.warning(
                 "watch of %s ended before command %s finished; following again", command.key, command.command_id
             )

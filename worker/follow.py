@@ -35,7 +35,7 @@ from worker.contract import (
 )
 from worker.errors import GaveUp, Rejected
 
-__all__ = ["BatchWatch", "FollowPolicy", "Subscriber", "next_interval"]
+__all__ = ["BatchWatch", "FollowPolicy", "Subscriber", "WatchEnded", "next_interval"]
 
 log = logging.getLogger("worker.follow")
 
@@ -82,6 +82,10 @@ class Subscriber:
 Publish = Callable[[Subscriber, BatchStateEvent], Awaitable[None]]
 
 
+class WatchEnded(Exception):
+    """The watch stopped (cancelled, or a bug) before this subscriber's final event."""
+
+
 class BatchWatch:
     """The single cancel + follow of one batch, broadcasting to its subscribers until none is left."""
 
@@ -111,6 +115,14 @@ class BatchWatch:
             self._subscribers.remove(sub)
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            for sub in self._subscribers:  # still waiting: tell them, so they follow again instead of hanging
+                if not sub.done:
+                    sub.finished.set_exception(WatchEnded(self._batch_id))
+
+    async def _run(self) -> None:
         try:
             await self._cancel_then_follow()
         except asyncio.CancelledError:
