@@ -31,10 +31,15 @@ log = logging.getLogger("worker.app")
 
 def check_config(settings: Settings) -> tuple[ProvidersFile, dict[str, ProviderClient]]:
     """Load the providers file, every API key and the Kafka security settings; raises ``ConfigError``."""
+    providers, clients, _ = _load(settings)
+    return providers, clients
+
+
+def _load(settings: Settings) -> tuple[ProvidersFile, dict[str, ProviderClient], SignatureVerifier | None]:
     security_kwargs(settings)  # TLS files and SASL password are read here too, before any connection
     providers = load_providers(settings.providers_file)
-    signature_verifier(providers, settings)  # a missing publishing key fails here, not on the first command
-    return providers, build_clients(providers)
+    verifier = signature_verifier(providers, settings)  # a missing publishing key fails now, not on a command
+    return providers, build_clients(providers), verifier
 
 
 def signature_verifier(providers: ProvidersFile, settings: Settings) -> SignatureVerifier | None:
@@ -53,7 +58,7 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.providers, self.clients = check_config(settings)
+        self.providers, self.clients, verifier = _load(settings)
         self.producer = EventProducer(settings, TraceHeaders())
         policy = FollowPolicy(
             initial_interval=settings.follow_initial_interval_s,
@@ -68,7 +73,7 @@ class Worker:
             policy,
             max_command_bytes=settings.max_command_bytes,
             tracing=CommandTracing(settings.group_id),
-            verifier=signature_verifier(self.providers, settings),
+            verifier=verifier,
         )
         self.consumer = CommandConsumer(settings, self.dispatcher)
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
