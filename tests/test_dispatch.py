@@ -258,3 +258,33 @@ async def test_a_command_whose_watch_dies_follows_again_instead_of_hanging() -> 
     assert provider.cancels == 2, "a fresh watch re-issued the (idempotent) cancel"
     finals = [e for e in sink.for_command("orphan") if e.final]
     assert len(finals) == 1 and finals[0].outcome == Outcome.CANCELLED
+
+
+class BrokenVerifier:
+    """Stands in for any bug on the command path (here: in signature checking)."""
+
+    def verify(self, record: Any, command: Any) -> None:
+        raise RuntimeError("a bug, with details that must stay in the log")
+
+
+async def test_a_bug_parks_the_record_in_the_dlq_instead_of_stalling_its_partition() -> None:
+    provider, sink = FakeProvider(), Sink()
+    d = Dispatcher(
+        {"p": provider},
+        {"p": frozenset({"default"})},
+        sink,
+        FAST,
+        max_command_bytes=65536,
+        verifier=BrokenVerifier(),  # type: ignore[arg-type]
+    )
+    offsets = submit_all(d, [Rec(command("boom"), offset=0), Rec(command("next", batch="b2"), offset=1)])
+    await until(lambda: offsets.to_commit() == 2)
+    assert [(why, r.offset) for r, why, _ in sink.dead] == [
+        (DeadLetterReason.INTERNAL_ERROR, 0),
+        (DeadLetterReason.INTERNAL_ERROR, 1),
+    ]
+    assert all("RuntimeError" in message and "details" not in message for _, _, message in sink.dead)
+    finals = [e for e in sink.events if e.final]
+    assert sorted(e.command_id for e in finals) == ["boom", "next"]
+    assert {e.outcome for e in finals} == {Outcome.INVALID}
+    assert provider.cancels == 0

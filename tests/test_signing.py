@@ -67,11 +67,12 @@ def test_good_signature_with_any_listed_key_passes() -> None:
         ([sign(b"other bytes", KEY)], "does not match"),
         ([(HEADER, b"v1=" + b"0" * 64)], "does not match"),
         ([(HEADER, b"garbage")], "does not match"),
+        ([(HEADER, None)], "no bcw-signature header"),  # Kafka header values may be null
     ],
 )
-def test_unsigned_or_badly_signed_is_unauthorized(headers: list[tuple[str, bytes]], message: str) -> None:
+def test_unsigned_or_badly_signed_is_unauthorized(headers: list[tuple[str, bytes | None]], message: str) -> None:
     with pytest.raises(InvalidCommand, match=message) as err:
-        check(verifier(), Rec(value(), headers=headers))
+        check(verifier(), Rec(value(), headers=headers))  # type: ignore[arg-type]  # null values: see above
     assert err.value.reason == DeadLetterReason.UNAUTHORIZED
     assert err.value.command_id == "c1"  # answered with a final `invalid` event
 

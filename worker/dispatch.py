@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -45,6 +46,14 @@ class EventSink(Protocol):
 
     async def publish(self, event: BatchStateEvent, context: Any) -> None: ...
     async def dead_letter(self, record: Record, reason: DeadLetterReason, message: str, context: Any) -> None: ...
+
+
+def _command_id(record: Record) -> str | None:
+    """The command id of a record already known to decode, for the event that accompanies its dead letter."""
+    try:
+        return decode_command(record.value, max_bytes=1 << 30).command_id
+    except Exception:  # noqa: BLE001 - best effort, for the event only
+        return None
 
 
 class Dispatcher:
@@ -116,6 +125,8 @@ class Dispatcher:
                 context.span.set_attribute("bcw.outcome", Outcome.INVALID.value)
                 await self._reject(record, exc, context)
                 outcome = Outcome.INVALID
+            except Exception:  # noqa: BLE001 - a bug must park one record, never stall its partition's watermark
+                outcome = await self._park(record, context)
             else:
                 context.span.set_attributes(
                     {
@@ -125,20 +136,24 @@ class Dispatcher:
                         "bcw.batch_id": command.batch_id,
                     }
                 )
-                final = await self._follow(command, context)
-                outcome = final.outcome or Outcome.ACCEPTED
-                context.span.set_attribute("bcw.outcome", outcome.value)
-                log.info(
-                    "command finished: %s",
-                    outcome.value,
-                    extra={
-                        "command_id": command.command_id,
-                        "provider": command.provider,
-                        "account": command.account,
-                        "batch_id": command.batch_id,
-                        "status": final.status.value if final.status else None,
-                    },
-                )
+                try:
+                    final = await self._follow(command, context)
+                except Exception:  # noqa: BLE001 - as above
+                    outcome = await self._park(record, context)
+                else:
+                    outcome = final.outcome or Outcome.ACCEPTED
+                    context.span.set_attribute("bcw.outcome", outcome.value)
+                    log.info(
+                        "command finished: %s",
+                        outcome.value,
+                        extra={
+                            "command_id": command.command_id,
+                            "provider": command.provider,
+                            "account": command.account,
+                            "batch_id": command.batch_id,
+                            "status": final.status.value if final.status else None,
+                        },
+                    )
             metrics.COMMANDS.labels(outcome.value).inc()
             metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
             if not offsets.revoked:
@@ -146,6 +161,28 @@ class Dispatcher:
         finally:
             context.span.end()
             otel_context.detach(token)
+
+    async def _park(self, record: Record, context: CommandContext) -> Outcome:
+        """Dead-letter a record the worker failed on (``internal_error``), so its partition moves on.
+
+        The exception goes to the log with its traceback; the dead letter names only its type, because an
+        exception message can carry anything. If even that fails, the record is logged and left behind:
+        a partition stalled forever would stop every later command in it.
+        """
+        log.exception("internal error on %s@%d:%d; dead-lettering it", record.topic, record.partition, record.offset)
+        kind = type(sys.exc_info()[1]).__name__
+        exc = InvalidCommand(
+            DeadLetterReason.INTERNAL_ERROR,
+            f"the worker failed on this record ({kind}); see its logs, fix, then replay",
+            command_id=_command_id(record),
+        )
+        try:
+            await self._reject(record, exc, context)
+        except Exception:
+            log.exception(
+                "could not dead-letter %s@%d:%d either; skipping it", record.topic, record.partition, record.offset
+            )
+        return Outcome.INVALID
 
     def _decode(self, record: Record) -> CancelCommand:
         command = decode_command(record.value, max_bytes=self._max_bytes)
@@ -210,6 +247,17 @@ class Dispatcher:
                 watch.unsubscribe(sub)
                 if watch.idle and watch.task is not None and not watch.task.done():
                     watch.task.cancel()
+            if time.monotonic() >= deadline:  # never re-follow forever: the command's own limit still holds
+                event = failure_event(
+                    command_id=command.command_id,
+                    outcome=Outcome.GAVE_UP,
+                    detail=FailureDetail(http_status=None, code="follow_timeout", message="following kept failing"),
+                    provider=command.provider,
+                    account=command.account,
+                    batch_id=command.batch_id,
+                )
+                await self._sink.publish(event, context)
+                return event
             log.warning(
                 "watch of %s ended before command %s finished; following again", command.key, command.command_id
             )

@@ -73,6 +73,9 @@ class Subscriber:
     finished: asyncio.Future[BatchStateEvent] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # A late joiner is reported to from its own task while the watch task may report to it too: one
+    # publication per subscriber at a time, so it can never get two final events.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def done(self) -> bool:
@@ -174,15 +177,16 @@ class BatchWatch:
     async def _report(self, sub: Subscriber, snapshot: BatchSnapshot) -> None:
         """Publish to one subscriber what is new to it; finish it on a terminal state or when it did not follow."""
         final = snapshot.terminal or not sub.command.follow
-        if snapshot.status == sub.last_status and not final:
-            return
-        event = state_event(
-            sub.command, snapshot, sub.last_status, final=final, already_terminal=self._already_terminal
-        )
-        await self._publish(sub, event)
-        sub.last_status = snapshot.status
-        if final and not sub.done:
-            sub.finished.set_result(event)
+        async with sub.lock:
+            if sub.done or (snapshot.status == sub.last_status and not final):
+                return
+            event = state_event(
+                sub.command, snapshot, sub.last_status, final=final, already_terminal=self._already_terminal
+            )
+            await self._publish(sub, event)
+            sub.last_status = snapshot.status
+            if final and not sub.done:
+                sub.finished.set_result(event)
 
     async def _expire_subscribers(self) -> None:
         now = time.monotonic()
@@ -201,15 +205,18 @@ class BatchWatch:
 
     async def _fail(self, sub: Subscriber, outcome: Outcome, detail: FailureDetail) -> None:
         cmd = sub.command
-        event = failure_event(
-            command_id=cmd.command_id,
-            outcome=outcome,
-            detail=detail,
-            provider=cmd.provider,
-            account=cmd.account,
-            batch_id=cmd.batch_id,
-            last_status=sub.last_status,
-        )
-        await self._publish(sub, event)
-        if not sub.done:
-            sub.finished.set_result(event)
+        async with sub.lock:
+            if sub.done:
+                return
+            event = failure_event(
+                command_id=cmd.command_id,
+                outcome=outcome,
+                detail=detail,
+                provider=cmd.provider,
+                account=cmd.account,
+                batch_id=cmd.batch_id,
+                last_status=sub.last_status,
+            )
+            await self._publish(sub, event)
+            if not sub.done:
+                sub.finished.set_result(event)

@@ -89,7 +89,7 @@ class SignatureVerifier:
                 partial=partial,
             )
 
-        offered = [v for k, v in record.headers or () if k == HEADER]
+        offered = [v for k, v in record.headers or () if k == HEADER and v is not None]  # Kafka allows null values
         if not offered:
             raise refuse(f"account {where} requires signed commands: no {HEADER} header")
         value = record.value or b""

@@ -33,6 +33,8 @@ log = logging.getLogger("worker.kafka.consumer")
 
 #: Resume intake once in-flight work falls below this share of ``max_in_flight``.
 RESUME_RATIO = 0.9
+#: At shutdown a commit gets this long; what it cannot commit is redelivered to the next owner.
+SHUTDOWN_COMMIT_TIMEOUT_S = 10.0
 
 
 class CommandConsumer:
@@ -41,6 +43,7 @@ class CommandConsumer:
         self._dispatcher = dispatcher
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
         self._paused = False
+        self._commit_lock = asyncio.Lock()
         self.joined = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(settings),
@@ -79,7 +82,7 @@ class CommandConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
             await self._dispatcher.close()
-            await self._commit()
+            await self._final_commit()
             await self._stop_consumer()
 
     async def _stop_consumer(self) -> None:
@@ -127,7 +130,7 @@ class CommandConsumer:
         keepalive = asyncio.create_task(self._poll_while_draining(), name="drain poll")
         try:
             left = await self._dispatcher.drain(grace)
-            await self._commit()
+            await self._final_commit()
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -147,7 +150,22 @@ class CommandConsumer:
             for tp, offsets in self._partitions.items():
                 metrics.COMMIT_LAG.labels(str(tp.partition)).set(offsets.lag)
 
+    async def _final_commit(self) -> None:
+        """Commit at shutdown, but never wait forever: with the broker gone aiokafka's commit waits for a
+        coordinator until ``stop()``, which comes after it, so SIGTERM would end only in SIGKILL."""
+        try:
+            await asyncio.wait_for(self._commit(), SHUTDOWN_COMMIT_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "final commit timed out after %.0fs; uncommitted commands will be redelivered",
+                SHUTDOWN_COMMIT_TIMEOUT_S,
+            )
+
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        async with self._commit_lock:  # one commit at a time: a retried older commit must not land after a newer
+            await self._commit_now(only)
+
+    async def _commit_now(self, only: set[TopicPartition] | None) -> None:
         pending = {
             tp: o
             for tp, p in self._partitions.items()

@@ -1,9 +1,11 @@
 """Publishing outcomes: state events and dead letters, each acknowledged by every in-sync replica.
 
-The producer is idempotent with ``acks=all``: a retried send after a broker hiccup cannot duplicate a
-record, and "published" means durable. A send that still fails (broker down longer than the client's own
-delivery timeout) is retried here with capped backoff until it succeeds or the command is cancelled,
-because the alternative — giving up — would leave a command without its outcome and its offset stuck.
+The producer is idempotent with ``acks=all``: its own retries after a broker hiccup cannot duplicate a
+record, and "published" means durable. A send this module repeats after a timeout is a new send and may
+duplicate one that did land; every event has a deterministic ``event_id`` for exactly that reason.
+A send that still fails (broker down longer than the client's own delivery timeout) is retried here with
+capped backoff until it succeeds or the command is cancelled, because the alternative — giving up — would
+leave a command without its outcome and its offset stuck.
 """
 
 from __future__ import annotations
