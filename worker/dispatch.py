@@ -30,7 +30,7 @@ from worker.contract import (
     decode_command,
     failure_event,
 )
-from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber, WatchEnded
+from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber, WatchEnded, command_failure
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
 from worker.signing import SignatureVerifier
@@ -248,14 +248,8 @@ class Dispatcher:
                 if watch.idle and watch.task is not None and not watch.task.done():
                     watch.task.cancel()
             if time.monotonic() >= deadline:  # never re-follow forever: the command's own limit still holds
-                event = failure_event(
-                    command_id=command.command_id,
-                    outcome=Outcome.GAVE_UP,
-                    detail=FailureDetail(http_status=None, code="follow_timeout", message="following kept failing"),
-                    provider=command.provider,
-                    account=command.account,
-                    batch_id=command.batch_id,
-                )
+                detail = FailureDetail(http_status=None, code="follow_timeout", message="following kept failing")
+                event = command_failure(command, Outcome.GAVE_UP, detail)
                 await self._sink.publish(event, context)
                 return event
             log.warning(

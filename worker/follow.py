@@ -35,7 +35,7 @@ from worker.contract import (
 )
 from worker.errors import GaveUp, Rejected
 
-__all__ = ["BatchWatch", "FollowPolicy", "Subscriber", "WatchEnded", "next_interval"]
+__all__ = ["BatchWatch", "FollowPolicy", "Subscriber", "WatchEnded", "command_failure", "next_interval"]
 
 log = logging.getLogger("worker.follow")
 
@@ -83,6 +83,21 @@ class Subscriber:
 
 
 Publish = Callable[[Subscriber, BatchStateEvent], Awaitable[None]]
+
+
+def command_failure(
+    command: CancelCommand, outcome: Outcome, detail: FailureDetail, *, last_status: BatchStatus | None = None
+) -> BatchStateEvent:
+    """The final failure event of a decoded command (rejected, gave up)."""
+    return failure_event(
+        command_id=command.command_id,
+        outcome=outcome,
+        detail=detail,
+        provider=command.provider,
+        account=command.account,
+        batch_id=command.batch_id,
+        last_status=last_status,
+    )
 
 
 class WatchEnded(Exception):
@@ -208,15 +223,7 @@ class BatchWatch:
         async with sub.lock:
             if sub.done:
                 return
-            event = failure_event(
-                command_id=cmd.command_id,
-                outcome=outcome,
-                detail=detail,
-                provider=cmd.provider,
-                account=cmd.account,
-                batch_id=cmd.batch_id,
-                last_status=sub.last_status,
-            )
+            event = command_failure(cmd, outcome, detail, last_status=sub.last_status)
             await self._publish(sub, event)
             if not sub.done:
                 sub.finished.set_result(event)
