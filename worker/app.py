@@ -19,6 +19,7 @@ from worker.follow import FollowPolicy
 from worker.health import HealthServer
 from worker.kafka.connection import check_connection, security_kwargs
 from worker.kafka.consumer import CommandConsumer
+from worker.kafka.follow_store import FollowStore, check_topics
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
 from worker.signing import SignatureVerifier
@@ -66,18 +67,21 @@ class Worker:
             max_follow=settings.follow_max_s,
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
+        self.store = FollowStore(settings, self.producer)
         self.dispatcher = Dispatcher(
             self.clients,
             accounts,
             self.producer,
+            self.store,
             policy,
             max_command_bytes=settings.max_command_bytes,
             tracing=CommandTracing(settings.group_id),
             verifier=verifier,
         )
-        self.consumer = CommandConsumer(settings, self.dispatcher)
+        self.consumer = CommandConsumer(settings, self.dispatcher, self.store)
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
         metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.dispatcher.following)
+        metrics.OLDEST_FOLLOW_AGE.set_function(self.dispatcher.oldest_follow_age)
         self.stop = asyncio.Event()
         self.health = HealthServer(settings.metrics_host, settings.metrics_port)
         self._producer_started = False
@@ -93,6 +97,7 @@ class Worker:
         # (KafkaStartError) instead of aiokafka's per-attempt error log and a generic bootstrap failure.
         try:
             await check_connection(self.settings)
+            await check_topics(self.settings)  # a follows topic that cannot keep follows: exit 2 now
         except BaseException:
             for client in self.clients.values():
                 await client.aclose()

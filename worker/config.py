@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     commands_topic: str = "batch-cancel.commands"
     events_topic: str = "batch-cancel.events"
     dlq_topic: str = "batch-cancel.dlq"
+    follows_topic: str = Field(
+        "batch-cancel.follows",
+        description="Compacted; as many partitions as the commands topic. Live follows, resumed by a new owner.",
+    )
     group_id: str = "batch-cancel-worker"
     group_instance_id: str | None = Field(None, description="Static membership (KIP-345), e.g. a StatefulSet pod name.")
     client_id: str = "batch-cancel-worker"
@@ -200,7 +204,12 @@ class Settings(BaseSettings):
     follow_initial_interval_s: float = Field(1.0, gt=0)
     follow_max_interval_s: float = Field(30.0, gt=0)
     follow_max_s: float = Field(24 * 3600.0, gt=0, description="Global cap on following one batch.")
-    shutdown_grace_s: float = Field(25.0, ge=0, description="SIGTERM: time in-flight work gets before it is left.")
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="SIGTERM or revocation: time provider calls on the wire and state writes get to finish; "
+        "follows themselves move to the next owner.",
+    )
     signed_command_max_age_s: float = Field(
         300.0, gt=0, description="Signed commands older (or further in the future) than this are refused."
     )

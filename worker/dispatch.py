@@ -1,11 +1,15 @@
-"""From a consumed record to a published outcome: one asyncio task per command.
+"""From a consumed record to a follow: decode, authorise, join the batch's follow, release the offset.
 
 The consumer hands every record to ``Dispatcher.submit`` and goes straight back to polling; nothing here
-blocks the poll loop. A command's task decodes and authorises it (anything wrong goes to the dead-letter
-topic, plus a final ``invalid`` event when its ``command_id`` could be read), then joins the one
-``BatchWatch`` of its batch and waits for its own final event. Only after that event is acknowledged by
-the broker is the record marked finished in its partition's ``PartitionOffsets``; the commit loop does
-the rest. A task that is cancelled (rebalance, shutdown) never marks its record, so it is redelivered.
+blocks the poll loop. A command's short task decodes and authorises it (anything wrong goes to the
+dead-letter topic, plus a final ``invalid`` event when its ``command_id`` could be read), then joins the one
+``Follow`` of its batch in its partition and ends. The follow releases the record's offset in its
+partition's ``PartitionOffsets`` once the command's intent is durable on the follow-state topic or its
+final event is published, whichever comes first; the commit loop does the rest.
+
+Follows belong to a commands partition: its follow-state records live in the same partition number of the
+follows topic, and when the partition moves, its follows stop here (``stop_partitions``) and resume on the
+new owner (``resume``) from what was written.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from opentelemetry import context as otel_context
 
@@ -25,18 +29,20 @@ from worker.contract import (
     CancelCommand,
     DeadLetterReason,
     FailureDetail,
+    FollowState,
     InvalidCommand,
     Outcome,
+    WaitingCommand,
     decode_command,
     failure_event,
 )
-from worker.follow import BatchWatch, FollowPolicy, Provider, Subscriber, WatchEnded, command_failure
+from worker.follow import Follow, FollowPolicy, Persist, Provider, Subscriber
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
 from worker.signing import SignatureVerifier
-from worker.telemetry import CommandContext, CommandTracing
+from worker.telemetry import CommandContext, CommandTracing, trace_carrier
 
-__all__ = ["Dispatcher", "EventSink", "Record"]
+__all__ = ["Dispatcher", "EventSink", "Record", "StateSink"]
 
 log = logging.getLogger("worker.dispatch")
 
@@ -44,8 +50,16 @@ log = logging.getLogger("worker.dispatch")
 class EventSink(Protocol):
     """Where outcomes go; both calls return only once the broker has the record (or raise CancelledError)."""
 
-    async def publish(self, event: BatchStateEvent, context: Any) -> None: ...
-    async def dead_letter(self, record: Record, reason: DeadLetterReason, message: str, context: Any) -> None: ...
+    async def publish(self, event: BatchStateEvent, context: CommandContext | None) -> None: ...
+    async def dead_letter(
+        self, record: Record, reason: DeadLetterReason, message: str, context: CommandContext | None
+    ) -> None: ...
+
+
+class StateSink(Protocol):
+    """Where follow states go (``worker.kafka.follow_store.FollowStore``): durable when ``write`` returns."""
+
+    async def write(self, partition: int, key: str, state: FollowState | None) -> None: ...
 
 
 def _command_id(record: Record) -> str | None:
@@ -56,12 +70,22 @@ def _command_id(record: Record) -> str | None:
         return None
 
 
+def _trace_of(context: object) -> tuple[str | None, str | None, float | None]:
+    carrier = trace_carrier(context)
+    received = context.produced_at if isinstance(context, CommandContext) else None
+    return carrier.get("traceparent"), carrier.get("tracestate"), received
+
+
+FollowKey = tuple[int, str]  # (commands partition, batch key)
+
+
 class Dispatcher:
     def __init__(
         self,
         providers: Mapping[str, Provider],
         accounts: Mapping[str, frozenset[str]],
         sink: EventSink,
+        states: StateSink,
         policy: FollowPolicy,
         *,
         max_command_bytes: int,
@@ -71,97 +95,250 @@ class Dispatcher:
         self._providers = providers
         self._accounts = accounts
         self._sink = sink
+        self._states = states
         self._policy = policy
         self._max_bytes = max_command_bytes
         self._tracing = tracing or CommandTracing(group_id="")
         self._verifier = verifier
-        self._tasks: dict[tuple[str, int], set[asyncio.Task[None]]] = {}
-        self._watches: dict[str, BatchWatch] = {}
+        self._tasks: dict[int, set[asyncio.Task[None]]] = {}
+        self._follows: dict[FollowKey, Follow] = {}
+        self._waiting = 0
 
+    # --- what the consumer and the metrics read -------------------------------------------------------------
     @property
     def in_flight(self) -> int:
-        return sum(len(t) for t in self._tasks.values())
+        """Commands taken in whose final event is not yet published (back-pressure counts these)."""
+        return self._waiting + sum(len(t) for t in self._tasks.values())
 
     @property
     def following(self) -> int:
-        return len(self._watches)
+        return len(self._follows)
 
+    def oldest_follow_age(self) -> float:
+        return max((time.time() - f.since for f in self._follows.values()), default=0.0)
+
+    def follows(self) -> list[Follow]:
+        return list(self._follows.values())
+
+    # --- intake ---------------------------------------------------------------------------------------------
     def submit(self, record: Record, offsets: PartitionOffsets) -> None:
-        tp = (record.topic, record.partition)
         task = asyncio.create_task(self._handle(record, offsets), name=f"command {record.partition}@{record.offset}")
-        tasks = self._tasks.setdefault(tp, set())
+        tasks = self._tasks.setdefault(record.partition, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def abandon(self, partitions: Sequence[tuple[str, int]]) -> None:
-        """Stop the work of revoked partitions without marking it done: its new owner redoes it."""
-        doomed = [t for tp in partitions for t in self._tasks.pop(tp, set())]
-        for t in doomed:
+    def resume(self, partition: int, states: Iterable[FollowState]) -> int:
+        """Start the follows a previous owner of ``partition`` left; returns how many."""
+        count = 0
+        for state in states:
+            provider = self._providers.get(state.provider)
+            if provider is None or state.account not in self._accounts.get(state.provider, frozenset()):
+                log.error(
+                    "cannot resume %s: provider or account no longer configured; its commands stay unanswered",
+                    state.key,
+                )
+                continue
+            follow = Follow.restored(
+                provider,
+                state,
+                publish=self._publish,
+                persist=self._persist_to(partition),
+                policy=self._policy,
+                trace_of=_trace_of,
+                context_of=self._resumed_context,
+                cap=self._policy.max_follow,
+            )
+            for sub in follow.subscribers:
+                self._track(sub, partition)
+            self._adopt(partition, follow)
+            count += 1
+        metrics.FOLLOWS_RESTORED.inc(count)
+        return count
+
+    def _resumed_context(self, waiting: WaitingCommand) -> CommandContext:
+        return self._tracing.resumed_context(waiting.traceparent, waiting.tracestate, waiting.received_at)
+
+    # --- handover and shutdown ------------------------------------------------------------------------------
+    async def stop_partitions(self, partitions: Sequence[int], grace: float) -> None:
+        """Revocation or shutdown: let calls on the wire finish (up to ``grace``), write what is owed, stop.
+
+        Nothing is marked done that is not: a command whose intent is not durable keeps its offset
+        uncommitted and is redelivered; one whose intent is durable is resumed by the next owner.
+        """
+        wanted = set(partitions)
+        intake = [t for p in wanted for t in self._tasks.pop(p, set())]
+        for t in intake:
             t.cancel()
-        await asyncio.gather(*doomed, return_exceptions=True)
+        follows = [(k, f) for k, f in self._follows.items() if k[0] in wanted]
+        for _, f in follows:
+            f.stop()
+        running = [f.task for _, f in follows if f.task is not None and not f.task.done()]
+        deadline = time.monotonic() + grace
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        for t in running:
+            t.cancel()
+        await asyncio.gather(*intake, *running, return_exceptions=True)
+        writers = [f.writer for _, f in follows if f.writer is not None and not f.writer.done()]
+        if writers:
+            await asyncio.wait(writers, timeout=max(0.5, deadline - time.monotonic()))
+            late = [w for w in writers if not w.done()]
+            if late:
+                log.warning("%d follow-state writes unfinished at handover; those follows restart", len(late))
+            for w in late:
+                w.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
+        for key, f in follows:
+            self._waiting -= len(f.live)
+            if self._follows.get(key) is f:
+                del self._follows[key]
 
-    async def drain(self, timeout: float) -> int:
-        """Let in-flight commands finish for up to ``timeout`` seconds; returns how many did not."""
-        pending = [t for tasks in self._tasks.values() for t in tasks]
-        if pending and timeout > 0:
-            await asyncio.wait(pending, timeout=timeout)
-        return sum(1 for t in pending if not t.done())
+    async def close(self, grace: float = 0.0) -> None:
+        partitions = {p for p, _ in self._follows} | set(self._tasks)
+        await self.stop_partitions(sorted(partitions), grace)
 
-    async def close(self) -> None:
-        await self.abandon(list(self._tasks))
-        for watch in list(self._watches.values()):
-            if watch.task:
-                watch.task.cancel()
-        await asyncio.gather(*(w.task for w in self._watches.values() if w.task), return_exceptions=True)
-        self._watches.clear()
-
+    # --- one command ----------------------------------------------------------------------------------------
     async def _handle(self, record: Record, offsets: PartitionOffsets) -> None:
         context = self._tracing.command_context(record)
-        token = otel_context.attach(context.otel)  # logs get trace ids; the watch task inherits the span
+        token = otel_context.attach(context.otel)  # logs get trace ids; the follow task inherits the span
         try:
             try:
                 command = self._decode(record)
             except InvalidCommand as exc:
                 context.span.set_attribute("bcw.outcome", Outcome.INVALID.value)
                 await self._reject(record, exc, context)
-                outcome = Outcome.INVALID
+                self._finished(record, offsets, Outcome.INVALID, context)
+                return
             except Exception:  # noqa: BLE001 - a bug must park one record, never stall its partition's watermark
-                outcome = await self._park(record, context)
-            else:
-                context.span.set_attributes(
-                    {
-                        "bcw.command_id": command.command_id,
-                        "bcw.provider": command.provider,
-                        "bcw.account": command.account,
-                        "bcw.batch_id": command.batch_id,
-                    }
-                )
-                try:
-                    final = await self._follow(command, context)
-                except Exception:  # noqa: BLE001 - as above
-                    outcome = await self._park(record, context)
-                else:
-                    outcome = final.outcome or Outcome.ACCEPTED
-                    context.span.set_attribute("bcw.outcome", outcome.value)
-                    log.info(
-                        "command finished: %s",
-                        outcome.value,
-                        extra={
-                            "command_id": command.command_id,
-                            "provider": command.provider,
-                            "account": command.account,
-                            "batch_id": command.batch_id,
-                            "status": final.status.value if final.status else None,
-                        },
-                    )
-            metrics.COMMANDS.labels(outcome.value).inc()
-            metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
-            if not offsets.revoked:
-                offsets.finished(record.offset)
+                self._finished(record, offsets, await self._park(record, context), context)
+                return
+            context.span.set_attributes(
+                {
+                    "bcw.command_id": command.command_id,
+                    "bcw.provider": command.provider,
+                    "bcw.account": command.account,
+                    "bcw.batch_id": command.batch_id,
+                }
+            )
+            try:
+                await self._join(record, offsets, command, context)
+            except Exception:  # noqa: BLE001 - as above
+                self._finished(record, offsets, await self._park(record, context), context)
         finally:
-            context.span.end()
             otel_context.detach(token)
 
+    def _finished(self, record: Record, offsets: PartitionOffsets, outcome: Outcome, context: CommandContext) -> None:
+        metrics.COMMANDS.labels(outcome.value).inc()
+        metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
+        context.span.end()
+        if not offsets.revoked:
+            offsets.finished(record.offset)
+
+    async def _join(
+        self, record: Record, offsets: PartitionOffsets, command: CancelCommand, context: CommandContext
+    ) -> None:
+        limit = min(command.follow_timeout_s or float("inf"), self._policy.max_follow)
+
+        def release() -> None:
+            if not offsets.revoked:
+                offsets.finished(record.offset)
+
+        def on_final(event: BatchStateEvent) -> None:
+            self._waiting -= 1
+            outcome = event.outcome or Outcome.ACCEPTED
+            context.span.set_attribute("bcw.outcome", outcome.value)
+            metrics.COMMANDS.labels(outcome.value).inc()
+            metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
+            context.span.end()
+            log.info(
+                "command finished: %s",
+                outcome.value,
+                extra={
+                    "command_id": command.command_id,
+                    "provider": command.provider,
+                    "account": command.account,
+                    "batch_id": command.batch_id,
+                    "status": event.status.value if event.status else None,
+                },
+            )
+
+        sub = Subscriber(
+            command, context=context, deadline=time.time() + limit, release=release, on_final=on_final
+        )
+        follow = self._follow_for(record.partition, command)
+        if await follow.join(sub):
+            self._waiting += 1
+        else:  # a redelivery of a command the follow already has (restored): it keeps its original span
+            log.info("command %s is already being followed; not following it twice", command.command_id)
+            context.span.end()
+
+    def _track(self, sub: Subscriber, partition: int) -> None:
+        """Metrics and the log line for a resumed command's final event."""
+        self._waiting += 1
+        context = sub.context
+        command = sub.command
+
+        def on_final(event: BatchStateEvent) -> None:
+            self._waiting -= 1
+            outcome = event.outcome or Outcome.ACCEPTED
+            metrics.COMMANDS.labels(outcome.value).inc()
+            if isinstance(context, CommandContext):
+                metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
+            log.info(
+                "command finished: %s (resumed)",
+                outcome.value,
+                extra={"command_id": command.command_id, "batch_id": command.batch_id, "partition": partition},
+            )
+
+        sub.on_final = on_final
+
+    def _follow_for(self, partition: int, command: CancelCommand) -> Follow:
+        key = (partition, command.key)
+        current = self._follows.get(key)
+        if current is not None and current.task is not None and not current.task.done() and not current.stopping:
+            return current
+        follow = Follow(
+            self._providers[command.provider],
+            command,
+            publish=self._publish,
+            persist=self._persist_to(partition),
+            policy=self._policy,
+            trace_of=_trace_of,
+            after=current.writer if current is not None else None,
+        )
+        self._adopt(partition, follow)
+        return follow
+
+    def _adopt(self, partition: int, follow: Follow) -> None:
+        key = (partition, follow.key)
+        self._follows[key] = follow
+        follow.start()
+
+        def forget(_: asyncio.Task[None]) -> None:
+            writer = follow.writer
+            if writer is not None and not writer.done():
+                writer.add_done_callback(forget)
+                return
+            if self._follows.get(key) is follow:
+                del self._follows[key]
+
+        assert follow.task is not None
+        follow.task.add_done_callback(forget)
+
+    def _persist_to(self, partition: int) -> Persist:
+        async def persist(key: str, state: FollowState | None) -> None:
+            await self._states.write(partition, key, state)
+
+        return persist
+
+    async def _publish(self, sub: Subscriber, event: BatchStateEvent) -> None:
+        ctx = sub.context if isinstance(sub.context, CommandContext) else None
+        await self._sink.publish(event, ctx)
+        if ctx is not None and ctx.first_event_at is None:
+            ctx.first_event_at = time.time()
+            metrics.CANCEL_ACCEPTED_SECONDS.observe(max(0.0, ctx.first_event_at - ctx.produced_at))
+
+    # --- invalid input --------------------------------------------------------------------------------------
     async def _park(self, record: Record, context: CommandContext) -> Outcome:
         """Dead-letter a record the worker failed on (``internal_error``), so its partition moves on.
 
@@ -204,7 +381,7 @@ class Dispatcher:
             self._verifier.verify(record, command)
         return command
 
-    async def _reject(self, record: Record, exc: InvalidCommand, context: Any) -> None:
+    async def _reject(self, record: Record, exc: InvalidCommand, context: CommandContext) -> None:
         log.warning(
             "dead-lettering %s@%d:%d: %s (%s)",
             record.topic,
@@ -227,56 +404,3 @@ class Dispatcher:
             )
             await self._sink.publish(event, context)
 
-    async def _follow(self, command: CancelCommand, context: CommandContext) -> BatchStateEvent:
-        """Join the batch's watch and wait for this command's final event.
-
-        If the watch ends without finishing us (it was cancelled, or a bug), join a fresh one rather than
-        hang: the cancel is idempotent and the record must not be left unfinished.
-        """
-        limit = min(command.follow_timeout_s or float("inf"), self._policy.max_follow)
-        deadline = time.monotonic() + limit
-        while True:
-            sub = Subscriber(command, context=context, deadline=deadline)
-            watch = self._watch_for(command)
-            try:
-                await watch.subscribe(sub)
-                return await sub.finished
-            except WatchEnded:
-                pass
-            finally:
-                watch.unsubscribe(sub)
-                if watch.idle and watch.task is not None and not watch.task.done():
-                    watch.task.cancel()
-            if time.monotonic() >= deadline:  # never re-follow forever: the command's own limit still holds
-                detail = FailureDetail(http_status=None, code="follow_timeout", message="following kept failing")
-                event = command_failure(command, Outcome.GAVE_UP, detail)
-                await self._sink.publish(event, context)
-                return event
-            log.warning(
-                "watch of %s ended before command %s finished; following again", command.key, command.command_id
-            )
-            await asyncio.sleep(self._policy.initial_interval)
-
-    def _watch_for(self, command: CancelCommand) -> BatchWatch:
-        key = command.key
-        watch = self._watches.get(key)
-        if watch is not None and watch.task is not None and not watch.task.done() and not watch.task.cancelling():
-            return watch
-
-        async def publish(sub: Subscriber, event: BatchStateEvent) -> None:
-            await self._sink.publish(event, sub.context)
-            ctx = sub.context
-            if isinstance(ctx, CommandContext) and ctx.first_event_at is None:
-                ctx.first_event_at = time.time()
-                metrics.CANCEL_ACCEPTED_SECONDS.observe(max(0.0, ctx.first_event_at - ctx.produced_at))
-
-        watch = BatchWatch(self._providers[command.provider], command.account, command.batch_id, publish, self._policy)
-        watch.task = asyncio.create_task(watch.run(), name=f"watch {key}")
-        self._watches[key] = watch
-
-        def forget(_: asyncio.Task[None]) -> None:
-            if self._watches.get(key) is watch:
-                del self._watches[key]
-
-        watch.task.add_done_callback(forget)
-        return watch

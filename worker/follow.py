@@ -1,17 +1,23 @@
-"""Cancel one batch and follow it to a terminal state, reporting to every command that asked.
+"""Cancel one batch and follow it to a terminal state, reporting to every command that asked, durably.
 
-One ``BatchWatch`` exists per batch (provider, account, batch id) in a process. Commands naming the same
-batch subscribe to it instead of each cancelling and polling on their own: the provider sees one cancel
-and one poll stream however many times a budget guard fires. Each subscriber still gets its own events
-(its ``command_id``, its own ``previous_status``) and exactly one final event, delivered through the
-``publish`` callback; this module knows nothing of Kafka.
+One ``Follow`` exists per batch and commands partition in a process. Commands naming the same batch join it
+instead of each cancelling and polling on their own: the provider sees one cancel and one poll stream however
+many times a budget guard fires. Each subscriber still gets its own events (its ``command_id``, its own
+``previous_status``) and exactly one final event, delivered through the ``publish`` callback.
 
-Polling is adaptive: fast while the batch is changing (a cancel usually settles in seconds), backing off
-geometrically to ``max_interval`` while it sits in ``cancelling`` (OpenAI allows up to ten minutes), so
-thousands of slow batches cost a few requests per second instead of thousands.
+Durability. After every change a follow hands its state (``FollowState``) to ``persist``, which writes it to
+the follow-state topic; a waiting command's offset is released (may be committed) once a state naming it is
+acknowledged, or once its final event is published, whichever comes first. A follow restored from that
+state on another worker (``Follow.restored``) does not cancel again when the cancel was accepted, and tells
+each command only what it was not told yet. Writes are coalesced: while one is in flight, later changes
+wait and go out together as the newest state, so a follow has at most one write on the wire.
 
-Poll results are not spans of their own: a follow can last hours, and a span per poll would bury the
-trace. The provider client records each HTTP attempt as a short span; status changes become events.
+Order matters, and is what the crash windows in docs/durable-follows.md rest on: an event is published
+before the state that says it was told, and the state is written before the tombstone; so a crash between
+the two repeats the event (with the same ``event_id``), never loses it.
+
+Polling is adaptive: fast while the batch is changing, backing off geometrically to ``max_interval`` while
+it sits in ``cancelling``. This module knows nothing of Kafka.
 """
 
 from __future__ import annotations
@@ -20,22 +26,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from worker import faults
 from worker.contract import (
+    MAX_WAITING,
     BatchSnapshot,
     BatchStateEvent,
     BatchStatus,
     CancelCommand,
     FailureDetail,
+    FollowState,
     Outcome,
+    WaitingCommand,
     failure_event,
     state_event,
 )
 from worker.errors import GaveUp, Rejected
 
-__all__ = ["BatchWatch", "FollowPolicy", "Subscriber", "WatchEnded", "command_failure", "next_interval"]
+__all__ = ["Follow", "FollowPolicy", "Persist", "Publish", "Subscriber", "command_failure", "next_interval"]
 
 log = logging.getLogger("worker.follow")
 
@@ -62,27 +73,45 @@ def next_interval(current: float, changed: bool, policy: FollowPolicy) -> float:
     return min(current * policy.backoff, policy.max_interval)
 
 
+def _noop() -> None:
+    return None
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """One command waiting on a batch: its own deadline, its own last status, its own final event."""
+    """One command waiting on a batch: its own deadline (wall clock), last status told and final event.
+
+    ``release`` is called once, when the command's offset may be committed: its intent is durable or its
+    final event is published. ``on_final`` is called once with that final event (log line, metrics).
+    """
 
     command: CancelCommand
     context: Any = None  # the command's trace context, handed back to ``publish``
-    deadline: float = float("inf")
+    deadline: float = float("inf")  # Unix seconds
     last_status: BatchStatus | None = None
-    finished: asyncio.Future[BatchStateEvent] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    # A late joiner is reported to from its own task while the watch task may report to it too: one
-    # publication per subscriber at a time, so it can never get two final events.
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    release: Callable[[], None] = _noop
+    on_final: Callable[[BatchStateEvent], None] | None = None
+    waiting: WaitingCommand | None = None  # as restored, until the next write
+    in_record: bool = False  # counted in the follow-state record (at most MAX_WAITING are)
+    durable: bool = False
+    final: BatchStateEvent | None = None
+    _released: bool = False
 
     @property
     def done(self) -> bool:
-        return self.finished.done()
+        return self.final is not None
+
+    def release_once(self) -> None:
+        if not self._released:
+            self._released = True
+            self.release()
 
 
 Publish = Callable[[Subscriber, BatchStateEvent], Awaitable[None]]
+#: Write the follow's state (``None``: a tombstone) to its partition; returns once it is durable.
+Persist = Callable[[str, FollowState | None], Awaitable[None]]
+#: What a ``WaitingCommand`` keeps of a subscriber's context: traceparent, tracestate, Kafka timestamp.
+TraceOf = Callable[[Any], tuple[str | None, str | None, float | None]]
 
 
 def command_failure(
@@ -100,47 +129,197 @@ def command_failure(
     )
 
 
-class WatchEnded(Exception):
-    """The watch stopped (cancelled, or a bug) before this subscriber's final event."""
+def _utc(seconds: float) -> datetime | None:
+    return None if seconds == float("inf") else datetime.fromtimestamp(seconds, UTC)
 
 
-class BatchWatch:
+class Follow:
     """The single cancel + follow of one batch, broadcasting to its subscribers until none is left."""
 
-    def __init__(self, provider: Provider, account: str, batch_id: str, publish: Publish, policy: FollowPolicy):
+    def __init__(
+        self,
+        provider: Provider,
+        command: CancelCommand,
+        *,
+        publish: Publish,
+        persist: Persist,
+        policy: FollowPolicy,
+        trace_of: TraceOf = lambda _: (None, None, None),
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
         self._provider = provider
-        self._account = account
-        self._batch_id = batch_id
+        self.provider_name = command.provider
+        self.account = command.account
+        self.batch_id = command.batch_id
+        self.key = command.key
         self._publish = publish
+        self._persist = persist
         self._policy = policy
-        self._subscribers: list[Subscriber] = []
-        self._snapshot: BatchSnapshot | None = None
-        self._already_terminal = False
+        self._trace_of = trace_of
+        self.subscribers: list[Subscriber] = []
+        self.snapshot: BatchSnapshot | None = None
+        self.last_status: BatchStatus | None = None
+        self.provider_status: str | None = None
+        self.cancel_accepted = False
+        self.already_terminal = False
+        self.since = time.time()
         self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self._wake = asyncio.Event()
+        self._dirty = False
+        self._writer: asyncio.Task[None] | None = after  # the previous follow of this key finishes writing first
+        self._ended = False
+        self._reporting = asyncio.Lock()  # a newcomer is reported to from its own task while the follow reports too
+
+    # --- building ----------------------------------------------------------------------------------------
+    @classmethod
+    def restored(
+        cls,
+        provider: Provider,
+        state: FollowState,
+        *,
+        publish: Publish,
+        persist: Persist,
+        policy: FollowPolicy,
+        trace_of: TraceOf,
+        context_of: Callable[[WaitingCommand], Any],
+        cap: float,
+    ) -> Follow:
+        """A follow resumed from its last durable state on a new owner: its commands' offsets are committed."""
+        first = CancelCommand(
+            command_id=state.waiting[0].command_id if state.waiting else "restored",
+            provider=state.provider,
+            account=state.account,
+            batch_id=state.batch_id,
+        )
+        follow = cls(provider, first, publish=publish, persist=persist, policy=policy, trace_of=trace_of)
+        follow.cancel_accepted = state.cancel_accepted
+        follow.already_terminal = state.already_terminal
+        follow.last_status = state.last_status
+        follow.provider_status = state.provider_status
+        follow.since = state.since.timestamp()
+        for w in state.waiting:
+            command = first.model_copy(update={"command_id": w.command_id, "follow": w.follow})
+            deadline = w.deadline.timestamp() if w.deadline else follow.since + cap
+            sub = Subscriber(
+                command,
+                context=context_of(w),
+                deadline=deadline,
+                last_status=w.last_status,
+                waiting=w,
+                in_record=True,
+                durable=True,
+                _released=True,
+            )
+            follow.subscribers.append(sub)
+        return follow
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"follow {self.key}")
+
+    # --- the durable state --------------------------------------------------------------------------------
+    @property
+    def live(self) -> list[Subscriber]:
+        return [s for s in self.subscribers if not s.done]
+
+    def state(self) -> FollowState | None:
+        """The record for the follow-state topic, or ``None`` (tombstone) once nobody waits."""
+        waiting = [self._waiting(s) for s in self.subscribers if s.in_record and not s.done]
+        if not waiting:
+            return None
+        return FollowState(
+            provider=self.provider_name,
+            account=self.account,
+            batch_id=self.batch_id,
+            cancel_accepted=self.cancel_accepted,
+            already_terminal=self.already_terminal,
+            last_status=self.last_status,
+            provider_status=self.provider_status,
+            since=datetime.fromtimestamp(self.since, UTC),
+            updated_at=datetime.now(UTC),
+            waiting=waiting,
+        )
+
+    def _waiting(self, sub: Subscriber) -> WaitingCommand:
+        if sub.waiting is not None and sub.waiting.last_status == sub.last_status:
+            return sub.waiting
+        traceparent, tracestate, received_at = self._trace_of(sub.context)
+        sub.waiting = WaitingCommand(
+            command_id=sub.command.command_id,
+            deadline=_utc(sub.deadline),
+            last_status=sub.last_status,
+            follow=sub.command.follow,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            received_at=received_at,
+        )
+        return sub.waiting
+
+    def changed(self) -> None:
+        """Something a new owner needs changed: write the newest state soon (one write in flight at most)."""
+        self._dirty = True
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(self._writer), name=f"persist {self.key}")
+
+    async def _write_loop(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:  # the tombstone of this key's previous follow must land before our first record
+            await asyncio.gather(previous, return_exceptions=True)
+        while self._dirty:
+            self._dirty = False
+            state = self.state()
+            included = [s for s in self.subscribers if s.in_record and not s.done and not s.durable]
+            await self._persist(self.key, state)
+            faults.reached("state_written")
+            for sub in included:
+                sub.durable = True
+                sub.release_once()
+
+    async def flush(self) -> None:
+        """Wait until the newest state is durable (handover, shutdown)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
     @property
-    def idle(self) -> bool:
-        return not any(not s.done for s in self._subscribers)
+    def writer(self) -> asyncio.Task[None] | None:
+        return self._writer
 
-    async def subscribe(self, sub: Subscriber) -> None:
-        """Join; a late subscriber first hears the state already known, then follows along."""
-        self._subscribers.append(sub)
-        if self._snapshot is not None:
-            await self._report(sub, self._snapshot)
+    # --- subscribers --------------------------------------------------------------------------------------
+    async def join(self, sub: Subscriber) -> bool:
+        """A command joins (True); a redelivered one (same ``command_id``) takes over its entry instead (False).
 
-    def unsubscribe(self, sub: Subscriber) -> None:
-        if sub in self._subscribers:
-            self._subscribers.remove(sub)
+        A redelivery happens when a crash came after the state naming the command was written but before
+        its offset was committed: the command is the same, so it must not get a second set of events.
+        """
+        for known in self.subscribers:
+            if known.command.command_id == sub.command.command_id and not known.done:
+                known.release, known.on_final = sub.release, sub.on_final
+                known._released = False
+                if known.durable:
+                    known.release_once()
+                return False
+        sub.in_record = sum(1 for s in self.subscribers if s.in_record and not s.done) < MAX_WAITING
+        if not sub.in_record:
+            log.warning(
+                "%s has %d commands waiting; %s is followed but not recorded (committed at its final event)",
+                self.key,
+                MAX_WAITING,
+                sub.command.command_id,
+            )
+        self.subscribers.append(sub)
+        self.changed()
+        if self.snapshot is not None:
+            await self._report(sub, self.snapshot)
+        elif self.cancel_accepted:  # restored: poll soon so the newcomer hears the state
+            self._wake.set()
+        return True
 
+    def stop(self) -> None:
+        """Handover or shutdown: finish the call on the wire, then leave the rest to the next owner."""
+        self.stopping = True
+        self._wake.set()
+
+    # --- the follow ---------------------------------------------------------------------------------------
     async def run(self) -> None:
-        try:
-            await self._run()
-        finally:
-            for sub in self._subscribers:  # still waiting: tell them, so they follow again instead of hanging
-                if not sub.done:
-                    sub.finished.set_exception(WatchEnded(self._batch_id))
-
-    async def _run(self) -> None:
         try:
             await self._cancel_then_follow()
         except asyncio.CancelledError:
@@ -154,59 +333,92 @@ class BatchWatch:
                 Outcome.GAVE_UP, FailureDetail(http_status=None, code="retries_exhausted", message=exc.cause)
             )
         except Exception as exc:
-            log.exception("following %s failed unexpectedly", self._batch_id)
+            log.exception("following %s failed unexpectedly", self.batch_id)
             detail = FailureDetail(
                 http_status=None, code="internal_error", message=f"{type(exc).__name__}: {exc}"[:500]
             )
             await self._fail_all(Outcome.GAVE_UP, detail)
+        if not self.stopping:
+            self._ended = True
+            self.changed()  # nobody waits any more: the tombstone
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     async def _cancel_then_follow(self) -> None:
-        result = await self._provider.cancel(self._account, self._batch_id)
-        self._already_terminal = bool(result.already_terminal)
-        await self._observe(result.snapshot)
+        if not self.cancel_accepted:
+            if self.stopping:  # the intent is durable (or the offset uncommitted): the next owner sends it
+                return
+            result = await self._provider.cancel(self.account, self.batch_id)
+            self.cancel_accepted = True
+            self.already_terminal = bool(result.already_terminal)
+            faults.reached("cancel_accepted")
+            await self._observe(result.snapshot)
+            self.changed()
         interval = self._policy.initial_interval
-        while not self._everyone_done():
+        while not self.stopping and self.live:
             await self._expire_subscribers()
-            if self._everyone_done():
+            if not self.live:
                 return
             await self._sleep(interval)
-            snapshot = await self._provider.retrieve(self._account, self._batch_id)
-            changed = self._snapshot is None or snapshot.status != self._snapshot.status
+            if self.stopping:
+                return
+            snapshot = await self._provider.retrieve(self.account, self.batch_id)
+            changed = snapshot.status != self.last_status
             await self._observe(snapshot)
+            if changed:
+                self.changed()
             interval = next_interval(interval, changed, self._policy)
 
     async def _sleep(self, interval: float) -> None:
-        """Sleep, but no later than the nearest subscriber deadline."""
-        nearest = min((s.deadline for s in self._subscribers if not s.done), default=float("inf"))
-        await asyncio.sleep(max(0.0, min(interval, nearest - time.monotonic())))
-
-    def _everyone_done(self) -> bool:
-        return all(s.done for s in self._subscribers)
+        """Sleep, but no later than the nearest subscriber deadline; ``stop`` and a newcomer wake it."""
+        nearest = min((s.deadline for s in self.live), default=float("inf"))
+        self._wake.clear()
+        timeout = max(0.0, min(interval, nearest - time.time()))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
 
     async def _observe(self, snapshot: BatchSnapshot) -> None:
-        self._snapshot = snapshot
-        for sub in list(self._subscribers):
+        self.snapshot = snapshot
+        self.last_status = snapshot.status
+        self.provider_status = snapshot.provider_status
+        for sub in list(self.subscribers):
             if not sub.done:
                 await self._report(sub, snapshot)
 
     async def _report(self, sub: Subscriber, snapshot: BatchSnapshot) -> None:
         """Publish to one subscriber what is new to it; finish it on a terminal state or when it did not follow."""
         final = snapshot.terminal or not sub.command.follow
-        async with sub.lock:
+        async with self._reporting:
             if sub.done or (snapshot.status == sub.last_status and not final):
                 return
             event = state_event(
-                sub.command, snapshot, sub.last_status, final=final, already_terminal=self._already_terminal
+                sub.command, snapshot, sub.last_status, final=final, already_terminal=self.already_terminal
             )
             await self._publish(sub, event)
             sub.last_status = snapshot.status
-            if final and not sub.done:
-                sub.finished.set_result(event)
+            if final:
+                self._finish(sub, event)
+        faults.reached("event_published")
+
+    def _finish(self, sub: Subscriber, event: BatchStateEvent) -> None:
+        if sub.done:
+            return
+        sub.final = event
+        sub.release_once()
+        if sub.on_final is not None:
+            sub.on_final(event)
+        if sub.in_record:
+            self.changed()
+        faults.reached("final_published")
 
     async def _expire_subscribers(self) -> None:
-        now = time.monotonic()
-        for sub in list(self._subscribers):
-            if not sub.done and now >= sub.deadline:
+        now = time.time()
+        for sub in self.live:
+            if now >= sub.deadline:
                 status = sub.last_status.value if sub.last_status else "unknown"
                 detail = FailureDetail(
                     http_status=None, code="follow_timeout", message=f"batch still {status} when following timed out"
@@ -214,16 +426,15 @@ class BatchWatch:
                 await self._fail(sub, Outcome.GAVE_UP, detail)
 
     async def _fail_all(self, outcome: Outcome, detail: FailureDetail) -> None:
-        for sub in list(self._subscribers):
-            if not sub.done:
+        while live := self.live:  # a command joining meanwhile gets the same answer
+            for sub in live:
                 await self._fail(sub, outcome, detail)
 
     async def _fail(self, sub: Subscriber, outcome: Outcome, detail: FailureDetail) -> None:
-        cmd = sub.command
-        async with sub.lock:
+        async with self._reporting:
             if sub.done:
                 return
-            event = command_failure(cmd, outcome, detail, last_status=sub.last_status)
+            event = command_failure(sub.command, outcome, detail, last_status=sub.last_status)
             await self._publish(sub, event)
-            if not sub.done:
-                sub.finished.set_result(event)
+            self._finish(sub, event)
+

@@ -22,8 +22,12 @@ __all__ = [
     "DEAD_LETTERS",
     "EVENT_PUBLISH_FAILURES",
     "FOLLOWS_IN_FLIGHT",
+    "FOLLOWS_RESTORED",
+    "FOLLOW_STATE_WRITES",
+    "OLDEST_FOLLOW_AGE",
     "PAUSED_PARTITIONS",
     "PROVIDER_REQUESTS",
+    "RESTORE_SECONDS",
     "RETRIES",
 ]
 
@@ -54,4 +58,16 @@ COMMAND_FINAL_SECONDS = Histogram(
 EVENT_PUBLISH_FAILURES = Counter("bcw_event_publish_failures", "Failed attempts to publish an event or dead letter")
 COMMIT_LAG = Gauge(
     "bcw_commit_lag", "Records fetched but not yet committed, per partition, as this worker sees it", ["partition"]
+)
+FOLLOWS_RESTORED = Counter(
+    "bcw_follows_restored", "Follows resumed from the follow-state topic when a partition was assigned"
+)
+FOLLOW_STATE_WRITES = Counter(
+    "bcw_follow_state_writes", "Records written to the follow-state topic, by kind (state, tombstone)", ["kind"]
+)
+OLDEST_FOLLOW_AGE = Gauge("bcw_oldest_follow_age_seconds", "Age of the oldest follow this worker holds (0: none)")
+RESTORE_SECONDS = Histogram(
+    "bcw_follows_restore_seconds",
+    "Time to read the follow-state partitions of one assignment and resume their follows",
+    buckets=_LATENCY_BUCKETS,
 )

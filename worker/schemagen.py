@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from worker.contract import BatchStateEvent, CancelCommand, CommandCloudEvent
+from worker.contract import BatchStateEvent, CancelCommand, CommandCloudEvent, FollowState
 
 __all__ = ["SCHEMAS", "main", "render"]
 
@@ -29,6 +29,7 @@ SCHEMAS: Mapping[str, tuple[type[BaseModel], Literal["validation", "serializatio
     "cancel-command.schema.json": (CancelCommand, "validation"),
     "cancel-command-cloudevent.schema.json": (CommandCloudEvent, "validation"),
     "batch-state-event.schema.json": (BatchStateEvent, "serialization"),
+    "follow-state.schema.json": (FollowState, "serialization"),
 }
 
 

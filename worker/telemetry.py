@@ -47,6 +47,7 @@ __all__ = [
     "configure_logging",
     "configure_tracing",
     "exporting",
+    "trace_carrier",
 ]
 
 TRACER = trace.get_tracer("batch-cancel-worker")
@@ -162,6 +163,21 @@ class CommandTracing:
         produced_at = timestamp / 1000 if isinstance(timestamp, int) and timestamp > 0 else time.time()
         return CommandContext(trace.set_span_in_context(span, parent), span, produced_at)
 
+    def resumed_context(
+        self, traceparent: str | None, tracestate: str | None, received_at: float | None
+    ) -> CommandContext:
+        """The context of a command resumed from the follow-state topic on another worker.
+
+        Its span was the old owner's; events published from here on carry that same span as their parent,
+        so a downstream consumer sees one trace before and after the move, with no new span in between.
+        """
+        carrier = {"traceparent": traceparent or "", "tracestate": tracestate or ""}
+        parent = propagate.extract({k: v for k, v in carrier.items() if v})
+        span = trace.get_current_span(parent)
+        if not span.get_span_context().is_valid:
+            span = _light_span(parent)
+        return CommandContext(trace.set_span_in_context(span, parent), span, received_at or time.time())
+
 
 _IDS = RandomIdGenerator()
 
@@ -184,11 +200,16 @@ class TraceHeaders:
     """Headers that continue a command's trace on what we publish for it (``traceparent``, ``tracestate``)."""
 
     def headers(self, context: Any) -> list[tuple[str, bytes]]:
-        if not isinstance(context, CommandContext):
-            return []
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=context.otel)
-        return [(k, v.encode()) for k, v in carrier.items() if k in ("traceparent", "tracestate")]
+        return [(k, v.encode()) for k, v in trace_carrier(context).items()]
+
+
+def trace_carrier(context: Any) -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) of a command's context; empty for anything else."""
+    if not isinstance(context, CommandContext):
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context.otel)
+    return {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")}
 
 
 #: ``extra`` keys copied into every log line when present.

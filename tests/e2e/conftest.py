@@ -14,6 +14,8 @@ from tests.support.worker import WorkerProcess
 from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 DIALECTS = ("openai", "siliconflow", "dashscope", "deepinfra")
+#: What docs/durable-follows.md tells operators to create the follows topic with.
+FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 #: An account whose key the emulator does not accept: every call answers 401.
 WRONG_KEY = "sk-wrong-key-for-401-tests"
 
@@ -40,10 +42,12 @@ class Stack:
         self.commands = f"commands-{tag}"
         self.events = f"events-{tag}"
         self.dlq = f"dlq-{tag}"
+        self.follows = f"follows-{tag}"
         self.group = f"group-{tag}"
         self.kafka.create_topic(self.commands, self.partitions)
         self.kafka.create_topic(self.events, self.partitions)
         self.kafka.create_topic(self.dlq, 1)
+        self.kafka.create_topic(self.follows, self.partitions, FOLLOWS_TOPIC_CONFIG)
         lines = ["providers:"]
         for d in DIALECTS:
             lines += [
@@ -67,6 +71,7 @@ class Stack:
             "BCW_COMMANDS_TOPIC": self.commands,
             "BCW_EVENTS_TOPIC": self.events,
             "BCW_DLQ_TOPIC": self.dlq,
+            "BCW_FOLLOWS_TOPIC": self.follows,
             "BCW_GROUP_ID": self.group,
             "BCW_PROVIDERS_FILE": str(self.providers_file),
             "BCW_FOLLOW_INITIAL_INTERVAL_S": "0.1",

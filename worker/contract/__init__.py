@@ -19,6 +19,13 @@ Design choices that a publisher will notice:
 """
 
 from worker.contract.command import CancelCommand, CommandCloudEvent, InvalidCommand, decode_command
+from worker.contract.follow_state import (
+    MAX_WAITING,
+    FollowState,
+    WaitingCommand,
+    decode_follow_state,
+    encode_follow_state,
+)
 from worker.contract.deadletter import DLQ_MESSAGE_HEADER, DLQ_REASON_HEADER, DLQ_TIME_HEADER, dead_letter_headers
 from worker.contract.event import (
     CE_TYPE_FINAL,
@@ -56,6 +63,7 @@ __all__ = [
     "DLQ_TIME_HEADER",
     "FAILURE_OUTCOMES",
     "MAX_MESSAGE_CHARS",
+    "MAX_WAITING",
     "NAME_PATTERN",
     "TERMINAL_STATUSES",
     "TIMESTAMP_FIELDS",
@@ -67,13 +75,17 @@ __all__ = [
     "CommandCloudEvent",
     "DeadLetterReason",
     "FailureDetail",
+    "FollowState",
     "InvalidCommand",
     "Outcome",
     "RequestCounts",
+    "WaitingCommand",
     "batch_key",
     "dead_letter_headers",
     "decode_command",
+    "decode_follow_state",
     "encode_event",
+    "encode_follow_state",
     "event_headers",
     "event_key",
     "failure_event",

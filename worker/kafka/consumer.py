@@ -1,5 +1,10 @@
 """The poll loop: fetch commands, hand them off, keep polling, commit the watermark, survive rebalances.
 
+A newly assigned partition takes in no command until its live follows are read back from the follow-state
+topic and resumed (``FollowStore.read``); a revoked one stops its follows after writing what they owe, so the
+next owner resumes them instead of cancelling again. Shutdown is the same as revoking every partition: it
+does not wait for batches to end.
+
 Three rules from aiokafka's behaviour shape this module:
 
 * ``getmany`` is called continuously, even while every partition is paused, because a member that stops
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -25,6 +31,7 @@ from worker import metrics
 from worker.config import Settings
 from worker.dispatch import Dispatcher
 from worker.kafka.connection import client_kwargs
+from worker.kafka.follow_store import FollowStore
 from worker.kafka.offsets import PartitionOffsets
 
 __all__ = ["CommandConsumer"]
@@ -38,10 +45,13 @@ SHUTDOWN_COMMIT_TIMEOUT_S = 10.0
 
 
 class CommandConsumer:
-    def __init__(self, settings: Settings, dispatcher: Dispatcher) -> None:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher, store: FollowStore) -> None:
         self._settings = settings
         self._dispatcher = dispatcher
+        self._store = store
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+        self._restoring: set[TopicPartition] = set()
+        self._restores: set[asyncio.Task[None]] = set()
         self._paused = False
         self._commit_lock = asyncio.Lock()
         self.joined = asyncio.Event()
@@ -76,11 +86,13 @@ class CommandConsumer:
         try:
             while not stop.is_set():
                 await self._poll_once()
-            await self._drain()
+            await self._hand_over()
         finally:
             committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
+            for task in self._restores:
+                task.cancel()
             await self._dispatcher.close()
             await self._final_commit()
             await self._stop_consumer()
@@ -103,6 +115,9 @@ class CommandConsumer:
             offsets = self._partitions.get(tp)
             if offsets is None:  # revoked while the fetch was in flight
                 continue
+            if tp in self._restoring:  # fetched before the pause took effect: read it again after the restore
+                self._consumer.seek(tp, records[0].offset)
+                continue
             for record in records:
                 offsets.started(record.offset)
                 self._dispatcher.submit(record, offsets)
@@ -116,27 +131,29 @@ class CommandConsumer:
             metrics.PAUSED_PARTITIONS.set(len(self._partitions))
             log.info("paused intake: %d commands in flight (limit %d)", in_flight, limit)
         elif self._paused and in_flight < limit * RESUME_RATIO:
-            self._consumer.resume(*self._partitions)
+            self._consumer.resume(*(tp for tp in self._partitions if tp not in self._restoring))
             self._paused = False
             metrics.PAUSED_PARTITIONS.set(0)
             log.info("resumed intake: %d commands in flight", in_flight)
 
-    async def _drain(self) -> None:
-        """SIGTERM: take nothing new, give in-flight commands the grace period, keep the membership alive."""
+    async def _hand_over(self) -> None:
+        """SIGTERM: take nothing new, let calls on the wire finish, write what is owed, commit. Follows move
+        to the next owner through the follow-state topic; nothing waits for a batch to end."""
         self._consumer.pause(*self._partitions)
         self._paused = True
-        grace = self._settings.shutdown_grace_s
-        log.info("draining %d in-flight commands for up to %.0fs", self._dispatcher.in_flight, grace)
+        log.info(
+            "stopping: %d follows hand over (up to %.0fs for calls on the wire)",
+            self._dispatcher.following,
+            self._settings.shutdown_grace_s,
+        )
         keepalive = asyncio.create_task(self._poll_while_draining(), name="drain poll")
         try:
-            left = await self._dispatcher.drain(grace)
+            await self._dispatcher.close(self._settings.shutdown_grace_s)
             await self._final_commit()
         finally:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
-        if left:
-            log.warning("%d commands unfinished at shutdown; they will be redelivered to another worker", left)
 
     async def _poll_while_draining(self) -> None:
         while True:
@@ -187,8 +204,15 @@ class CommandConsumer:
                 await result
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._dispatcher.abandon([(tp.topic, tp.partition) for tp in revoked])
+        for task in list(self._restores):
+            task.cancel()
+        await asyncio.gather(*self._restores, return_exceptions=True)
+        await self._dispatcher.stop_partitions(sorted(tp.partition for tp in revoked), self._settings.shutdown_grace_s)
         await self._commit(only=revoked)
+        self._restoring -= revoked
+        if self._restoring:  # kept partitions whose restore was interrupted above: read them again
+            again, self._restoring = set(self._restoring), set()
+            self._assigned(again)
         for tp in revoked:
             offsets = self._partitions.pop(tp, None)
             if offsets is not None:
@@ -200,10 +224,44 @@ class CommandConsumer:
     def _assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._partitions[tp] = PartitionOffsets()
-        if self._paused and assigned:
-            self._consumer.pause(*assigned)
+        fresh = {tp for tp in assigned if tp not in self._restoring}
+        if fresh:
+            self._consumer.pause(*fresh)  # no command before its partition's follows are back
+            self._restoring |= fresh
+            task = asyncio.create_task(self._restore(fresh), name="restore follows")
+            self._restores.add(task)
+            task.add_done_callback(self._restores.discard)
         self.joined.set()
         log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+
+    async def _restore(self, partitions: set[TopicPartition]) -> None:
+        """Read the follows of newly assigned partitions and resume them, then let their commands in.
+
+        A failed read is retried: taking commands in without the follows would cancel every batch again.
+        """
+        started = time.monotonic()
+        delay = 0.5
+        while True:
+            try:
+                states = await self._store.read(tp.partition for tp in partitions)
+                break
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("reading follows of %s failed (%s); retrying", sorted(p.partition for p in partitions), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        resumed = 0
+        for tp in partitions:
+            if tp not in self._partitions or tp not in self._restoring:
+                continue  # revoked meanwhile
+            resumed += self._dispatcher.resume(tp.partition, states.get(tp.partition, []))
+            self._restoring.discard(tp)
+            if not self._paused:
+                self._consumer.resume(tp)
+        took = time.monotonic() - started
+        metrics.RESTORE_SECONDS.observe(took)
+        log.info(
+            "resumed %d follows of partitions %s in %.2fs", resumed, sorted(tp.partition for tp in partitions), took
+        )
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -114,14 +114,26 @@ class EventProducer:
             headers += [("bcw.dlq.truncated", b"true"), ("bcw.dlq.original_size", str(size).encode())]
             await self._send(self._settings.dlq_topic, key, (record.value or b"")[:TRUNCATE_TO], headers)
 
+    async def put(self, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        """A follow-state record (``None``: tombstone) to an explicit partition, durable when this returns."""
+        await self._send(topic, key, value, (), partition=partition)
+
     async def _send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        *,
+        partition: int | None = None,
     ) -> None:
         delay = 0.1
         while True:
             try:
                 async with self._slots:
-                    await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
+                    await self._producer.send_and_wait(
+                        topic, value, key=key, headers=list(headers), partition=partition
+                    )
                 self.published += 1
                 self._failing_since = None
                 return
