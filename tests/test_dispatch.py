@@ -1,7 +1,8 @@
-"""Dispatch and follow logic against in-process fakes of the provider and the event sink.
+"""Dispatch and follow logic against in-process fakes of the provider, the event sink and the state sink.
 
-The end-to-end tests prove the same paths over a real broker and real HTTP; these pin the rules that are
-hard to provoke there: shared follows, deadlines, late joiners, cancellation on revoke.
+The end-to-end and reliability tests prove the same paths over a real broker and real HTTP; these pin the
+rules that are hard to provoke there: shared follows, deadlines, late joiners, commit at intent, resuming
+from a follow-state record, redeliveries joining a resumed follow, the bound on waiting commands.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from worker.contract import (
     BatchStateEvent,
     BatchStatus,
     DeadLetterReason,
+    FollowState,
     Outcome,
 )
 from worker.dispatch import Dispatcher
@@ -89,8 +91,26 @@ def command(cid: str, batch: str = "batch_1", **extra: Any) -> bytes:
     return json.dumps({"command_id": cid, "provider": "p", "batch_id": batch} | extra).encode()
 
 
-def make(provider: FakeProvider, sink: Sink) -> Dispatcher:
-    return Dispatcher({"p": provider}, {"p": frozenset({"default"})}, sink, FAST, max_command_bytes=65536)
+class States:
+    """The follow-state topic in memory: every write in order; ``hold`` keeps writes from being acknowledged."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[int, str, FollowState | None]] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def write(self, partition: int, key: str, state: FollowState | None) -> None:
+        await self.hold.wait()
+        self.writes.append((partition, key, state))
+
+    def latest(self, key: str = "p/default/batch_1") -> FollowState | None:
+        return [s for _, k, s in self.writes if k == key][-1]
+
+
+def make(provider: FakeProvider, sink: Sink, states: States | None = None) -> Dispatcher:
+    return Dispatcher(
+        {"p": provider}, {"p": frozenset({"default"})}, sink, states or States(), FAST, max_command_bytes=65536
+    )
 
 
 async def until(predicate: Any, timeout: float = 5.0) -> None:
@@ -113,7 +133,7 @@ async def test_cancel_then_follow_publishes_each_change_then_one_final() -> None
     provider, sink = FakeProvider(polls=["cancelling", "cancelling", "cancelled"]), Sink()
     d = make(provider, sink)
     offsets = submit_all(d, [Rec(command("c1"))])
-    await until(lambda: offsets.to_commit() == 1)
+    await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     events = sink.for_command("c1")
     assert [(e.status, e.previous_status, e.final) for e in events] == [
         (BatchStatus.CANCELLING, None, False),
@@ -127,36 +147,49 @@ async def test_two_commands_for_one_batch_share_one_cancel_and_both_finish() -> 
     provider, sink = FakeProvider(polls=["cancelling"] * 5 + ["cancelled"]), Sink()
     d = make(provider, sink)
     offsets = submit_all(d, [Rec(command("a"), offset=0), Rec(command("b"), offset=1)])
-    await until(lambda: offsets.to_commit() == 2)
+    await until(lambda: offsets.to_commit() == 2 and sum(e.final for e in sink.events) == 2)
     assert provider.cancels == 1
     for cid in ("a", "b"):
         finals = [e for e in sink.for_command(cid) if e.final]
         assert len(finals) == 1 and finals[0].outcome == Outcome.CANCELLED
 
 
-async def test_finished_command_waits_for_an_earlier_running_one_before_commit() -> None:
+async def test_a_following_command_is_committable_once_its_intent_is_durable() -> None:
     slow = FakeProvider(polls=["cancelling"] * 1000)
-    sink = Sink()
+    sink, states = Sink(), States()
     d = Dispatcher(
         {"p": slow, "q": FakeProvider(cancel_status="cancelled")},
         {"p": frozenset({"default"}), "q": frozenset({"default"})},
         sink,
+        states,
         FAST,
         max_command_bytes=65536,
     )
     quick = json.dumps({"command_id": "quick", "provider": "q", "batch_id": "b2"}).encode()
     offsets = submit_all(d, [Rec(command("slow"), offset=0), Rec(quick, offset=1)])
-    await until(lambda: any(e.final for e in sink.for_command("quick")) and d.in_flight == 1)
-    assert offsets.to_commit() is None
-    assert offsets.in_flight == 2  # the quick one is finished but waits above the running one
+    await until(lambda: offsets.to_commit() == 2)  # lag is intake, not batches that are merely cancelling
+    assert not any(e.final for e in sink.for_command("slow"))
+    state = states.latest()
+    assert state is not None and [w.command_id for w in state.waiting] == ["slow"]
+    assert d.in_flight == 1
     await d.close()
+
+
+async def test_without_a_durable_intent_the_offset_waits_for_the_final_event() -> None:
+    provider, sink, states = FakeProvider(polls=["cancelling"] * 20 + ["cancelled"]), Sink(), States()
+    states.hold.clear()  # the follow-state topic never acknowledges
+    offsets = submit_all(make(provider, sink, states), [Rec(command("c1"))])
+    await until(lambda: provider.gets > 3)
+    assert offsets.to_commit() is None
+    await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
+    assert [e.final for e in sink.for_command("c1")][-1]
 
 
 async def test_rejected_cancel_is_final_with_status_and_message() -> None:
     provider = FakeProvider(cancel_error=Rejected(http_status=401, code=None, message="Invalid token"))
     sink = Sink()
     offsets = submit_all(make(provider, sink), [Rec(command("r"))])
-    await until(lambda: offsets.to_commit() == 1)
+    await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("r")
     assert final.final and final.outcome == Outcome.REJECTED
     assert final.detail is not None and final.detail.http_status == 401 and final.detail.message == "Invalid token"
@@ -166,7 +199,7 @@ async def test_retries_exhausted_is_final_gave_up() -> None:
     provider = FakeProvider(cancel_error=GaveUp(cause="503 code 50505 x7", attempts=7))
     sink = Sink()
     offsets = submit_all(make(provider, sink), [Rec(command("g"))])
-    await until(lambda: offsets.to_commit() == 1)
+    await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("g")
     assert final.outcome == Outcome.GAVE_UP and final.detail is not None and "50505" in final.detail.message
 
@@ -174,7 +207,7 @@ async def test_retries_exhausted_is_final_gave_up() -> None:
 async def test_follow_timeout_gives_up_with_the_last_status() -> None:
     provider, sink = FakeProvider(polls=["cancelling"] * 10_000), Sink()
     offsets = submit_all(make(provider, sink), [Rec(command("t", follow_timeout_s=0.2))])
-    await until(lambda: offsets.to_commit() == 1)
+    await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     final = sink.for_command("t")[-1]
     assert final.outcome == Outcome.GAVE_UP
     assert final.detail is not None and final.detail.code == "follow_timeout"
@@ -184,7 +217,7 @@ async def test_follow_timeout_gives_up_with_the_last_status() -> None:
 async def test_no_follow_reports_the_cancel_reply_as_final() -> None:
     provider, sink = FakeProvider(), Sink()
     offsets = submit_all(make(provider, sink), [Rec(command("n", follow=False))])
-    await until(lambda: offsets.to_commit() == 1)
+    await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("n")
     assert final.final and final.status == BatchStatus.CANCELLING
     assert provider.gets == 0
@@ -193,7 +226,7 @@ async def test_no_follow_reports_the_cancel_reply_as_final() -> None:
 async def test_already_terminal_batch_is_reported_as_such() -> None:
     provider, sink = FakeProvider(cancel_status="completed", already_terminal=True), Sink()
     offsets = submit_all(make(provider, sink), [Rec(command("done"))])
-    await until(lambda: offsets.to_commit() == 1)
+    await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("done")
     assert final.outcome == Outcome.COMPLETED and final.already_terminal
 
@@ -227,16 +260,18 @@ async def test_invalid_commands_are_dead_lettered_and_never_reach_the_provider(
         assert final.outcome == Outcome.INVALID
 
 
-async def test_abandoned_partition_is_not_marked_done() -> None:
-    provider, sink = FakeProvider(polls=["cancelling"] * 10_000), Sink()
-    d = make(provider, sink)
+async def test_a_stopped_partition_hands_its_follows_over_without_a_final_event() -> None:
+    provider, sink, states = FakeProvider(polls=["cancelling"] * 10_000), Sink(), States()
+    d = make(provider, sink, states)
     offsets = submit_all(d, [Rec(command("long"))])
     await until(lambda: provider.gets > 2)
-    offsets.revoked = True
-    await d.abandon([("commands", 0)])
-    assert d.in_flight == 0
-    assert offsets.to_commit() is None
-    await until(lambda: d.following == 0)
+    await d.stop_partitions([0], grace=5)
+    assert d.in_flight == 0 and d.following == 0
+    assert not any(e.final for e in sink.events)
+    state = states.latest()
+    assert state is not None and state.cancel_accepted and state.last_status == BatchStatus.CANCELLING
+    assert [w.command_id for w in state.waiting] == ["long"]
+    assert offsets.to_commit() == 1  # the next owner resumes it from the state
 
 
 def test_poll_interval_backs_off_and_resets_on_change() -> None:
@@ -244,20 +279,6 @@ def test_poll_interval_backs_off_and_resets_on_change() -> None:
     assert next_interval(1, False, p) == 2
     assert next_interval(16, False, p) == 30
     assert next_interval(30, True, p) == 1
-
-
-async def test_a_command_whose_watch_dies_follows_again_instead_of_hanging() -> None:
-    provider, sink = FakeProvider(polls=["cancelling"] * 3 + ["cancelled"]), Sink()
-    d = make(provider, sink)
-    offsets = submit_all(d, [Rec(command("orphan"))])
-    await until(lambda: provider.cancels == 1 and d.following == 1)
-    (watch,) = d._watches.values()
-    assert watch.task is not None
-    watch.task.cancel()  # as if it crashed: the subscriber is still waiting
-    await until(lambda: offsets.to_commit() == 1, timeout=10)
-    assert provider.cancels == 2, "a fresh watch re-issued the (idempotent) cancel"
-    finals = [e for e in sink.for_command("orphan") if e.final]
-    assert len(finals) == 1 and finals[0].outcome == Outcome.CANCELLED
 
 
 class BrokenVerifier:
@@ -273,6 +294,7 @@ async def test_a_bug_parks_the_record_in_the_dlq_instead_of_stalling_its_partiti
         {"p": provider},
         {"p": frozenset({"default"})},
         sink,
+        States(),
         FAST,
         max_command_bytes=65536,
         verifier=BrokenVerifier(),  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_dispatch import FakeProvider, Rec, Sink, submit_all, until
+from tests.test_dispatch import FakeProvider, Rec, Sink, States, submit_all, until
 from worker.app import signature_verifier
 from worker.config import AccountConfig, ConfigError, ProvidersFile, Settings
 from worker.contract import DeadLetterReason, InvalidCommand, Outcome, decode_command
@@ -124,6 +124,7 @@ async def test_dispatch_dead_letters_unsigned_command_and_never_calls_the_provid
         {"p": provider},
         {"p": frozenset({"default", "signed"})},
         sink,
+        States(),
         FAST,
         max_command_bytes=65536,
         verifier=SignatureVerifier({("p", "signed"): [KEY]}, max_age_s=300),
@@ -133,7 +134,7 @@ async def test_dispatch_dead_letters_unsigned_command_and_never_calls_the_provid
     offsets = submit_all(
         d, [Rec(value("bad", requested_at=now), offset=0), Rec(good, offset=1, headers=[sign(good, KEY)])]
     )
-    await until(lambda: offsets.to_commit() == 2)
+    await until(lambda: offsets.to_commit() == 2 and any(e.final for e in sink.for_command("good")))
     [(record, reason, _)] = sink.dead
     assert record.offset == 0 and reason == DeadLetterReason.UNAUTHORIZED
     [final] = [e for e in sink.for_command("bad") if e.final]

@@ -262,9 +262,7 @@ class Dispatcher:
                 },
             )
 
-        sub = Subscriber(
-            command, context=context, deadline=time.time() + limit, release=release, on_final=on_final
-        )
+        sub = Subscriber(command, context=context, deadline=time.time() + limit, release=release, on_final=on_final)
         follow = self._follow_for(record.partition, command)
         if await follow.join(sub):
             self._waiting += 1
@@ -403,4 +401,3 @@ class Dispatcher:
                 batch_id=exc.partial.get("batch_id"),
             )
             await self._sink.publish(event, context)
-

@@ -23,6 +23,7 @@ it sits in ``cancelling``. This module knows nothing of Kafka.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -376,10 +377,8 @@ class Follow:
         nearest = min((s.deadline for s in self.live), default=float("inf"))
         self._wake.clear()
         timeout = max(0.0, min(interval, nearest - time.time()))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
 
     async def _observe(self, snapshot: BatchSnapshot) -> None:
         self.snapshot = snapshot
@@ -437,4 +436,3 @@ class Follow:
             event = command_failure(sub.command, outcome, detail, last_status=sub.last_status)
             await self._publish(sub, event)
             self._finish(sub, event)
-

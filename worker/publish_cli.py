@@ -1,4 +1,5 @@
-"""``batch-cancel``: publish a cancel command from a shell, optionally wait for its outcome, or watch events.
+"""``batch-cancel``: publish a cancel command from a shell, optionally wait for its outcome, watch events, or
+list the live follows (``batch-cancel follows``).
 
 For operators and scripts that are not Python: ``batch-cancel publish --provider openai --batch-id b1
 --wait`` exits with a code that says how the cancel ended, so a CI job or a runbook can branch on it.
@@ -43,10 +44,12 @@ from worker.client import (
 )
 from worker.config import ConfigError, Settings
 from worker.contract import InvalidCommand
+from worker.follows_cli import format_follows, live_follows
 from worker.kafka.connection import security_kwargs
 
 __all__ = ["EXIT_CODES", "exit_code", "format_event", "main"]
 
+DEFAULT_FOLLOWS_TOPIC = "batch-cancel.follows"
 EXIT_OK, EXIT_KAFKA, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 6, 130
 #: Final outcome -> exit code; every outcome not listed means the batch is no longer running (0).
 EXIT_CODES = {"rejected": 3, "gave_up": 4, "invalid": 5}
@@ -108,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--batch-id", help="only events about this batch")
     watch.add_argument("--command-id", help="only events of this command")
     watch.add_argument("--json", action="store_true", help="one JSON event per line instead of a table")
+    follows = sub.add_parser("follows", parents=[kafka], help="list the live follows (from the follow-state topic)")
+    follows.add_argument("--follows-topic", default=env("BCW_FOLLOWS_TOPIC", DEFAULT_FOLLOWS_TOPIC))
+    follows.add_argument("--provider", help="only this provider's follows")
+    follows.add_argument("--json", action="store_true", help="one JSON object per follow instead of a table")
     return parser
 
 
@@ -199,6 +206,13 @@ def _signing_key(var: str | None) -> bytes | None:
     return value.encode()
 
 
+async def _follows(args: argparse.Namespace) -> int:
+    settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
+    for line in format_follows(await live_follows(settings, args.follows_topic, args.provider), as_json=args.json):
+        _say(line)
+    return EXIT_OK
+
+
 async def _watch(args: argparse.Namespace) -> int:
     async with EventFollower(args.bootstrap_servers, args.events_topic, kafka_options=_kafka_options(args)) as follower:
         _say(f"watching {args.events_topic} from its end; Ctrl-C stops", err=True)
@@ -230,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_tracing()
     try:
-        return asyncio.run(_publish(args) if args.command == "publish" else _watch(args))
+        commands = {"publish": _publish, "watch": _watch, "follows": _follows}
+        return asyncio.run(commands[args.command](args))
     except ConfigError as exc:
         _say(f"batch-cancel: configuration error, nothing published: {exc}", err=True)
         return EXIT_USAGE

@@ -49,12 +49,16 @@ USERS = {
 START_FAILURE_BOUND_S = 90
 
 
-def worker_acls(commands: str, group: str, events: str, dlq: str, pattern: str = "literal") -> list[list[str]]:
-    """The worker's ACLs, as documented: READ commands + group, WRITE events + dead letters. Nothing else."""
+def worker_acls(
+    commands: str, group: str, events: str, dlq: str, follows: str, *, pattern: str = "literal"
+) -> list[list[str]]:
+    """The worker's ACLs, as documented: READ commands + group, WRITE events + dead letters, READ and WRITE
+    follows, DESCRIBE_CONFIGS follows (the compaction check). Nothing else."""
     p = ["--allow-principal", "User:worker", "--resource-pattern-type", pattern]
     return [
         [*p, "--operation", "Read", "--topic", commands, "--group", group],
         [*p, "--operation", "Write", "--topic", events, "--topic", dlq],
+        [*p, "--operation", "Read", "--operation", "Write", "--operation", "DescribeConfigs", "--topic", follows],
     ]
 
 
@@ -63,7 +67,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     kafka = SecureKafka(tmp_path_factory.mktemp("secure-kafka"), USERS).start()
     try:
         grants = [
-            *worker_acls("commands-", "group-", "events-", "dlq-", pattern="prefixed"),
+            *worker_acls("commands-", "group-", "events-", "dlq-", "follows-", pattern="prefixed"),
             # Who may cancel: WRITE on the commands topic (prefix here; the literal topic in production).
             ["--allow-principal", "User:publisher", "--resource-pattern-type", "prefixed",
              "--operation", "Write", "--topic", "commands-"],

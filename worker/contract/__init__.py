@@ -19,13 +19,6 @@ Design choices that a publisher will notice:
 """
 
 from worker.contract.command import CancelCommand, CommandCloudEvent, InvalidCommand, decode_command
-from worker.contract.follow_state import (
-    MAX_WAITING,
-    FollowState,
-    WaitingCommand,
-    decode_follow_state,
-    encode_follow_state,
-)
 from worker.contract.deadletter import DLQ_MESSAGE_HEADER, DLQ_REASON_HEADER, DLQ_TIME_HEADER, dead_letter_headers
 from worker.contract.event import (
     CE_TYPE_FINAL,
@@ -37,6 +30,13 @@ from worker.contract.event import (
     event_key,
     failure_event,
     state_event,
+)
+from worker.contract.follow_state import (
+    MAX_WAITING,
+    FollowState,
+    WaitingCommand,
+    decode_follow_state,
+    encode_follow_state,
 )
 from worker.contract.types import (
     BATCH_ID_PATTERN,

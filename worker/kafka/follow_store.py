@@ -91,24 +91,25 @@ async def read_follows(
                     todo.discard(tp)
     finally:
         await reader.stop()
-    out: dict[int, list[FollowState]] = {}
-    for partition, records in latest.items():
-        states = []
-        for key, value in records.items():
-            if value is None:
-                continue
-            try:
-                states.append(decode_follow_state(value))
-            except (ValidationError, ValueError) as exc:
-                log.error(
-                    "skipping an unreadable follow-state record %r in %s[%d]: %s",
-                    key[:200],
-                    topic,
-                    partition,
-                    str(exc).splitlines()[0][:200],
-                )
-        out[partition] = states
-    return out
+    return {partition: _decode(topic, partition, records) for partition, records in latest.items()}
+
+
+def _decode(topic: str, partition: int, records: dict[bytes, bytes | None]) -> list[FollowState]:
+    states = []
+    for key, value in records.items():
+        if value is None:
+            continue
+        try:
+            states.append(decode_follow_state(value))
+        except (ValidationError, ValueError) as exc:
+            log.error(
+                "skipping an unreadable follow-state record %r in %s[%d]: %s",
+                key[:200],
+                topic,
+                partition,
+                str(exc).splitlines()[0][:200],
+            )
+    return states
 
 
 async def check_topics(settings: Settings, timeout: float = 30.0) -> None:
@@ -148,7 +149,9 @@ async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str, timeout: float
     for response in responses:
         for error_code, _msg, _type, _name, entries in response.resources:
             if error_code != 0:
-                log.warning("cannot read the configuration of %s (error %d); not checking compaction", topic, error_code)
+                log.warning(
+                    "cannot read the configuration of %s (error %d); not checking compaction", topic, error_code
+                )
                 return None
             for entry in entries:
                 if entry[0] == "cleanup.policy":
