@@ -23,7 +23,13 @@ from typing import IO
 
 from devstack.broker import KafkaBroker, _die_with_parent
 
-DEV_TOPICS = {"batch-cancel.commands": 6, "batch-cancel.events": 6, "batch-cancel.dlq": 1}
+DEV_TOPICS = {
+    "batch-cancel.commands": 6,
+    "batch-cancel.events": 6,
+    "batch-cancel.dlq": 1,
+    "batch-cancel.follows": 6,  # compacted, as many partitions as commands (docs/durable-follows.md)
+}
+TOPIC_CONFIGS = {"batch-cancel.follows": {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}}
 EMULATOR_PORT = 8090
 DEV_KEY = "sk-emulator"
 HERE = Path(__file__).resolve().parent
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker.start()
         for topic, partitions in DEV_TOPICS.items():
-            broker.create_topic(topic, partitions)
+            broker.create_topic(topic, partitions, TOPIC_CONFIGS.get(topic))
         print(f"[stack] Kafka {broker.version()} ready; topics: {', '.join(DEV_TOPICS)}", flush=True)
         emulator_args = [sys.executable, "-m", "worker.emulator", "--host", "127.0.0.1", "--port", str(EMULATOR_PORT)]
         children.append(_spawn("emulator", emulator_args))
