@@ -69,6 +69,10 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "bcw_command_final_seconds": ("histogram", frozenset()),
     "bcw_event_publish_failures_total": ("counter", frozenset()),
     "bcw_commit_lag": ("gauge", frozenset({"partition"})),
+    "bcw_follows_restored_total": ("counter", frozenset()),
+    "bcw_follow_state_writes_total": ("counter", frozenset({"kind"})),
+    "bcw_oldest_follow_age_seconds": ("gauge", frozenset()),
+    "bcw_follows_restore_seconds": ("histogram", frozenset()),
 }
 # Labels Prometheus adds when scraping through the chart's Service/ServiceMonitor.
 TARGET_LABELS = frozenset({"namespace", "pod", "instance", "job", "service", "container", "endpoint"})
@@ -86,6 +90,7 @@ STRUCTURED_SETTINGS = {
     "commands_topic": "kafka.commandsTopic",
     "events_topic": "kafka.eventsTopic",
     "dlq_topic": "kafka.dlqTopic",
+    "follows_topic": "kafka.followsTopic",
     "group_id": "kafka.groupId",
     "providers_file": "providers.*",
     "shutdown_grace_s": "shutdownGraceSeconds",
@@ -243,6 +248,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "securityProtocol": "SSL",
             "existingSecret": "kafka-mtls",
             "secretKeys": {"cert": "tls.crt", "key": "tls.key"},
+            "followsTopic": "jobs.batch-cancel.follows",
         },
         "serviceMonitor": {"enabled": True},
         "settings": {"max_publish_bytes": 8388608, "follow_initial_interval_s": 0.5, "log_level": "DEBUG"},
@@ -378,6 +384,42 @@ def test_structured_values_reach_the_worker(chart: Renderer) -> None:
     assert env["BCW_FOLLOW_INITIAL_INTERVAL_S"]["value"] == "0.5"
     assert env["BCW_LOG_LEVEL"]["value"] == "DEBUG"
     assert env["BCW_SHUTDOWN_GRACE_S"]["value"] == "90.5"
+    assert env["BCW_FOLLOWS_TOPIC"]["value"] == "jobs.batch-cancel.follows"
+
+
+def test_defaults_are_the_workers_defaults(chart: Renderer) -> None:
+    """Topics and the shutdown grace default to the worker's own defaults (e.g. the follows topic)."""
+    docs = chart.render({})
+    env = _env(docs)
+    for setting in ("commands_topic", "events_topic", "dlq_topic", "follows_topic", "group_id"):
+        assert env[f"BCW_{setting.upper()}"]["value"] == Settings.model_fields[setting].default, setting
+    assert env["BCW_FOLLOWS_TOPIC"]["value"] == "batch-cancel.follows"
+    # Shutdown no longer waits for batches to end (follows move to the next owner): a short grace suffices.
+    grace = float(env["BCW_SHUTDOWN_GRACE_S"]["value"])
+    assert grace == Settings.model_fields["shutdown_grace_s"].default == 10
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == math.ceil(grace) + 15
+
+
+_ACL_LINE = re.compile(r"^\s*#\s+([A-Z_]+)\s+(Topic|Group|Cluster)\b(.*)$")
+
+
+def test_acl_comment_covers_the_follows_topic() -> None:
+    """The ACL block in values.yaml (what operators copy) names only chart values, and the follows topic's rights."""
+    text = (CHART / "values.yaml").read_text()
+    kafka = yaml.safe_load(text)["kafka"]
+    grants: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        if match := _ACL_LINE.match(line):
+            for name in re.findall(r"<(\w+)>", match.group(3)):
+                assert name in kafka, f"ACL comment names <{name}>, which is no kafka.* value"
+                grants.add((match.group(1), name))
+    for operation in ("READ", "WRITE", "DESCRIBE_CONFIGS"):
+        assert (operation, "followsTopic") in grants, operation
+    assert ("READ", "commandsTopic") in grants and ("READ", "groupId") in grants
+    readme = (CHART / "README.md").read_text()
+    assert "READ + WRITE + DESCRIBE_CONFIGS on the follows topic" in readme
+    assert "cleanup.policy=compact" in readme
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -462,6 +504,12 @@ def test_keda_scaled_object(chart: Renderer, variant: str) -> None:
     assert meta["allowIdleConsumers"] == "false"
     assert meta["offsetResetPolicy"] == "earliest"  # the worker's auto_offset_reset
     assert int(meta["lagThreshold"]) >= 1
+    if variant == "keda":
+        # Offsets are committed at intent: lag is commands not yet taken in, and no lag persists while a batch
+        # is followed, so the threshold is a per-replica backlog and excludePersistentLag stays off.
+        assert meta["lagThreshold"] == "100"
+        assert meta["excludePersistentLag"] == "false"
+    assert meta["topic"] != env["BCW_FOLLOWS_TOPIC"]["value"]
     # Parameter names of KEDA's kafka scaler (pkg/scalers/kafka_scaler.go, v2.20): a typo is silently ignored.
     known = {
         "bootstrapServers", "consumerGroup", "topic", "lagThreshold", "activationLagThreshold", "offsetResetPolicy",
@@ -626,6 +674,8 @@ def test_pod_hardening(chart: Renderer, variant: str) -> None:
         ({"metrics": {"port": 0}}, "port"),
         ({"autoscaling": {"mode": "kdea"}}, "mode"),
         ({"kafka": {"commandsTopicPartitions": 0}}, "commandsTopicPartitions"),
+        ({"kafka": {"followsTopic": ""}}, "followsTopic"),
+        ({"kafka": {"followsTopic": None}}, "followsTopic"),
         ({"extraEnv": [{"name": "BCW_LOG_LEVEL", "value": "DEBUG"}]}, "extraEnv"),
         ({"kafka": {"securityProtocol": "SASL_SSL"}}, "needs kafka.saslMechanism"),
         ({"kafka": {"securityProtocol": "SASL_SSL", "saslMechanism": "PLAIN"}}, "needs kafka.existingSecret"),
@@ -702,11 +752,15 @@ def test_dashboard_uses_the_workers_metrics() -> None:
                     assert label in allowed, f"{title}: {base} has no label {label}"
         assert "$__rate_interval" in expr or "rate(" not in expr
     for needed in ("bcw_commands_total", "bcw_retries_total", "bcw_follows_in_flight", "bcw_dead_letters_total",
-                   "bcw_cancel_accepted_seconds", "bcw_command_final_seconds"):  # fmt: skip
+                   "bcw_cancel_accepted_seconds", "bcw_command_final_seconds", "bcw_follows_restored_total",
+                   "bcw_follow_state_writes_total", "bcw_oldest_follow_age_seconds",
+                   "bcw_follows_restore_seconds"):  # fmt: skip
         assert needed in used, needed
     exprs = [e for _, e in _exprs(dashboard)]
     assert any("by (outcome)" in e and "bcw_commands_total" in e for e in exprs)
     assert any("by (provider, cause)" in e for e in exprs)
+    assert any("by (kind)" in e and "bcw_follow_state_writes_total" in e for e in exprs)
+    assert any("histogram_quantile(0.99," in e and "bcw_follows_restore_seconds_bucket" in e for e in exprs)
     for q in ("0.5", "0.95", "0.99"):
         assert any(f"histogram_quantile({q}," in e for e in exprs)
 

@@ -26,10 +26,8 @@ async def live_follows(settings: Settings, topic: str, provider: str | None = No
     probe = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
     await probe.start()
     try:
+        await probe.topics()  # a metadata round trip, so the partition count is known
         partitions = probe.partitions_for_topic(topic) or set()
-        if not partitions:
-            await probe.force_metadata_update()
-            partitions = probe.partitions_for_topic(topic) or set()
     finally:
         await probe.stop()
     if not partitions:

@@ -9,6 +9,9 @@ Modelled on Kafka's ``validate_delivery`` / ``OffsetValidationTest`` and Jepsen'
 * **redelivered** — a command whose final event was *published* more than once with the same
   ``event_id``: allowed by at-least-once (consumers de-duplicate) but the signature of redelivery,
   which the negative control must be able to see;
+* **republished** — event records (any event, not only finals) published again with an ``event_id``
+  already seen: what a handover must not cause, and what each crash window may cause only for its own
+  commands;
 * **uncommitted** — records between the group's committed offset and the log end (Kafka's
   ``last_commit == position`` invariant once all work is done);
 * **dlq_missing** — an invalid command with no dead letter carrying its original bytes;
@@ -45,6 +48,9 @@ class Row:
     dlq_missing: int
     leaks: int
     seconds: float
+    republished: int = 0
+    posts_per_batch: int | None = None  # the most cancel POSTs any batch of the scenario received
+    lag_s: float | None = None  # after the last cancel was accepted, until the group's lag was 0
     notes: str = ""
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -83,10 +89,12 @@ def check(
     ``sent``: command ids acknowledged by the broker; ``dead_letters``: the original values of records
     that must be in the DLQ (a multiset: the same bytes sent twice must be dead-lettered twice).
     """
-    lost, unfinished, duplicates, redelivered = [], [], [], []
+    lost, unfinished, duplicates, redelivered, republished = [], [], [], [], []
     distinct = records = 0
     for cid in sent:
         published = events.by_command.get(cid, [])
+        seen = Counter(p.value.get("event_id") for p in published)
+        republished += [f"{cid}:{eid}" for eid, n in seen.items() for _ in range(n - 1)]
         finals = [p for p in published if p.value.get("final")]
         ids = Counter(p.value.get("event_id") for p in finals)
         distinct += len(ids)
@@ -133,12 +141,14 @@ def check(
         dlq_missing=sum(missing.values()),
         leaks=len(leak_where),
         seconds=time.monotonic() - started,
+        republished=len(republished),
         notes=notes,
         examples={
             "lost": lost,
             "unfinished": unfinished,
             "duplicates": duplicates,
             "redelivered": redelivered,
+            "republished": republished,
             "uncommitted": behind,
             "dlq_missing": [repr(v[:40]) for v in missing],
             "leaks": leak_where,
@@ -154,6 +164,9 @@ _COLUMNS = (
     ("unfinished", "unfinished"),
     ("dups after de-dup", "duplicates"),
     ("redelivered", "redelivered"),
+    ("re-published", "republished"),
+    ("POSTs/batch", "posts_per_batch"),
+    ("lag 0 after s", "lag_s"),
     ("uncommitted", "uncommitted"),
     ("DLQ", "dlq"),
     ("DLQ missing", "dlq_missing"),
@@ -169,6 +182,10 @@ def format_table(rows: Sequence[Row]) -> str:
     def cell(row: Row, attr: str) -> str:
         if attr == "seconds":
             return f"{row.seconds:.1f}"
+        if attr == "lag_s":
+            return "-" if row.lag_s is None else f"{row.lag_s:.1f}"
+        if attr == "posts_per_batch":
+            return "-" if row.posts_per_batch is None else str(row.posts_per_batch)
         if attr == "verdict":
             return ("ok" if row.ok else "FAIL") + (f" ({row.notes})" if row.notes else "")
         return str(getattr(row, attr))

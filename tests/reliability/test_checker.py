@@ -60,3 +60,21 @@ def test_a_secret_anywhere_is_a_leak() -> None:
     events = _log("e", _ev("a", "1", True), raw=b'{"detail": "Bearer sk-emulator"}')
     row = check("leak", sent=["a"], events=events, started=0.0, secrets=["sk-emulator"], logs=["ok\nkey sk-emulator"])
     assert row.leaks == 2 and not row.ok
+
+
+def test_republished_counts_every_repeated_event_not_only_finals() -> None:
+    events = _log(
+        "e",
+        _ev("a", "s1", False),
+        _ev("a", "s1", False),  # a state event told twice (a handover that lost "told")
+        _ev("a", "f1", True),
+        _ev("b", "f2", True),
+        _ev("b", "f2", True),
+        _ev("b", "f2", True),
+    )
+    row = check("republished", sent=["a", "b"], events=events, started=time.monotonic())
+    assert row.republished == 3 and row.redelivered == 1
+    assert row.examples["republished"][0] == "a:s1"
+    row.posts_per_batch, row.lag_s = 1, 2.25
+    table = format_table([row])
+    assert "re-published" in table and "2.2" in table

@@ -56,7 +56,8 @@ app.kubernetes.io/component: worker
 
 {{- define "bcw.providersDir" -}}/etc/batch-cancel-worker{{- end }}
 
-{{/* The drain time the pod gets: the worker's shutdown grace, rounded up, plus a margin. */}}
+{{/* The time the pod gets after SIGTERM: the worker's shutdown grace (calls on the wire, follow-state writes),
+rounded up, plus a margin for the final commit, producer flush and exit. */}}
 {{- define "bcw.terminationGracePeriodSeconds" -}}
 {{- add (ceil .Values.shutdownGraceSeconds | int64) .Values.terminationGraceMarginSeconds }}
 {{- end }}
