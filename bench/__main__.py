@@ -9,6 +9,8 @@ and the Kafka ceiling run as their own processes too. In order:
    (raw aiohttp at the worker's concurrency);
 2. latency at a steady ``--rate`` for ``--latency-seconds``;
 3. ``--follows`` batches that stay ``cancelling`` for ``--cancelling-seconds``: RSS, CPU, GET rate, finals;
+   then a rolling restart of a worker holding ``--restore`` live follows: exit time, restore time, cancels
+   re-sent;
 4. scale-out: 1, 2, 3 worker processes on a 6-partition topic;
 5. a py-spy profile of one worker during a throughput run (``--no-profile`` to skip).
 
@@ -38,7 +40,7 @@ from devstack.broker import KafkaBroker
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DOCS = ROOT.parent / "docs"
-ALL = ("throughput", "latency", "follows", "scale", "profile")
+ALL = ("throughput", "latency", "follows", "restore", "scale", "profile")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,6 +57,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--follows", type=int, help="batches followed at once")
     p.add_argument("--cancelling-seconds", type=float, help="how long each of those stays cancelling")
     p.add_argument("--follow-max-interval", type=float, help="BCW_FOLLOW_MAX_INTERVAL_S for the follows run")
+    p.add_argument("--restore", type=int, help="live follows handed over in the restore run")
     p.add_argument("--scale", type=int, help="commands per scale-out run")
     p.add_argument("--workers", type=int, nargs="+", help="scale-out: worker process counts")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md and docs/benchmarks.png")
@@ -71,6 +74,7 @@ def _sizes(args: argparse.Namespace) -> scenarios.Sizes:
         "rate": args.rate,
         "latency_s": args.latency_seconds,
         "follows": args.follows,
+        "restore": args.restore,
         "cancelling_s": args.cancelling_seconds,
         "follow_max_interval_s": args.follow_max_interval,
         "scale": args.scale,
@@ -108,6 +112,11 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         _say(f"follows: {s.follows:,} batches cancelling {s.cancelling_s:.0f} s")
         results["follows"] = await scenarios.concurrent_follows(ctx, s.follows, s.cancelling_s, s.follow_max_interval_s)
         _say(f"  peak RSS {results['follows']['worker_peak_rss_mb']:.0f} MB, {results['follows']['finals']:,} finals")
+    if "restore" in parts:
+        _say(f"restore: rolling restart of a worker holding {s.restore:,} follows")
+        results["restore"] = await scenarios.restore_follows(ctx, s.restore)
+        r = results["restore"]
+        _say(f"  exit {r['exit_s']:.1f} s, restored in {r['restore_s']:.1f} s, {r['posts_after_move']} cancels re-sent")
     if "scale" in parts:
         results["scale_out"] = []
         for n in s.scale_workers:

@@ -81,11 +81,26 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 
 def table(r: dict[str, Any]) -> str:
     lines: list[str] = []
-    for section in (_throughput_rows, _latency_rows, _follow_rows, _scale_rows, _target_rows, _profile_rows):
+    sections = (_throughput_rows, _latency_rows, _follow_rows, _restore_rows, _scale_rows, _target_rows, _profile_rows)
+    for section in sections:
         rows = section(r)
         if rows:
             lines += [*rows, ""]
     return "\n".join(lines)
+
+
+def _restore_rows(r: dict[str, Any]) -> list[str]:
+    res = r.get("restore")
+    if not res:
+        return []
+    return [
+        "| rolling restart of a worker holding live follows | follows | SIGTERM → exit | restored in "
+        "| next start → all resumed | cancels re-sent | RSS after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| read back from the follows topic and resumed | {res['follows']:,} | {res['exit_s']:.1f} s "
+        f"| **{res['restore_s']:.1f} s** | {res['start_to_restored_s']:.1f} s | {res['posts_after_move']} "
+        f"| {res['rss_after_restore_mb']:.0f} MB |",
+    ]
 
 
 def _throughput_rows(r: dict[str, Any]) -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ __all__ = [
     "latency",
     "naive_loop",
     "percentiles",
+    "restore_follows",
     "worker_throughput",
 ]
 
@@ -63,6 +65,7 @@ class Sizes:
     rate: float = 200.0
     latency_s: float = 60.0
     follows: int = 10_000
+    restore: int = 10_000
     cancelling_s: float = 60.0
     follow_max_interval_s: float = 30.0
     scale: int = 5_000
@@ -79,6 +82,7 @@ class Sizes:
             http_seconds=3.0,
             latency_s=20.0,
             follows=2_000,
+            restore=2_000,
             cancelling_s=20.0,
             scale=2_000,
             profile=3_000,
@@ -367,6 +371,67 @@ async def latency(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
             await observer.stop()
             worker.stop()
     return result
+
+
+_RESUMED = re.compile(r"resumed (\d+) follows of partitions \[[\d, ]*\] in ([\d.]+)s")
+
+
+async def restore_follows(ctx: Context, n: int) -> dict[str, Any]:
+    """A rolling restart of one worker holding ``n`` live follows: how fast it leaves, how fast the next
+    process has them back (read from the follows topic to its end and resumed), and how many cancels the
+    move cost (the target: none)."""
+    env = {"BCW_FOLLOW_INITIAL_INTERVAL_S": "1", "BCW_FOLLOW_MAX_INTERVAL_S": "30"}
+    with Emulator() as emulator:
+        topics = Topics(ctx.broker, 6)
+        batch_ids = emulator.create_batches(PROVIDER, n, prefix=f"res{topics.tag}_", cancelling_s=3600)
+        (first,) = await _start_workers(ctx, topics, emulator, 1, **env)
+        try:
+            await publish_bulk(topics.bootstrap, topics.commands, batch_ids)
+            deadline = time.monotonic() + 60 + n / 50
+            while _posts(emulator) < n or not await _caught_up(topics):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {_posts(emulator)} of {n} cancels after the deadline")
+                await asyncio.sleep(0.5)
+            t0 = time.monotonic()
+            await asyncio.to_thread(first.stop, 60.0)
+            exit_s = time.monotonic() - t0
+            t1 = time.monotonic()
+            second = WorkerProc(topics, emulator, ctx.log_dir, name="worker-next", **env)
+            try:
+                restored, restore_s = 0, 0.0
+                while restored < n:
+                    if time.monotonic() - t1 > 120:
+                        raise RuntimeError(f"restored {restored} of {n} follows in 120 s:\n{second.log_tail()}")
+                    await asyncio.sleep(0.2)
+                    found = _RESUMED.findall(second.log_path.read_text(errors="replace"))
+                    restored = sum(int(c) for c, _ in found)
+                    restore_s = max((float(t) for _, t in found), default=0.0)
+                start_to_restored = time.monotonic() - t1
+                rss = rss_mb(second.pid)
+            finally:
+                second.stop(timeout=30)
+            return {
+                "follows": n,
+                "exit_s": exit_s,
+                "restore_s": restore_s,
+                "start_to_restored_s": start_to_restored,
+                "cancel_posts": _posts(emulator),
+                "posts_after_move": _posts(emulator) - n,
+                "rss_after_restore_mb": rss,
+            }
+        finally:
+            first.kill()
+
+
+def _posts(emulator: Emulator) -> int:
+    return sum(1 for r in emulator.requests(dialect=PROVIDER) if r["method"] == "POST")
+
+
+async def _caught_up(topics: Topics) -> bool:
+    from tests.support.events import committed_vs_end
+
+    committed, ends = await committed_vs_end(topics.bootstrap, topics.commands, topics.group)
+    return all(committed.get(p, 0) == end for p, end in ends.items())
 
 
 async def concurrent_follows(ctx: Context, n: int, cancelling_s: float, max_interval_s: float) -> dict[str, Any]:

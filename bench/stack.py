@@ -81,7 +81,7 @@ def command_bytes(batch_id: str) -> tuple[str, bytes, bytes]:
 
 @dataclass
 class Topics:
-    """Fresh commands/events/dlq topics and a group name on the private broker."""
+    """Fresh commands/events/dlq/follows topics and a group name on the private broker."""
 
     broker: KafkaBroker
     partitions: int = 6
@@ -91,10 +91,12 @@ class Topics:
         self.commands = f"bench-commands-{self.tag}"
         self.events = f"bench-events-{self.tag}"
         self.dlq = f"bench-dlq-{self.tag}"
+        self.follows = f"bench-follows-{self.tag}"
         self.group = f"bench-group-{self.tag}"
         self.broker.create_topic(self.commands, self.partitions)
         self.broker.create_topic(self.events, self.partitions)
         self.broker.create_topic(self.dlq, 1)
+        self.broker.create_topic(self.follows, self.partitions, {"cleanup.policy": "compact"})
 
     @property
     def bootstrap(self) -> str:
@@ -172,6 +174,7 @@ class WorkerProc(Proc):
             "BCW_COMMANDS_TOPIC": topics.commands,
             "BCW_EVENTS_TOPIC": topics.events,
             "BCW_DLQ_TOPIC": topics.dlq,
+            "BCW_FOLLOWS_TOPIC": topics.follows,
             "BCW_GROUP_ID": topics.group,
             "BCW_PROVIDERS_FILE": str(providers),
             "BCW_METRICS_HOST": "127.0.0.1",

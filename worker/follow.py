@@ -401,6 +401,8 @@ class Follow:
             sub.last_status = snapshot.status
             if final:
                 self._finish(sub, event)
+            elif sub.in_record:
+                self.changed()  # what it was told is part of the state: a new owner must not tell it again
         faults.reached("event_published")
 
     def _finish(self, sub: Subscriber, event: BatchStateEvent) -> None:

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.config import Settings
 from worker.contract import FollowState
@@ -23,13 +23,13 @@ __all__ = ["format_follows", "live_follows"]
 
 async def live_follows(settings: Settings, topic: str, provider: str | None = None) -> list[FollowState]:
     """Every live follow on ``topic``, oldest first (optionally only one provider's)."""
-    probe = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
-    await probe.start()
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
     try:
-        await probe.topics()  # a metadata round trip, so the partition count is known
-        partitions = probe.partitions_for_topic(topic) or set()
+        described = await admin.describe_topics([topic])
     finally:
-        await probe.stop()
+        await admin.close()
+    partitions = {p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]}
     if not partitions:
         raise LookupError(f"topic {topic!r} does not exist or has no partitions")
     found = await read_follows(settings, topic, partitions)
