@@ -55,7 +55,7 @@ class Row:
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def violations(self, *, allow_redelivery: bool = True) -> list[str]:
-        """What broke a promise; ``allow_redelivery=False`` also counts republished finals (strict mode)."""
+        """What broke a promise; ``allow_redelivery=False`` also counts any event published twice (strict mode)."""
         out = []
         for name in ("lost", "unfinished", "duplicates", "uncommitted", "dlq_missing", "leaks"):
             value = getattr(self, name)
@@ -63,6 +63,8 @@ class Row:
                 out.append(f"{name}={value} e.g. {self.examples.get(name, [])[:3]}")
         if not allow_redelivery and self.redelivered:
             out.append(f"redelivered={self.redelivered} e.g. {self.examples.get('redelivered', [])[:3]}")
+        if not allow_redelivery and self.republished:
+            out.append(f"republished={self.republished} e.g. {self.examples.get('republished', [])[:3]}")
         return out
 
     @property

@@ -267,8 +267,12 @@ async def test_7_negative_control_blocked_loop(make_stack: StackFactory, record_
     assert "BLOCKING" in blocker.log_text(), blocker.log_tail()
     # The promise still holds (at least once, one outcome after de-dup, nothing lost) ...
     assert not row.violations(), row.violations()
-    # ... and the checker sees the redelivery the block caused: strict mode fails, cancels were re-issued.
-    assert row.redelivered > 0 and row.violations(allow_redelivery=False), row
+    # ... and the checker sees what the block caused. With durable follows the evicted member's follows move
+    # through the follow-state topic, so what repeats is what it had published but not yet recorded: events
+    # told twice (same event_id). Strict mode must fail on them.
+    assert row.republished > 0 and row.violations(allow_redelivery=False), row
     posts = cancel_posts(s, "openai", batches)
-    assert any(n > 1 for n in posts.values()), "no cancel was re-issued"
-    row.notes = f"detected: {row.redelivered} finals republished, {sum(n > 1 for n in posts.values())} cancels re-sent"
+    row.notes = (
+        f"detected: {row.republished} events republished ({row.redelivered} finals), "
+        f"{sum(n > 1 for n in posts.values())} cancels re-sent"
+    )
