@@ -188,7 +188,7 @@ class Follow:
     ) -> Follow:
         """A follow resumed from its last durable state on a new owner: its commands' offsets are committed."""
         first = CancelCommand(
-            command_id=state.waiting[0].command_id if state.waiting else "restored",
+            command_id=state.waiting[0].command_id,
             provider=state.provider,
             account=state.account,
             batch_id=state.batch_id,
@@ -275,11 +275,6 @@ class Follow:
                 sub.durable = True
                 sub.release_once()
 
-    async def flush(self) -> None:
-        """Wait until the newest state is durable (handover, shutdown)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
-
     @property
     def writer(self) -> asyncio.Task[None] | None:
         return self._writer
@@ -293,7 +288,7 @@ class Follow:
         """
         for known in self.subscribers:
             if known.command.command_id == sub.command.command_id and not known.done:
-                known.release, known.on_final = sub.release, sub.on_final
+                known.release = sub.release  # its offset is the redelivered record's now
                 known._released = False
                 if known.durable:
                     known.release_once()
@@ -409,6 +404,7 @@ class Follow:
         if sub.done:
             return
         sub.final = event
+        self.subscribers.remove(sub)  # the next state leaves it out; a long follow keeps no finished commands
         sub.release_once()
         if sub.on_final is not None:
             sub.on_final(event)

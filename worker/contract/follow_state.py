@@ -66,7 +66,7 @@ class FollowState(BaseModel):
     provider_status: str | None = Field(None, max_length=200)
     since: AwareDatetime = Field(description="When the follow started.")
     updated_at: AwareDatetime = Field(description="When this record was written.")
-    waiting: list[WaitingCommand] = Field(max_length=MAX_WAITING)
+    waiting: list[WaitingCommand] = Field(min_length=1, max_length=MAX_WAITING)
 
     @property
     def key(self) -> str:
