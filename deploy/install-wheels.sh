@@ -12,6 +12,7 @@ py=${PYTHON:-python3}
 pip="$venv/bin/python -m pip --disable-pip-version-check"
 $pip install --no-index --find-links "$wheels" --require-hashes -r "$wheels/requirements.txt"
 $pip install --no-index --no-deps "$wheels"/batch_cancel_worker-*.whl
-# pip is not needed at run time; removing it shrinks the image and its attack surface.
-$pip uninstall --yes pip
+# pip is not needed at run time, and neither is the setuptools a Python < 3.12 venv is seeded with (an old one,
+# outside the lock); removing them shrinks the image and its attack surface, and leaves exactly the locked set.
+$pip uninstall --yes pip setuptools
 "$venv/bin/batch-cancel-worker" --help >/dev/null
