@@ -128,7 +128,10 @@ def _build_helm(target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as gobin:
         subprocess.run(
             [go, "install", "-trimpath", "-ldflags", ldflags, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
-            env={**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"},
+            # The module graph is helm's own go.mod/go.sum at that tag, checked against the checksum database;
+            # the compiler is the machine's go, never a downloaded toolchain (helm's go.mod asks for go >= 1.26.0:
+            # an older one fails here, visibly, instead of fetching a newer one behind our back).
+            env={**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"},
             cwd=target.parent,
             check=True,
             timeout=1500,
