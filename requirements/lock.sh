@@ -1,9 +1,9 @@
 #!/bin/sh
 # The one lock is uv.lock at the top of the repository: one resolution for every set the project installs (the
 # runtime, each extra, the `build` group), with a hash for every file, for any platform and Python >= 3.11.
-# pip cannot read it, so the three sets that get installed are exported here as hash-pinned requirements files:
-# dev.txt for `make dev`, `make test` and CI, runtime.txt and build.txt for the image (deploy/build-wheels.sh).
-# Installing needs only pip (--require-hashes); uv, itself pinned in dev.txt, is needed only to write the lock.
+# pip cannot read it, so the sets that get installed are exported here as hash-pinned requirements files:
+# dev.txt for `make dev`, `make test` and CI; uv.txt, the locked uv alone, which the interpreter's own pip installs
+# first to sync dev.txt (the Makefile); runtime.txt and build.txt for the image (deploy/build-wheels.sh, pip only).
 #
 #   lock.sh            refresh after a pyproject.toml change: re-resolve what changed, keep every other pin
 #   lock.sh --upgrade  the newest versions pyproject.toml allows, for everything (or --upgrade-package NAME)
