@@ -41,13 +41,14 @@ export_all() {
   export_set uv --only-group lock >"$1/uv.txt"
 }
 
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
 if [ "${1:-}" = "--check" ]; then
   if ! "$uv" lock --check --offline --quiet >/dev/null 2>&1; then
     echo "uv.lock does not match pyproject.toml's dependencies: $refresh" >&2
     exit 1
   fi
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
   export_all "$tmp"
   for set_file in runtime.txt dev.txt build.txt uv.txt; do
     if ! cmp -s "$tmp/$set_file" "requirements/$set_file"; then
@@ -59,5 +60,9 @@ if [ "${1:-}" = "--check" ]; then
 fi
 
 "$uv" lock --quiet "$@"
-export_all requirements
-echo "uv.lock and requirements/{runtime,dev,build,uv}.txt written; commit them with pyproject.toml"
+export_all "$tmp"
+# An export is replaced only when it changed: the Makefile reinstalls the venv when dev.txt is newer than it.
+for set_file in runtime.txt dev.txt build.txt uv.txt; do
+  cmp -s "$tmp/$set_file" "requirements/$set_file" || cp "$tmp/$set_file" "requirements/$set_file"
+done
+echo "uv.lock and requirements/*.txt match pyproject.toml; commit any change to them with it"
