@@ -9,11 +9,11 @@ work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 
 # The Dockerfile's build stage copies exactly these (tests/test_deploy.py compares the two lists).
-CONTEXT="pyproject.toml README.md worker"
+CONTEXT="pyproject.toml README.md requirements/runtime.txt requirements/build.txt worker"
 
 echo "== build context"
 mkdir -p "$work/src"
-for path in $CONTEXT; do cp -R "$repo/$path" "$work/src/$path"; done
+for path in $CONTEXT; do mkdir -p "$(dirname "$work/src/$path")" && cp -R "$repo/$path" "$work/src/$path"; done
 find "$work/src" -name __pycache__ -type d -prune -exec rm -rf {} +
 
 echo "== stage 1: wheels"
