@@ -272,7 +272,7 @@ async def _provider_client(ctx: Context, emulator: Emulator, pairs: int, seconds
     providers = ctx.log_dir / "providers-client.yaml"
     providers.write_text(
         f"providers:\n  {PROVIDER}:\n    dialect: {PROVIDER}\n    base_url: {emulator.base_url(PROVIDER)}\n"
-        "    accounts:\n      default: { api_key_env: BENCH_KEY }\n"
+        "    max_requests_per_s: 100000\n    accounts:\n      default: { api_key_env: BENCH_KEY }\n"
     )
     client = build_clients(load_providers(providers))[PROVIDER]
     batch_ids = iter(emulator.create_batches(PROVIDER, pairs, cancelling_polls=0))

@@ -157,13 +157,23 @@ class Proc:
 class WorkerProc(Proc):
     """``python -m worker run`` as production runs it: its own process, configured by ``BCW_`` variables."""
 
-    def __init__(self, topics: Topics, emulator: Emulator, log_dir: Path, name: str = "worker", **env: str) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        emulator: Emulator,
+        log_dir: Path,
+        name: str = "worker",
+        *,
+        budget: str = "100000",
+        **env: str,
+    ) -> None:
         providers = log_dir / f"providers-{topics.tag}.yaml"
         providers.write_text(
             "providers:\n"
             f"  {PROVIDER}:\n"
             f"    dialect: {PROVIDER}\n"
             f"    base_url: {emulator.base_url(PROVIDER)}\n"
+            f"    max_requests_per_s: {budget}\n"
             "    accounts:\n"
             "      default: { api_key_env: BENCH_KEY }\n"
         )

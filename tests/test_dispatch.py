@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from worker.budget import Priority
 from worker.contract import (
     BatchSnapshot,
     BatchStateEvent,
@@ -55,7 +56,7 @@ class FakeProvider:
             raise self.cancel_error
         return CancelResult(snapshot=snap(self.cancel_status), already_terminal=self.already_terminal)
 
-    async def retrieve(self, account: str, batch_id: str) -> BatchSnapshot:
+    async def retrieve(self, account: str, batch_id: str, *, priority: Priority = Priority.POLL) -> BatchSnapshot:
         status = self.polls[min(self.gets, len(self.polls) - 1)]
         self.gets += 1
         return snap(status)

@@ -77,6 +77,7 @@ class Worker:
             max_command_bytes=settings.max_command_bytes,
             tracing=CommandTracing(settings.group_id),
             verifier=verifier,
+            runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
         )
         self.consumer = CommandConsumer(settings, self.dispatcher, self.store)
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)

@@ -127,6 +127,13 @@ class ProviderConfig(BaseModel):
     base_url: HttpUrl | None = Field(None, description="Override, e.g. an OpenAI-compatible gateway or a region.")
     accounts: dict[Name, AccountConfig] = Field(min_length=1)
     max_concurrency: int = Field(32, ge=1, le=4096, description="HTTP requests in flight per account.")
+    max_requests_per_s: float = Field(
+        20.0,
+        gt=0,
+        le=100_000,
+        description="Requests per second per account, retries included; the worker halves it on a 429 and climbs "
+        "back. 20/s polls 600 cancelling batches at the 30 s interval; raise it to what the provider allows.",
+    )
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
     retry_budget_s: float = Field(120.0, gt=0, description="Total time one logical call may spend retrying.")

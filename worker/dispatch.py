@@ -18,7 +18,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from opentelemetry import context as otel_context
@@ -39,6 +39,7 @@ from worker.contract import (
 from worker.follow import Follow, FollowPolicy, Persist, Provider, Subscriber
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
+from worker.scheduler import PollScheduler
 from worker.signing import SignatureVerifier
 from worker.telemetry import CommandContext, CommandTracing, trace_carrier
 
@@ -91,6 +92,7 @@ class Dispatcher:
         max_command_bytes: int,
         tracing: CommandTracing | None = None,
         verifier: SignatureVerifier | None = None,
+        runners_for: Callable[[str, str], int] | None = None,
     ) -> None:
         self._providers = providers
         self._accounts = accounts
@@ -102,6 +104,9 @@ class Dispatcher:
         self._verifier = verifier
         self._tasks: dict[int, set[asyncio.Task[None]]] = {}
         self._follows: dict[FollowKey, Follow] = {}
+        self._schedulers: dict[tuple[str, str], PollScheduler] = {}
+        self._partition_of: dict[Follow, int] = {}
+        self._runners_for = runners_for or (lambda provider, account: 16)
         self._waiting = 0
 
     # --- what the consumer and the metrics read -------------------------------------------------------------
@@ -147,6 +152,8 @@ class Dispatcher:
                 trace_of=_trace_of,
                 context_of=self._resumed_context,
                 cap=self._policy.max_follow,
+                scheduler=self._scheduler_for(state.provider, state.account),
+                on_end=self._ended,
             )
             for sub in follow.subscribers:
                 self._track(sub, partition)
@@ -172,10 +179,12 @@ class Dispatcher:
         follows = [(k, f) for k, f in self._follows.items() if k[0] in wanted]
         for _, f in follows:
             f.stop()
-        running = [f.task for _, f in follows if f.task is not None and not f.task.done()]
         deadline = time.monotonic() + grace
-        if running and grace > 0:
-            await asyncio.wait(running, timeout=grace)
+        # The calls on the wire finish and report what they saw. A bounded wait on flags rather than an Event
+        # per follow: a process holds up to 100,000 follows, and this runs once per handover.
+        while any(f.busy for _, f in follows) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        running = [f.task for _, f in follows if f.task is not None and not f.task.done()]
         for t in running:
             t.cancel()
         await asyncio.gather(*intake, *running, return_exceptions=True)
@@ -190,12 +199,15 @@ class Dispatcher:
             await asyncio.gather(*writers, return_exceptions=True)
         for key, f in follows:
             self._waiting -= len(f.live)
+            self._partition_of.pop(f, None)
             if self._follows.get(key) is f:
                 del self._follows[key]
 
     async def close(self, grace: float = 0.0) -> None:
         partitions = {p for p, _ in self._follows} | set(self._tasks)
         await self.stop_partitions(sorted(partitions), grace)
+        schedulers, self._schedulers = list(self._schedulers.values()), {}
+        await asyncio.gather(*(s.close() for s in schedulers))
 
     # --- one command ----------------------------------------------------------------------------------------
     async def _handle(self, record: Record, offsets: PartitionOffsets) -> None:
@@ -293,7 +305,7 @@ class Dispatcher:
     def _follow_for(self, partition: int, command: CancelCommand) -> Follow:
         key = (partition, command.key)
         current = self._follows.get(key)
-        if current is not None and current.task is not None and not current.task.done() and not current.stopping:
+        if current is not None and current.active:
             return current
         follow = Follow(
             self._providers[command.provider],
@@ -301,27 +313,45 @@ class Dispatcher:
             publish=self._publish,
             persist=self._persist_to(partition),
             policy=self._policy,
+            scheduler=self._scheduler_for(command.provider, command.account),
             trace_of=_trace_of,
             after=current.writer if current is not None else None,
+            on_end=self._ended,
         )
         self._adopt(partition, follow)
         return follow
 
+    def _scheduler_for(self, provider: str, account: str) -> PollScheduler:
+        scheduler = self._schedulers.get((provider, account))
+        if scheduler is None:
+            runners = self._runners_for(provider, account)
+            scheduler = self._schedulers[provider, account] = PollScheduler(f"{provider}/{account}", runners)
+        return scheduler
+
+    def schedulers(self) -> Mapping[tuple[str, str], PollScheduler]:
+        return self._schedulers
+
     def _adopt(self, partition: int, follow: Follow) -> None:
-        key = (partition, follow.key)
-        self._follows[key] = follow
+        self._follows[partition, follow.key] = follow
+        self._partition_of[follow] = partition
         follow.start()
 
-        def forget(_: asyncio.Task[None]) -> None:
-            writer = follow.writer
-            if writer is not None and not writer.done():
-                writer.add_done_callback(forget)
-                return
+    def _ended(self, follow: Follow) -> None:
+        """A follow is over: forget it once its tombstone is written (a newcomer's first record waits for it)."""
+        partition = self._partition_of.pop(follow, None)
+        if partition is None:
+            return
+        key = (partition, follow.key)
+
+        def forget(_: object = None) -> None:
             if self._follows.get(key) is follow:
                 del self._follows[key]
 
-        assert follow.task is not None
-        follow.task.add_done_callback(forget)
+        writer = follow.writer
+        if writer is not None and not writer.done():
+            writer.add_done_callback(forget)
+        else:
+            forget()
 
     def _persist_to(self, partition: int) -> Persist:
         async def persist(key: str, state: FollowState | None) -> None:

@@ -23,15 +23,16 @@ it sits in ``cancelling``. This module knows nothing of Kafka.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from worker import faults
+from worker.budget import Priority
 from worker.contract import (
     MAX_WAITING,
     BatchSnapshot,
@@ -56,7 +57,14 @@ class Provider(Protocol):
     """What following needs from a provider client (``worker.providers.ProviderClient`` in production)."""
 
     async def cancel(self, account: str, batch_id: str) -> Any: ...
-    async def retrieve(self, account: str, batch_id: str) -> BatchSnapshot: ...
+    async def retrieve(self, account: str, batch_id: str, *, priority: Priority = ...) -> BatchSnapshot: ...
+
+
+class Scheduler(Protocol):
+    """When polls happen (``worker.scheduler.PollScheduler``)."""
+
+    def schedule(self, follow: Any, delay: float, *, urgent: bool = False) -> None: ...
+    def unschedule(self, follow: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -145,8 +153,10 @@ class Follow:
         publish: Publish,
         persist: Persist,
         policy: FollowPolicy,
+        scheduler: Scheduler,
         trace_of: TraceOf = lambda _: (None, None, None),
         after: asyncio.Task[None] | None = None,
+        on_end: Callable[[Follow], None] | None = None,
     ) -> None:
         self._provider = provider
         self.provider_name = command.provider
@@ -164,9 +174,14 @@ class Follow:
         self.cancel_accepted = False
         self.already_terminal = False
         self.since = time.time()
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the cancel, while it runs
         self.stopping = False
-        self._wake = asyncio.Event()
+        self.busy = False  # a cancel or a poll is on the wire
+        self.ticket = 0  # the scheduler's
+        self._scheduler = scheduler
+        self._on_end = on_end
+        self._interval = policy.initial_interval
+        self._confirming = False
         self._dirty = False
         self._writer: asyncio.Task[None] | None = after  # the previous follow of this key finishes writing first
         self._ended = False
@@ -185,6 +200,8 @@ class Follow:
         trace_of: TraceOf,
         context_of: Callable[[WaitingCommand], Any],
         cap: float,
+        scheduler: Scheduler,
+        on_end: Callable[[Follow], None] | None = None,
     ) -> Follow:
         """A follow resumed from its last durable state on a new owner: its commands' offsets are committed."""
         first = CancelCommand(
@@ -193,7 +210,16 @@ class Follow:
             account=state.account,
             batch_id=state.batch_id,
         )
-        follow = cls(provider, first, publish=publish, persist=persist, policy=policy, trace_of=trace_of)
+        follow = cls(
+            provider,
+            first,
+            publish=publish,
+            persist=persist,
+            policy=policy,
+            scheduler=scheduler,
+            trace_of=trace_of,
+            on_end=on_end,
+        )
         follow.cancel_accepted = state.cancel_accepted
         follow.already_terminal = state.already_terminal
         follow.last_status = state.last_status
@@ -214,9 +240,6 @@ class Follow:
             )
             follow.subscribers.append(sub)
         return follow
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.run(), name=f"follow {self.key}")
 
     # --- the durable state --------------------------------------------------------------------------------
     @property
@@ -305,19 +328,107 @@ class Follow:
         self.changed()
         if self.snapshot is not None:
             await self._report(sub, self.snapshot)
-        elif self.cancel_accepted:  # restored: poll soon so the newcomer hears the state
-            self._wake.set()
+        elif self.cancel_accepted and not self.busy:  # restored: poll soon so the newcomer hears the state
+            self._continue(0.0, urgent=True)
         return True
 
     def stop(self) -> None:
-        """Handover or shutdown: finish the call on the wire, then leave the rest to the next owner."""
+        """Handover or shutdown: the call on the wire finishes, nothing new starts; the next owner resumes."""
         self.stopping = True
-        self._wake.set()
+        self._scheduler.unschedule(self)
 
     # --- the follow ---------------------------------------------------------------------------------------
-    async def run(self) -> None:
+    @property
+    def active(self) -> bool:
+        """Still following and taking newcomers (not ended, not handed over)."""
+        return not self._ended and not self.stopping
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def start(self) -> None:
+        """Send the cancel now (its own short task), or, when a previous owner's was accepted, poll soon."""
+        if self.cancel_accepted:
+            self._scheduler.schedule(self, self._policy.initial_interval, urgent=True)
+        else:
+            self.task = asyncio.create_task(self._cancel(), name=f"cancel {self.key}")
+
+    async def _cancel(self) -> None:
+        if self.stopping:  # the intent is durable (or the offset uncommitted): the next owner sends it
+            return
+        self.busy = True
         try:
-            await self._cancel_then_follow()
+            async with self._guard():
+                result = await self._provider.cancel(self.account, self.batch_id)
+                self.cancel_accepted = True
+                self.already_terminal = bool(result.already_terminal)
+                faults.reached("cancel_accepted")
+                await self._observe(result.snapshot)
+                self.changed()
+        finally:
+            self.busy = False
+        self._continue(self._policy.initial_interval, urgent=True)
+
+    async def poll(self) -> float | None:
+        """One poll, for the scheduler: the seconds until the next one, or None when the follow is over."""
+        if not self.active:
+            return None
+        if self.busy:  # a newcomer's urgent poll met one already on the wire: look again shortly
+            return self._policy.initial_interval
+        self.busy = True
+        changed = False
+        try:
+            async with self._guard():
+                await self._expire_subscribers()
+                if self.live and not self.stopping:
+                    priority = Priority.CONFIRM if self._confirming else Priority.POLL
+                    snapshot = await self._provider.retrieve(self.account, self.batch_id, priority=priority)
+                    self._confirming = False
+                    changed = snapshot.status != self.last_status
+                    await self._observe(snapshot)
+                    if changed:
+                        self.changed()
+        finally:
+            self.busy = False
+        if self.stopping:
+            return None
+        if not self.live:
+            self._end()
+            return None
+        self._interval = next_interval(self._interval, changed, self._policy)
+        return self._until_next(self._interval)
+
+    def _continue(self, delay: float, *, urgent: bool = False) -> None:
+        """Poll in ``delay`` seconds; the adaptive interval starts again from the fast one."""
+        if self.stopping:
+            return
+        if not self.live:
+            self._end()
+            return
+        self._confirming = urgent
+        self._interval = self._policy.initial_interval
+        self._scheduler.schedule(self, self._until_next(delay), urgent=urgent)
+
+    def _until_next(self, interval: float) -> float:
+        """The interval, but no later than the nearest subscriber deadline."""
+        nearest = min((s.deadline for s in self.live), default=float("inf"))
+        return max(0.0, min(interval, nearest - time.time()))
+
+    def _end(self) -> None:
+        if self._ended or self.stopping:
+            return
+        self._ended = True
+        self._scheduler.unschedule(self)
+        self.changed()  # nobody waits any more: the tombstone
+        if self._on_end is not None:
+            self._on_end(self)
+
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """A provider's final answer (refused, retries exhausted) or a bug ends every waiting command."""
+        try:
+            yield
         except asyncio.CancelledError:
             raise
         except Rejected as exc:
@@ -334,46 +445,6 @@ class Follow:
                 http_status=None, code="internal_error", message=f"{type(exc).__name__}: {exc}"[:500]
             )
             await self._fail_all(Outcome.GAVE_UP, detail)
-        if not self.stopping:
-            self._ended = True
-            self.changed()  # nobody waits any more: the tombstone
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    async def _cancel_then_follow(self) -> None:
-        if not self.cancel_accepted:
-            if self.stopping:  # the intent is durable (or the offset uncommitted): the next owner sends it
-                return
-            result = await self._provider.cancel(self.account, self.batch_id)
-            self.cancel_accepted = True
-            self.already_terminal = bool(result.already_terminal)
-            faults.reached("cancel_accepted")
-            await self._observe(result.snapshot)
-            self.changed()
-        interval = self._policy.initial_interval
-        while not self.stopping and self.live:
-            await self._expire_subscribers()
-            if not self.live:
-                return
-            await self._sleep(interval)
-            if self.stopping:
-                return
-            snapshot = await self._provider.retrieve(self.account, self.batch_id)
-            changed = snapshot.status != self.last_status
-            await self._observe(snapshot)
-            if changed:
-                self.changed()
-            interval = next_interval(interval, changed, self._policy)
-
-    async def _sleep(self, interval: float) -> None:
-        """Sleep, but no later than the nearest subscriber deadline; ``stop`` and a newcomer wake it."""
-        nearest = min((s.deadline for s in self.live), default=float("inf"))
-        self._wake.clear()
-        timeout = max(0.0, min(interval, nearest - time.time()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _observe(self, snapshot: BatchSnapshot) -> None:
         self.snapshot = snapshot

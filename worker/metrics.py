@@ -29,6 +29,7 @@ __all__ = [
     "PROVIDER_REQUESTS",
     "RESTORE_SECONDS",
     "RETRIES",
+    "THROTTLED",
 ]
 
 #: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
@@ -70,4 +71,7 @@ RESTORE_SECONDS = Histogram(
     "bcw_follows_restore_seconds",
     "Time to read the follow-state partitions of one assignment and resume their follows",
     buckets=_LATENCY_BUCKETS,
+)
+THROTTLED = Counter(
+    "bcw_provider_throttled", "429 answers, per account (the account's rate is cut)", ["provider", "account"]
 )

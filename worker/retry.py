@@ -23,6 +23,7 @@ import email.utils
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +34,15 @@ import tenacity
 
 from worker.errors import GaveUp, Retryable
 
-__all__ = ["RetryPolicy", "call_with_retry", "is_testing", "parse_retry_after", "set_testing", "testing"]
+__all__ = [
+    "RetryPolicy",
+    "call_with_retry",
+    "is_testing",
+    "parse_quota",
+    "parse_retry_after",
+    "set_testing",
+    "testing",
+]
 
 log = logging.getLogger("worker.retry")
 T = TypeVar("T")
@@ -116,6 +125,32 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
     if not math.isfinite(seconds):
         return None
     return min(max(seconds, 0.0), 86_400.0)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_quota(headers: Mapping[str, str]) -> tuple[int | None, float | None]:
+    """OpenAI-style request quota: ``x-ratelimit-remaining-requests`` and ``x-ratelimit-reset-requests``.
+
+    The reset is a Go-style duration (``1s``, ``6m0s``, ``20ms``). Either part is None when absent or
+    unparseable: not every endpoint sends them (their presence on ``/batches`` is unconfirmed), and a
+    malformed header must never break a call.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    remaining: int | None = None
+    raw = lowered.get("x-ratelimit-remaining-requests")
+    if raw is not None and raw.strip().isdigit():
+        remaining = int(raw.strip())
+    reset: float | None = None
+    raw = lowered.get("x-ratelimit-reset-requests")
+    if raw is not None:
+        text = raw.strip()
+        parts = _DURATION_PART.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            reset = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    return remaining, reset
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:

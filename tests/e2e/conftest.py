@@ -54,6 +54,7 @@ class Stack:
                 f"  {d}:",
                 f"    dialect: {d}",
                 f"    base_url: {self.emulator.base_url(d)}",
+                "    max_requests_per_s: 5000  # the emulator is not a rate-limited account",
                 "    accounts:",
                 "      default: { api_key_env: E2E_KEY }",
                 "      wrongkey: { api_key_env: E2E_WRONG_KEY }",

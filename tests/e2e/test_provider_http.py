@@ -37,7 +37,12 @@ async def make_client(emulator: Emulator, tmp_path: Path) -> AsyncIterator[MakeC
     def make(dialect: str, *, key: str = DEFAULT_KEY, **overrides: Any) -> ProviderClient:
         key_file = tmp_path / f"key-{len(made)}"
         key_file.write_text(key)
-        config = {"dialect": dialect, "base_url": emulator.base_url(dialect), **overrides}
+        config = {
+            "dialect": dialect,
+            "base_url": emulator.base_url(dialect),
+            "max_requests_per_s": 100_000,
+            **overrides,
+        }
         config["accounts"] = {"default": {"api_key_file": str(key_file)}}
         providers = ProvidersFile.model_validate({"providers": {"p": config}})
         client = build_clients(providers, policy=FAST)["p"]

@@ -52,7 +52,7 @@ def test_each_violation_is_counted() -> None:
     assert (row.lost, row.unfinished, row.duplicates, row.redelivered) == (1, 1, 1, 1)
     assert (row.uncommitted, row.dlq, row.dlq_missing) == (4, 1, 2)
     assert len(row.violations()) == 5
-    assert len(row.violations(allow_redelivery=False)) == 6
+    assert len(row.violations(allow_redelivery=False)) == 7  # + redelivered finals, + republished events
     assert "FAIL" in format_table([row])
 
 

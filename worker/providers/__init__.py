@@ -60,6 +60,7 @@ def build_clients(
             build_http_client(config, base_url, transport=transport),
             keys,
             max_concurrency=config.max_concurrency,
+            max_requests_per_s=config.max_requests_per_s,
             policy=RetryPolicy(**{**base_policy.__dict__, "budget_s": config.retry_budget_s}),
         )
     return clients

@@ -1,14 +1,14 @@
 """``ProviderClient``: cancel and retrieve one batch, with retries, a concurrency bound and typed errors.
 
 This is the boundary where httpx exceptions and provider answers become ``worker.errors`` types. One client
-per configured provider holds one pooled ``httpx.AsyncClient`` and one ``asyncio.Semaphore`` per account: the
-semaphore is held only while a request is on the wire, never during a backoff sleep, so thousands of
-follows waiting out an overload do not starve the ones that could make progress.
+per configured provider holds one pooled ``httpx.AsyncClient`` and one ``AccountGate`` per account
+(``worker.budget``): every attempt, retries included, takes a concurrency slot and a rate token from it in
+priority order (a cancel before any poll), holds the slot only while the request is on the wire, never during
+a backoff sleep, and tells it about 429s and quota headers so the account slows down before it is refused.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,10 +19,11 @@ from opentelemetry.trace import SpanKind
 from pydantic import SecretStr
 
 from worker import metrics
+from worker.budget import AccountGate, Priority
 from worker.contract import BATCH_ID_PATTERN, BatchSnapshot, BatchStatus
 from worker.errors import AlreadyTerminal, Rejected, Retryable
 from worker.providers.base import Dialect, Op, decode_body
-from worker.retry import RetryPolicy, call_with_retry
+from worker.retry import RetryPolicy, call_with_retry, parse_quota
 from worker.telemetry import TRACER
 
 __all__ = ["CancelResult", "ProviderClient"]
@@ -52,21 +53,24 @@ class ProviderClient:
         *,
         max_concurrency: int,
         policy: RetryPolicy,
+        max_requests_per_s: float = 1_000_000.0,
     ) -> None:
         self.name = name
         self.dialect = dialect.name
         self._dialect = dialect
         self._http = http
         self._keys = dict(keys)
-        self._limits = {account: asyncio.Semaphore(max_concurrency) for account in keys}
+        self.gates = {account: AccountGate(max_concurrency, max_requests_per_s) for account in keys}
         self._policy = policy
 
     async def cancel(self, account: str, batch_id: str) -> CancelResult:
         """Ask for the cancel; if the batch had already finished, read it once and report that state."""
         try:
-            snapshot = await self._call("POST", self._dialect.cancel_path, account, batch_id, "cancel")
+            snapshot = await self._call(
+                "POST", self._dialect.cancel_path, account, batch_id, op="cancel", priority=Priority.CANCEL
+            )
         except AlreadyTerminal as refused:
-            snapshot = await self.retrieve(account, batch_id)
+            snapshot = await self.retrieve(account, batch_id, priority=Priority.CANCEL)
             if snapshot.terminal:
                 return CancelResult(snapshot, already_terminal=True)
             if snapshot.status in _MOVING_TO_END:
@@ -76,14 +80,14 @@ class ProviderClient:
         finished_first = snapshot.terminal and snapshot.status is not BatchStatus.CANCELLED
         return CancelResult(snapshot, already_terminal=finished_first)
 
-    async def retrieve(self, account: str, batch_id: str) -> BatchSnapshot:
-        return await self._call("GET", self._dialect.retrieve_path, account, batch_id, "retrieve")
+    async def retrieve(self, account: str, batch_id: str, *, priority: Priority = Priority.POLL) -> BatchSnapshot:
+        return await self._call("GET", self._dialect.retrieve_path, account, batch_id, op="retrieve", priority=priority)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _call(
-        self, method: str, path_for: Callable[[str], str], account: str, batch_id: str, op: Op
+        self, method: str, path_for: Callable[[str], str], account: str, batch_id: str, *, op: Op, priority: Priority
     ) -> BatchSnapshot:
         key = self._keys.get(account)
         if key is None:
@@ -92,11 +96,11 @@ class ProviderClient:
         if not _BATCH_ID.fullmatch(batch_id) or ".." in batch_id:
             raise Rejected(None, "invalid_batch_id", "batch id does not match the allowed pattern")
         path = path_for(quote(batch_id, safe=""))
-        limit = self._limits[account]
+        gate = self.gates[account]
         headers = self._dialect.auth_headers(key.get_secret_value())
 
         async def attempt() -> BatchSnapshot:
-            async with limit:
+            async with gate.enter(priority):
                 try:
                     response = await self._http.request(method, path, headers=headers)
                 except httpx.UnsupportedProtocol as exc:
@@ -108,10 +112,17 @@ class ProviderClient:
                     self._count("error", "retryable")
                     raise Retryable(f"{type(exc).__name__}: {exc or 'connection error'}") from None
             body = decode_body(response.content)
+            remaining, reset = parse_quota(response.headers)
+            if remaining is not None:
+                gate.quota(remaining, reset)
             if 200 <= response.status_code < 300:
                 self._count(str(response.status_code), "ok")
+                gate.succeeded()
                 return self._dialect.parse_batch(body)
             error = self._dialect.classify(response.status_code, response.headers, body, op)
+            if response.status_code == 429:
+                metrics.THROTTLED.labels(self.name, account).inc()
+                gate.throttled(error.retry_after if isinstance(error, Retryable) else None)
             self._count(str(response.status_code), _RESULTS.get(type(error), "error"))
             raise error
 

@@ -1,0 +1,111 @@
+"""When each follow polls: one scheduler per provider account, follows ordered by due time.
+
+A follow between polls is an entry in a heap, not a sleeping task: 100,000 follows cost 100,000 small tuples,
+and a bounded set of runners (the account's ``max_concurrency``) serves them. When the account's request
+budget cannot serve every due poll on time, polls stretch fairly: the most overdue is served first, and
+nothing is dropped. Confirmation polls (the first GET after a cancel, a poll a newcomer waits on) have a heap
+of their own that is served before routine polls; new cancels do not pass through here at all, and the
+``AccountGate`` puts them ahead of every GET.
+
+Entries are never removed in place: rescheduling a follow bumps its ``ticket`` and the old entry is skipped
+when it reaches the top, which keeps every operation O(log n).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["PollScheduler", "Pollable"]
+
+log = logging.getLogger("worker.scheduler")
+
+
+class Pollable(Protocol):
+    """A follow, as the scheduler sees it."""
+
+    ticket: int
+
+    async def poll(self) -> float | None:
+        """Poll once; the seconds until the next poll, or None when the follow needs no more."""
+        ...
+
+
+_Entry = tuple[float, int, int, Pollable]  # due, order, ticket, follow
+
+
+class PollScheduler:
+    """Due-time heaps (confirmations first) served by ``runners`` coroutines."""
+
+    def __init__(self, name: str, runners: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._clock = clock
+        self._urgent: list[_Entry] = []
+        self._routine: list[_Entry] = []
+        self._order = itertools.count()
+        self._tickets = itertools.count(1)
+        self._changed = asyncio.Event()
+        self._runners = [asyncio.create_task(self._run(), name=f"poll {name} #{i}") for i in range(runners)]
+        self.polls = 0
+        self.late_s = 0.0  # summed lateness of served polls (due → start), for the overdue metric
+
+    def schedule(self, follow: Pollable, delay: float, *, urgent: bool = False) -> None:
+        """Poll ``follow`` in ``delay`` seconds; replaces any earlier scheduling of it."""
+        follow.ticket = next(self._tickets)
+        due = self._clock() + max(0.0, delay)
+        heap = self._urgent if urgent else self._routine
+        heapq.heappush(heap, (due, next(self._order), follow.ticket, follow))
+        if heap[0][2] == follow.ticket:  # the new earliest: wake a runner that may be sleeping longer
+            self._changed.set()
+
+    def unschedule(self, follow: Pollable) -> None:
+        follow.ticket = 0
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._urgent) + len(self._routine)
+
+    def overdue(self, by: float = 1.0) -> int:
+        """Entries due more than ``by`` seconds ago (a scan: called by the metrics scrape, not per poll)."""
+        limit = self._clock() - by
+        return sum(1 for heap in (self._urgent, self._routine) for e in heap if e[0] < limit and e[2] == e[3].ticket)
+
+    async def close(self) -> None:
+        for task in self._runners:
+            task.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            follow = await self._next()
+            try:
+                delay = await follow.poll()
+            except Exception:  # a bug in one follow must not stop the account's polling
+                log.exception("polling failed unexpectedly in %s", self.name)
+                delay = None
+            if delay is not None and follow.ticket == 0:
+                self.schedule(follow, delay)
+
+    async def _next(self) -> Pollable:
+        while True:
+            now = self._clock()
+            for heap in (self._urgent, self._routine):
+                while heap and heap[0][2] != heap[0][3].ticket:  # rescheduled or unscheduled since
+                    heapq.heappop(heap)
+                if heap and heap[0][0] <= now:
+                    due, _, _, follow = heapq.heappop(heap)
+                    follow.ticket = 0  # taken: it reschedules itself from the poll's answer
+                    self.polls += 1
+                    self.late_s += now - due
+                    return follow
+            earliest = min((h[0][0] for h in (self._urgent, self._routine) if h), default=None)
+            self._changed.clear()
+            timeout = None if earliest is None else max(0.0, earliest - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
