@@ -35,6 +35,9 @@ _MISTRAL = {
     "failed": "FAILED",
     "expired": "TIMEOUT_EXCEEDED",
 }
+_ANTHROPIC = dict.fromkeys(("validating", "queued", "in_progress", "finalizing"), "in_progress") | {
+    "cancelling": "canceling"
+}
 _TOGETHER = {"cancelling": "CANCELING", "queued": "VALIDATING", "finalizing": "IN_PROGRESS"}
 _ENDED = frozenset({"cancelled", "completed", "failed", "expired"})
 #: How the ten requests of a batch stand, by lifecycle status: (succeeded, errored, cancelled, expired).
@@ -44,7 +47,7 @@ _OUTCOMES = {"cancelled": (4, 0, 6, 0), "completed": (9, 1, 0, 0), "failed": (0,
 def status_word(dialect: str, status: str) -> str:
     """``status`` (the lifecycle's word) as ``dialect`` writes it; a word it does not know passes unchanged."""
     if dialect == "anthropic":
-        return "ended" if status in _ENDED else {"cancelling": "canceling"}.get(status, status)
+        return "ended" if status in _ENDED else _ANTHROPIC.get(status, status)
     if dialect == "mistral":
         return _MISTRAL.get(status, status)
     if dialect == "together":

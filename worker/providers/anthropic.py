@@ -14,8 +14,9 @@ RFC 3339 strings. Counts map to ours as total = all five, completed = succeeded,
 ``results_url`` is not a file id and is not carried.
 
 Errors are ``{"type": "error", "error": {"type", "message"}}``: 529 ``overloaded_error`` and 429
-``rate_limit_error`` (with ``retry-after``) are retried by the base rules; the spend-limit 429
-(``error.details.error_code = enforced_spend_limit_reached``) is a billing stop and is rejected. What a cancel
+``rate_limit_error`` (with ``retry-after``) are retried by the base rules; the spend-limit 429s
+(``error.details.error_code`` ``enforced_spend_limit_reached``, or ``contract_spend_limit_reached``, which the
+2.x SDK also types as its own error) are billing stops and are rejected. What a cancel
 of an ended batch answers is undocumented (third-party clones assume 400 ``invalid_request_error``), so any
 400 to a cancel is checked by reading the batch once (``unclear_refusals``).
 
@@ -34,7 +35,8 @@ from worker.providers.base import Dialect, ErrorInfo, error_info, finished_at_fi
 __all__ = ["ANTHROPIC_VERSION", "AnthropicDialect"]
 
 ANTHROPIC_VERSION = "2023-06-01"
-_SPEND_LIMIT = "enforced_spend_limit_reached"
+#: 429s that are billing stops, not load (``error.details.error_code``; named in the SDK's error types).
+_SPEND_LIMITS = frozenset({"enforced_spend_limit_reached", "contract_spend_limit_reached"})
 _STATUSES = {"in_progress": BatchStatus.IN_PROGRESS, "canceling": BatchStatus.CANCELLING}
 _COUNTS = ("processing", "succeeded", "errored", "canceled", "expired")
 
@@ -76,7 +78,7 @@ class AnthropicDialect(Dialect):
         )
 
     def classify_body(self, status: int, info: ErrorInfo) -> ProviderError | None:
-        if status == 429 and info.code == _SPEND_LIMIT:
+        if status == 429 and info.code in _SPEND_LIMITS:
             return Rejected(status, info.code, info.message)
         return None
 
