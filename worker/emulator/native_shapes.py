@@ -157,7 +157,8 @@ def _xai(batch: Batch) -> dict[str, Any]:
             "num_cancelled": cancelled,
         },
     }
-    if "cancelling_at" in batch.times:
+    hidden = batch.status == "cancelling" and status != "cancelling"  # the switch hides the cancel's mark too
+    if "cancelling_at" in batch.times and not hidden:
         body["cancel_time"] = _iso(batch.times["cancelling_at"])
     return body
 
