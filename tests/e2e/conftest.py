@@ -14,6 +14,8 @@ from tests.support.worker import WorkerProcess
 from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 DIALECTS = ("openai", "siliconflow", "dashscope", "deepinfra")
+#: The providers that are not OpenAI-shaped (and Azure); a stack built with ``dialects=NATIVE`` configures them.
+NATIVE = ("anthropic", "mistral", "azure", "together", "xai")
 #: An account whose key the emulator does not accept: every call answers 401.
 WRONG_KEY = "sk-wrong-key-for-401-tests"
 
@@ -33,6 +35,7 @@ class Stack:
     workdir: Path
     partitions: int = 3
     env_overrides: dict[str, str] = field(default_factory=dict)
+    dialects: tuple[str, ...] = DIALECTS
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -45,7 +48,7 @@ class Stack:
         self.kafka.create_topic(self.events, self.partitions)
         self.kafka.create_topic(self.dlq, 1)
         lines = ["providers:"]
-        for d in DIALECTS:
+        for d in self.dialects:
             lines += [
                 f"  {d}:",
                 f"    dialect: {d}",
