@@ -7,6 +7,8 @@ in tests/e2e.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ from worker import retry
 from worker.config import ProvidersFile
 from worker.contract import BatchStatus
 from worker.errors import AlreadyTerminal, ProviderError, Rejected, Retryable
-from worker.providers import build_clients, dialect_for
+from worker.providers import DIALECTS, build_clients, dialect_for
 
 T = "2024-08-20T18:37:24.100435Z"
 T_UNIX = 1724179044
@@ -315,3 +317,46 @@ def test_azure_configuration_mistakes_fail_at_start(config: dict[str, Any], mess
 
     with pytest.raises(ValidationError, match=message):
         ProvidersFile.model_validate({"providers": {"p": {**config, "accounts": {"a": {"api_key_env": "K"}}}}})
+
+
+# --- schemas/README.md's status table is what the code does ----------------------------------------------------
+
+_README = Path(__file__).resolve().parents[1] / "schemas" / "README.md"
+_LITERALS = re.compile(r"^`[^`]+`( / `[^`]+`)*$")
+
+
+def _mapping_rows() -> list[tuple[str, str, str]]:
+    """(dialect, raw, status) for every table row whose raw cell is plain values (not a derived condition)."""
+    text = _README.read_text().split("### Status mapping, per provider", 1)[1]
+    rows: list[tuple[str, str, str]] = []
+    dialects = ""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not line.startswith("|") or set(cells[0]) <= {"-"} or cells[0] == "dialect":
+            if rows and not line.startswith("|"):
+                break
+            continue
+        dialects = dialects if cells[0] == "〃" else cells[0]
+        raw_cell = re.sub(r"\s*\(.*\)$", "", cells[1])
+        if not _LITERALS.match(raw_cell):
+            continue
+        raws = re.findall(r"`([^`]+)`", raw_cell)
+        ours = raws if cells[2].startswith("same") else re.findall(r"`([^`]+)`", cells[2])
+        ours = [o.lower() for o in ours] if cells[2].startswith("same") else ours * (len(raws) // len(ours))
+        for dialect in re.findall(r"`([a-z]+)`", dialects.split("(")[0]):
+            rows += [(dialect, raw, our) for raw, our in zip(raws, ours, strict=True)]
+    return rows
+
+
+def test_the_mapping_table_covers_every_dialect_with_a_status_word() -> None:
+    assert {d for d, _, _ in _mapping_rows()} == set(DIALECTS) - {"xai"}  # xAI's rows are conditions
+
+
+@pytest.mark.parametrize(("dialect", "raw", "ours"), _mapping_rows())
+def test_the_contract_mapping_table_is_what_the_dialects_do(dialect: str, raw: str, ours: str) -> None:
+    if dialect == "anthropic":
+        body: dict[str, Any] = ANTHROPIC_BATCH | {"processing_status": raw}
+    else:
+        body = {"mistral": MISTRAL_JOB, "together": TOGETHER_BATCH}.get(dialect, AZURE_EXAMPLE) | {"status": raw}
+    snap = dialect_for(dialect).parse_batch(body)
+    assert (snap.status.value, snap.provider_status) == (ours, raw)
