@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from worker.config import ProvidersFile
 from worker.contract import BatchStatus
@@ -261,6 +263,32 @@ async def test_azure_classic_api_sends_its_version(emulator: Emulator, make_clie
     requests = emulator.requests(batch_id=batch)
     assert {r["query"] for r in requests} == {"api-version=2024-10-21"}
     assert all(r["path"].startswith("/azure/openai/batches/") for r in requests)
+
+
+def _readme_providers() -> dict[str, Any]:
+    """Every ``providers:`` YAML block of the README, merged: the examples an operator copies."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    merged: dict[str, Any] = {}
+    for block in re.findall(r"```yaml\n(providers:\n.*?)```", text, re.DOTALL):
+        merged |= yaml.safe_load(block)["providers"]
+    return merged
+
+
+def test_readme_provider_examples_are_valid_configuration() -> None:
+    providers = _readme_providers()
+    assert {"openai", "groq", "anthropic", "azure"} <= set(providers)
+    ProvidersFile.model_validate({"providers": providers})
+
+
+async def test_readme_groq_example_works_by_configuration_alone(emulator: Emulator, make_client: MakeClient) -> None:
+    """Groq is OpenAI-shaped: the README's entry, with only its host swapped for the emulator's, cancels."""
+    groq = _readme_providers()["groq"]
+    assert groq["dialect"] == "openai" and groq["base_url"] == "https://api.groq.com/openai/v1"
+    path = groq["base_url"].removeprefix("https://api.groq.com")  # /openai/v1: the emulator's OpenAI dialect
+    batch = emulator.create_batch("openai", cancelling_polls=0)
+    client = make_client("openai", base_url=emulator.url + path)
+    assert (await client.cancel("default", batch)).snapshot.status is BatchStatus.CANCELLING
+    assert (await client.retrieve("default", batch)).status is BatchStatus.CANCELLED
 
 
 def test_emulator_only_ever_saw_valid_batch_paths(emulator: Emulator) -> None:
