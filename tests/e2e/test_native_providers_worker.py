@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.broker import KafkaBroker
-from tests.e2e.conftest import NATIVE, Stack
+from tests.e2e.conftest import NATIVE, WRONG_KEY, Stack
 from tests.support.events import EventLog, publish_commands
 from worker.emulator.testing import Emulator
 
@@ -79,3 +79,40 @@ async def test_anthropic_spend_limit_is_rejected_without_retry(stack: Stack) -> 
     final = await _final(stack, "anthropic", batch)
     assert final["outcome"] == "rejected" and final["detail"]["code"] == "enforced_spend_limit_reached"  # type: ignore[index]
     assert len(stack.emulator.requests(batch_id=batch)) == 1
+
+
+async def test_new_key_headers_never_reach_any_output(
+    kafka: KafkaBroker, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Anthropic's ``x-api-key`` and Azure's ``api-key`` are secrets like a bearer token (see test_secrets.py)."""
+    good = "sk-SECRET-native-canary-3e9a1f"
+    s = Stack(kafka, emulator, tmp_path_factory.mktemp("native-secrets"), partitions=1, dialects=NATIVE)
+    try:
+        for dialect in ("anthropic", "azure"):
+            emulator.add_key(dialect, good)
+        worker = s.start_worker(name="native-secrets", E2E_KEY=good, BCW_LOG_LEVEL="DEBUG")
+        commands = []
+        for dialect in ("anthropic", "azure"):
+            ok = emulator.create_batch(dialect, bid(), faults=[{"kind": "rate_limit", "retry_after_s": 0}])
+            commands += [
+                {"provider": dialect, "batch_id": ok},
+                {"provider": dialect, "account": "wrongkey", "batch_id": emulator.create_batch(dialect, bid())},
+            ]
+        async with EventLog(s.bootstrap, s.events) as events:
+            ids = await publish_commands(s.bootstrap, s.commands, commands)
+            await events.wait_finals(ids, timeout=60)
+            outcomes = sorted(events.finals(i)[0]["outcome"] for i in ids)
+            published = b"".join((p.raw or b"") + repr(p.headers).encode() for p in events.records)
+        assert outcomes == ["cancelled", "cancelled", "rejected", "rejected"]
+        outputs = {
+            "events": published,
+            "metrics": worker.get("/metrics")[1].encode(),
+            "log": worker.log_text().encode(),
+            "emulator request log": repr(emulator.requests()).encode(),
+        }
+        assert b"command finished" in outputs["log"]
+        for channel, text in outputs.items():
+            assert good.encode() not in text, f"the key leaked into {channel}"
+            assert WRONG_KEY.encode() not in text, f"the wrong key leaked into {channel}"
+    finally:
+        s.close()
