@@ -77,11 +77,15 @@ def _wait_port(port: int, timeout: float = 15.0) -> None:
 
 
 DEMO_BATCHES = ("batch_demo", "batch_demo2", "batch_demo3")
+#: Every dialect providers.dev.yaml configures (a provider named after its dialect).
+DEV_DIALECTS = (
+    "openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai"
+)  # fmt: skip
 
 
 def _preload_demo_batches() -> None:
     """A few batches in every dialect, so the README's first ``batch-cancel publish`` has something to stop."""
-    for dialect in ("openai", "siliconflow", "dashscope", "deepinfra"):
+    for dialect in DEV_DIALECTS:
         for batch_id in DEMO_BATCHES:
             body = json.dumps({"dialect": dialect, "id": batch_id, "scenario": {"cancelling_polls": 3}}).encode()
             request = urllib.request.Request(
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 "BCW_PROVIDERS_FILE": str(HERE / "providers.dev.yaml"),
                 "BCW_LOG_FORMAT": "console",
                 "BCW_METRICS_HOST": "127.0.0.1",
-                **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in ("openai", "siliconflow", "dashscope", "deepinfra")},
+                **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in DEV_DIALECTS},
             }
             children.append(_spawn("worker", [sys.executable, "-m", "worker", "run"], env))
         print("[stack] up: emulator http://127.0.0.1:8090, metrics http://127.0.0.1:9464/metrics; Ctrl-C stops all")

@@ -42,8 +42,10 @@ __all__ = [
     "load_providers",
 ]
 
-Dialect = Literal["openai", "siliconflow", "dashscope", "deepinfra"]
-DIALECTS: tuple[Dialect, ...] = ("openai", "siliconflow", "dashscope", "deepinfra")
+Dialect = Literal["openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai"]
+DIALECTS: tuple[Dialect, ...] = (
+    "openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai"
+)  # fmt: skip
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
@@ -124,7 +126,14 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dialect: Dialect
-    base_url: HttpUrl | None = Field(None, description="Override, e.g. an OpenAI-compatible gateway or a region.")
+    base_url: HttpUrl | None = Field(
+        None, description="Override, e.g. an OpenAI-compatible gateway or a region; required for azure."
+    )
+    api_version: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")] | None = Field(
+        None,
+        description="azure only: the classic API's api-version (e.g. 2024-10-21), sent as a query parameter; "
+        "unset = the v1 API, which takes none.",
+    )
     accounts: dict[Name, AccountConfig] = Field(min_length=1)
     max_concurrency: int = Field(32, ge=1, le=4096, description="HTTP requests in flight per account.")
     max_requests_per_s: float = Field(
@@ -137,6 +146,14 @@ class ProviderConfig(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
     retry_budget_s: float = Field(120.0, gt=0, description="Total time one logical call may spend retrying.")
+
+    @model_validator(mode="after")
+    def _azure_needs_its_resource(self) -> ProviderConfig:
+        if self.dialect == "azure" and self.base_url is None:
+            raise ValueError("dialect azure needs base_url: https://RESOURCE.openai.azure.com/openai[/v1]")
+        if self.api_version is not None and self.dialect != "azure":
+            raise ValueError("api_version applies to dialect azure only")
+        return self
 
 
 class ProvidersFile(BaseModel):

@@ -16,6 +16,8 @@ from worker.emulator.testing import DEFAULT_KEY, Emulator
 DIALECTS = ("openai", "siliconflow", "dashscope", "deepinfra")
 #: What docs/durable-follows.md tells operators to create the follows topic with.
 FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+#: The providers that are not OpenAI-shaped (and Azure); a stack built with ``dialects=NATIVE`` configures them.
+NATIVE = ("anthropic", "mistral", "azure", "together", "xai")
 #: An account whose key the emulator does not accept: every call answers 401.
 WRONG_KEY = "sk-wrong-key-for-401-tests"
 
@@ -35,6 +37,7 @@ class Stack:
     workdir: Path
     partitions: int = 3
     env_overrides: dict[str, str] = field(default_factory=dict)
+    dialects: tuple[str, ...] = DIALECTS
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -49,7 +52,7 @@ class Stack:
         self.kafka.create_topic(self.dlq, 1)
         self.kafka.create_topic(self.follows, self.partitions, FOLLOWS_TOPIC_CONFIG)
         lines = ["providers:"]
-        for d in DIALECTS:
+        for d in self.dialects:
             lines += [
                 f"  {d}:",
                 f"    dialect: {d}",

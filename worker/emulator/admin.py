@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from pydantic import ValidationError
 
 from worker.emulator.model import Scenario
-from worker.emulator.shapes import PREFIXES
+from worker.emulator.shapes import PREFIXES, has_error
 
 if TYPE_CHECKING:
     from worker.emulator.app import App, Receive, Scope
@@ -80,7 +80,7 @@ def _create(app: App, body: dict[str, Any], _: Query) -> Answer:
     batch_id = str(body.get("id") or f"batch_{uuid.uuid4().hex[:20]}")
     if not valid_batch_id(batch_id):
         return _bad("id does not match the batch id pattern")
-    app.store.create(dialect, batch_id, Scenario.model_validate(body.get("scenario") or {}))
+    app.store.create(dialect, batch_id, _scenario(dialect, body))
     return _ok({"dialect": dialect, "id": batch_id}, 201)
 
 
@@ -88,12 +88,21 @@ def _bulk(app: App, body: dict[str, Any], _: Query) -> Answer:
     dialect, count = _dialect(body), int(body.get("count", 0))
     if not 0 < count <= _BULK_MAX:
         return _bad(f"count must be 1..{_BULK_MAX}")
-    scenario = Scenario.model_validate(body.get("scenario") or {})
+    scenario = _scenario(dialect, body)
     prefix = str(body.get("prefix") or f"batch_{uuid.uuid4().hex[:8]}_")
     ids = [f"{prefix}{i}" for i in range(count)]
     for batch_id in ids:
         app.store.create(dialect, batch_id, scenario)
     return _ok({"dialect": dialect, "ids": ids}, 201)
+
+
+def _scenario(dialect: str, body: dict[str, Any]) -> Scenario:
+    """The scenario asked for, refused when it needs an answer this dialect has no known shape for."""
+    scenario = Scenario.model_validate(body.get("scenario") or {})
+    for fault in scenario.faults:
+        if fault.kind == "quota" and not has_error(dialect, "quota"):
+            raise ValueError(f"no documented quota answer for {dialect}")
+    return scenario
 
 
 def _show(app: App, dialect: str, batch_id: str) -> Answer:

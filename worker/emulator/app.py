@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from worker.contract import BATCH_ID_PATTERN
 from worker.emulator.model import Fault, Store
-from worker.emulator.shapes import PREFIXES, batch_body, error_response
+from worker.emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
 
 __all__ = ["DEFAULT_KEY", "App", "DroppedConnection", "key_id"]
 
@@ -30,8 +30,9 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 DEFAULT_KEY = "sk-emulator"
-_SECRET_HEADERS = frozenset({b"authorization", b"x-api-key", b"xi-api-key"})
+_SECRET_HEADERS = frozenset({b"authorization", b"x-api-key", b"xi-api-key", b"api-key"})
 _BATCH_ID = re.compile(BATCH_ID_PATTERN)
+_AZURE_CLASSIC = "/azure/openai/batches/"
 _LOG_MAX = 2_000_000
 
 
@@ -92,10 +93,11 @@ class App:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1")
         dialect, batch_id, op = _route(path)
+        query: bytes = scope.get("query_string", b"")
         entry: dict[str, Any] = {
             "method": method,
             "path": path,
-            "query": scope.get("query_string", b"").decode("latin-1"),
+            "query": query.decode("latin-1"),
             "dialect": dialect,
             "batch_id": batch_id,
             "op": op,
@@ -110,7 +112,10 @@ class App:
         names = [f"dialect:{dialect or '-'}"] + ([f"key:{dialect}:{key_id(key)}"] if key and dialect else [])
         self.stats.enter(*names)
         try:
-            status, body, ctype, extra, drop = await self._answer(dialect, batch_id, op, method, key)
+            versionless = dialect == "azure" and path.startswith(_AZURE_CLASSIC) and b"api-version=" not in query
+            status, body, ctype, extra, drop = await self._answer(
+                dialect, batch_id, op, method, key, versionless=versionless
+            )
             entry["status"] = status
             entry["dropped"] = drop
             entry["t_done_mono"] = time.monotonic()
@@ -123,8 +128,17 @@ class App:
             self.stats.leave(*names)
 
     async def _answer(  # noqa: PLR0911 - one early answer per way a request can fail, in protocol order
-        self, dialect: str | None, batch_id: str | None, op: str | None, method: str, key: str | None
+        self,
+        dialect: str | None,
+        batch_id: str | None,
+        op: str | None,
+        method: str,
+        key: str | None,
+        *,
+        versionless: bool = False,
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bool]:
+        if versionless:  # Azure's classic API needs ``?api-version=``
+            return (*error_response("azure", "no_version"), [], False)
         if dialect is None or batch_id is None or op is None:
             return (*error_response(dialect or "openai", "no_route", batch_id=batch_id or ""), [], False)
         if method != ("POST" if op == "cancel" else "GET"):
@@ -141,17 +155,17 @@ class App:
             await asyncio.sleep(fault.delay_s)
         elif fault is not None and fault.kind != "drop":
             return _fault_answer(dialect, fault)
-        if op == "cancel" and not batch.cancel():
+        if op == "cancel" and not batch.cancel() and batch.scenario.finished_answer == "error":
             answer = error_response(dialect, "finished", batch_id=batch_id, state=batch.status)
             return (*answer, [], False)
         if op == "retrieve":
             batch.retrieve()
-        body = batch_body(dialect, batch_id, batch.status, batch.times, created=batch.created_at, op=op)
+        body = batch_body(batch, op)
         return 200, body, b"application/json", [], fault is not None and fault.kind == "drop"
 
 
 def _fault_answer(dialect: str, fault: Fault) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bool]:
-    kind = {"overload": "overload", "rate_limit": "rate_limit"}.get(fault.kind, "server_error")
+    kind = fault.kind if fault.kind in ("overload", "rate_limit", "quota") else "server_error"
     status, body, ctype = error_response(dialect, kind, status=fault.status)
     extra: list[tuple[bytes, bytes]] = []
     if fault.retry_after_s is not None:
@@ -175,22 +189,40 @@ def _route(path: str) -> tuple[str | None, str | None, str | None]:
     for prefix, dialect in PREFIXES.items():
         if path.startswith(prefix):
             segment, slash, rest = path[len(prefix) :].partition("/")
+            # A custom-method cancel (``{id}:cancel``): the literal colon before decoding is the separator,
+            # so an id that itself holds ':' (sent as %3A) is never mistaken for one.
+            colon_cancel = dialect in COLON_CANCEL and not slash and segment.endswith(":cancel")
+            if colon_cancel:
+                segment = segment.removesuffix(":cancel")
             # Split on the raw path first (an encoded %2F must not become a separator), then decode the
             # segment as a real provider's router does: the worker percent-encodes ':' in ids like ``a:b``.
             batch_id = unquote(segment)
             if not valid_batch_id(batch_id):
                 return dialect, None, None
+            if colon_cancel:
+                return dialect, batch_id, "cancel"
+            if dialect in COLON_CANCEL and slash:
+                return dialect, batch_id, None
             if not slash:
                 return dialect, batch_id, "retrieve"
             return (dialect, batch_id, "cancel") if rest == "cancel" else (dialect, batch_id, None)
     return None, None, None
 
 
+#: Key headers besides ``Authorization: Bearer`` that a dialect's real API accepts.
+_KEY_HEADERS = {
+    "deepinfra": (b"x-api-key", b"xi-api-key"),
+    "anthropic": (b"x-api-key",),  # the documented header; the 2.x SDK sends Bearer, also accepted
+    "azure": (b"api-key",),
+}
+
+
 def _presented_key(headers: list[tuple[bytes, bytes]], dialect: str | None) -> str | None:
+    """The key a request presents; Azure takes only ``api-key`` (a bearer there is an Entra token, not a key)."""
     for name, value in headers:
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
+        if name == b"authorization" and value[:7].lower() == b"bearer " and dialect != "azure":
             return value[7:].decode("latin-1").strip()
-        if dialect == "deepinfra" and name in (b"x-api-key", b"xi-api-key"):
+        if name in _KEY_HEADERS.get(dialect or "", ()):
             return value.decode("latin-1").strip()
     return None
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Batch", "Fault", "Scenario", "Store"]
 
-FaultKind = Literal["overload", "rate_limit", "server_error", "drop", "slow"]
+FaultKind = Literal["overload", "rate_limit", "quota", "server_error", "drop", "slow"]
 Terminal = Literal["cancelled", "completed", "failed", "expired"]
 TERMINAL = frozenset({"cancelled", "completed", "failed", "expired"})
 
@@ -42,6 +42,18 @@ class Scenario(BaseModel):
     cancelling_polls: int = Field(1, ge=0, description="GETs that still see cancelling after the cancel")
     cancelling_s: float | None = Field(None, ge=0, description="or: seconds cancelling lasts (wins if set)")
     final: Terminal = "cancelled"
+    # Switches for what no provider source settles; tests run both ways so the worker cannot rely on a guess.
+    cancelling_shown: bool = Field(
+        True,
+        description="False: while cancelling, answers still show the status from before the cancel "
+        "(Together's current SDK has no CANCELING)",
+    )
+    finished_answer: Literal["error", "batch"] = Field(
+        "error", description="cancel of a finished batch: the dialect's refusal, or 200 with the batch unchanged"
+    )
+    doc_example_shape: bool = Field(
+        False, description="azure: answer like Microsoft's reference examples (ISO times, 'Validating', null counts)"
+    )
 
 
 @dataclass
@@ -56,6 +68,14 @@ class Batch:
     fault_used: int = 0
     polls_left: int = 0
     cancelled_mono: float | None = None
+    before_cancel: str | None = None
+
+    @property
+    def shown_status(self) -> str:
+        """The status an answer shows: the real one, unless the scenario hides the cancelling state."""
+        if self.status == "cancelling" and not self.scenario.cancelling_shown and self.before_cancel is not None:
+            return self.before_cancel
+        return self.status
 
     def next_fault(self, op: str) -> Fault | None:
         """Consume one unit of the current fault if it applies to ``op`` (cancel/retrieve)."""
@@ -74,6 +94,7 @@ class Batch:
         if self.status in TERMINAL:
             return False
         if self.status != "cancelling":
+            self.before_cancel = self.status
             self.status = "cancelling"
             self.times["cancelling_at"] = int(time.time())
             self.cancelled_mono = time.monotonic()

@@ -1,16 +1,22 @@
 """Each dialect's batch object and error bodies, as the providers' documentation shows them.
 
-Where a shape is unconfirmed in the research notes (cancel of a finished batch on SiliconFlow, DashScope or
-DeepInfra; DeepInfra's error bodies) the emulator picks a plausible one and says so here, so a test never
-mistakes an emulator guess for a provider fact.
+This module holds the OpenAI-shaped dialects (OpenAI, SiliconFlow, DashScope, DeepInfra, Azure) and routes
+the others to ``native_shapes``. Where a shape is unconfirmed in the research notes (cancel of a finished
+batch on SiliconFlow, DashScope, DeepInfra or Azure; DeepInfra's and Azure's error bodies) the emulator picks
+a plausible one and says so here, so a test never mistakes an emulator guess for a provider fact.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["PREFIXES", "batch_body", "error_response"]
+from worker.contract import TIMESTAMP_FIELDS
+from worker.emulator import native_shapes
+from worker.emulator.model import Batch
+
+__all__ = ["COLON_CANCEL", "PREFIXES", "batch_body", "error_response", "has_error"]
 
 #: Path prefix → dialect; the part after the prefix is ``{batch_id}`` or ``{batch_id}/cancel``.
 PREFIXES: dict[str, str] = {
@@ -18,20 +24,29 @@ PREFIXES: dict[str, str] = {
     "/siliconflow/v1/batches/": "siliconflow",
     "/dashscope/compatible-mode/v1/batches/": "dashscope",
     "/deepinfra/v1/openai/batches/": "deepinfra",
+    "/anthropic/v1/messages/batches/": "anthropic",
+    "/mistral/v1/batch/jobs/": "mistral",
+    "/azure/openai/v1/batches/": "azure",  # the v1 API (first: the test helper's base URL for azure)
+    "/azure/openai/batches/": "azure",  # the classic API: ``?api-version=`` required
+    "/together/v1/batches/": "together",
+    "/xai/v1/batches/": "xai",
 }
-_TIMESTAMPS = (
-    "in_progress_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-)
+#: Dialects whose cancel is ``{batch_id}:cancel`` (a custom method), not ``{batch_id}/cancel``.
+COLON_CANCEL = frozenset({"xai"})
+_TIMESTAMPS = tuple(name for name in TIMESTAMP_FIELDS if name not in ("created_at", "expires_at"))
 Response = tuple[int, bytes, bytes]  # status, body, content-type
 
 
-def batch_body(dialect: str, batch_id: str, status: str, times: dict[str, int], *, created: int, op: str) -> bytes:
+def batch_body(batch: Batch, op: str) -> bytes:
+    """The batch object ``batch`` answers with, in its dialect's shape, as a cancel or a retrieve shows it."""
+    if batch.dialect in native_shapes.DIALECTS:
+        return json.dumps(native_shapes.batch_object(batch)).encode()
+    return json.dumps(_openai_like(batch, op)).encode()
+
+
+def _openai_like(batch: Batch, op: str) -> dict[str, Any]:
+    dialect, batch_id, times, created = batch.dialect, batch.id, batch.times, batch.created_at
+    status = batch.shown_status
     absent: int | None = 0 if dialect == "dashscope" else None  # DashScope writes 0 for "not yet"
     body: dict[str, Any] = {
         "id": batch_id,
@@ -68,7 +83,15 @@ def batch_body(dialect: str, batch_id: str, status: str, times: dict[str, int], 
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 200,
         }
-    return json.dumps(body).encode()
+    elif dialect == "azure" and batch.scenario.doc_example_shape:  # Microsoft's reference examples
+        body |= {name: _iso(value) for name, value in body.items() if name.endswith("_at") and value is not None}
+        body["status"] = status.capitalize()
+        body["request_counts"] = {"total": None, "completed": None, "failed": None}
+    return body
+
+
+def _iso(unix: int) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _oai(message: str, type_: str, code: str | None) -> object:
@@ -84,6 +107,10 @@ def _sf(code: int, message: str) -> object:
     return {"code": code, "message": message, "data": None}
 
 
+def _az(code: str, message: str) -> object:
+    return {"error": {"code": code, "message": message}}
+
+
 # kind → (HTTP status or None for "the status the fault asked for", body). $ID and $STATE are filled in.
 _ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
     "openai": {
@@ -94,6 +121,17 @@ _ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
         # research notes section 1, verbatim
         "finished": (409, _oai("Cannot cancel a batch with status '$STATE'.", "invalid_request_error", None)),
         "server_error": (None, _oai("The server had an error processing your request.", "server_error", None)),
+        # research notes section 1: a billing stop, not load
+        "quota": (429, _oai("You exceeded your current quota.", "insufficient_quota", "insufficient_quota")),
+    },
+    "azure": {  # all the emulator's rendering of Azure's {"error": {code, message}}; finished presumed as OpenAI's
+        "unauthorized": (401, _az("401", "Access denied due to invalid subscription key or wrong API endpoint.")),
+        "not_found": (404, _az("NotFound", "Batch $ID not found.")),
+        "overload": (503, _az("ServiceUnavailable", "The service is temporarily unable to process your request.")),
+        "rate_limit": (429, _az("429", "Requests to the Batch API have exceeded the rate limit. Retry later.")),
+        "finished": (409, _oai("Cannot cancel a batch with status '$STATE'.", "invalid_request_error", None)),
+        "server_error": (None, _az("InternalServerError", "The server had an error processing your request.")),
+        "no_version": (400, _az("BadRequest", "Missing required query parameter: api-version.")),
     },
     "siliconflow": {  # seed 000 and the research notes; "finished" is the emulator's guess (unconfirmed)
         "unauthorized": (401, "Invalid token"),
@@ -125,12 +163,20 @@ _ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
 }
 
 
+def has_error(dialect: str, kind: str) -> bool:
+    """Whether the emulator knows what ``dialect`` answers for ``kind`` (``quota`` is known for few)."""
+    return kind in _ERRORS.get(dialect, native_shapes.ERRORS.get(dialect, {}))
+
+
 def error_response(dialect: str, kind: str, *, batch_id: str = "", status: int = 500, state: str = "") -> Response:
-    """The answer for ``kind`` in unauthorized, not_found, no_route, overload, rate_limit, server_error, finished."""
+    """The answer for ``kind`` in unauthorized, not_found, no_route, overload, rate_limit, quota, server_error,
+    finished (and azure's no_version)."""
     if kind == "no_route":
         if dialect == "siliconflow":  # Go's default mux answer: plain text
             return 404, b"404 page not found", b"text/plain; charset=utf-8"
         kind = "not_found"
-    code, body = _ERRORS[dialect][kind]
+    code, body = _ERRORS[dialect][kind] if dialect in _ERRORS else native_shapes.ERRORS[dialect][kind]
+    if dialect in native_shapes.DIALECTS:
+        state = native_shapes.status_word(dialect, state)
     text = json.dumps(body).replace("$ID", batch_id).replace("$STATE", state)
     return code if code is not None else status, text.encode(), b"application/json"

@@ -21,7 +21,19 @@ from worker.emulator.shapes import PREFIXES
 
 __all__ = ["DEFAULT_KEY", "Emulator", "key_id"]
 
-_BASES = {dialect: prefix.removesuffix("/batches/") for prefix, dialect in PREFIXES.items()}
+#: Dialect → the base URL path the worker is configured with; each dialect adds its own resource path.
+_BASES = {
+    "openai": "/openai/v1",
+    "siliconflow": "/siliconflow/v1",
+    "dashscope": "/dashscope/compatible-mode/v1",
+    "deepinfra": "/deepinfra/v1/openai",
+    "anthropic": "/anthropic/v1",
+    "mistral": "/mistral/v1",
+    "azure": "/azure/openai/v1",  # the v1 API; the classic one is azure_classic_base_url()
+    "together": "/together/v1",
+    "xai": "/xai/v1",
+}
+assert set(_BASES) == set(PREFIXES.values()), "every emulated dialect needs its base URL here"
 
 
 class Emulator:
@@ -86,8 +98,12 @@ class Emulator:
 
     # --- admin API -----------------------------------------------------------------------------------------
     def base_url(self, dialect: str) -> str:
-        """What to put in ``ProviderConfig.base_url`` for ``dialect``."""
+        """What to put in ``ProviderConfig.base_url`` for ``dialect`` (for ``azure``, its v1 API)."""
         return self.url + _BASES[dialect]
+
+    def azure_classic_base_url(self) -> str:
+        """``base_url`` for Azure's classic API (with ``api_version`` set in the config)."""
+        return self.url + "/azure/openai"
 
     def _post(self, path: str, body: dict[str, Any]) -> Any:
         assert self._admin is not None, "emulator not started"

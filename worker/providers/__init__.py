@@ -1,26 +1,43 @@
 """Provider dialects behind one interface: ``ProviderClient.cancel`` / ``retrieve`` and ``build_clients``.
 
-A dialect (``openai``, ``siliconflow``, ``dashscope``, ``deepinfra``) knows its default base URL, paths, auth
-header, how to parse its batch object and how to classify its errors. An OpenAI-compatible provider (Groq,
-Azure v1, a gateway) needs no code: configure ``dialect: openai`` with its ``base_url``.
+A dialect (``openai``, ``siliconflow``, ``dashscope``, ``deepinfra``, ``anthropic``, ``mistral``, ``azure``,
+``together``, ``xai``) knows its default base URL, paths, auth headers, how to parse its batch object and how
+to classify its errors. An OpenAI-compatible provider (Groq, a gateway) needs no code: configure
+``dialect: openai`` with its ``base_url``.
 """
 
 from __future__ import annotations
 
 from worker.config import ConfigError, ProviderConfig, ProvidersFile
+from worker.providers.anthropic import AnthropicDialect
+from worker.providers.azure import AzureDialect
 from worker.providers.base import Dialect
 from worker.providers.client import CancelResult, ProviderClient
 from worker.providers.dashscope import DashScopeDialect
 from worker.providers.deepinfra import DeepInfraDialect
 from worker.providers.http import TransportFactory, build_http_client
+from worker.providers.mistral import MistralDialect
 from worker.providers.openai import OpenAIDialect
 from worker.providers.siliconflow import SiliconFlowDialect
+from worker.providers.together import TogetherDialect
+from worker.providers.xai import XAIDialect
 from worker.retry import RetryPolicy
 
 __all__ = ["DIALECTS", "CancelResult", "ProviderClient", "build_clients", "dialect_for"]
 
 DIALECTS: dict[str, Dialect] = {
-    d.name: d for d in (OpenAIDialect(), SiliconFlowDialect(), DashScopeDialect(), DeepInfraDialect())
+    d.name: d
+    for d in (
+        OpenAIDialect(),
+        SiliconFlowDialect(),
+        DashScopeDialect(),
+        DeepInfraDialect(),
+        AnthropicDialect(),
+        MistralDialect(),
+        AzureDialect(),
+        TogetherDialect(),
+        XAIDialect(),
+    )
 }
 
 
@@ -57,10 +74,15 @@ def build_clients(
         clients[name] = ProviderClient(
             name,
             dialect_for(config.dialect),
-            build_http_client(config, base_url, transport=transport),
+            build_http_client(config, base_url, transport=transport, params=_query_for(config)),
             keys,
             max_concurrency=config.max_concurrency,
             max_requests_per_s=config.max_requests_per_s,
             policy=RetryPolicy(**{**base_policy.__dict__, "budget_s": config.retry_budget_s}),
         )
     return clients
+
+
+def _query_for(config: ProviderConfig) -> dict[str, str]:
+    """Query parameters every call carries: only Azure's classic ``api-version`` (never a secret)."""
+    return {"api-version": config.api_version} if config.api_version is not None else {}

@@ -1,11 +1,13 @@
 """The shared shape of a provider dialect, and the OpenAI-style parsing most of them reuse.
 
-Every supported provider speaks a near-copy of OpenAI's batch object, so the parsing here is written once and
-a dialect overrides only its quirks (extra status strings, error-body codes). Parsing is *lenient on values
-and strict on types*: a timestamp that is ``0`` or not an integer becomes ``None``, an error entry that is a
-bare string becomes ``BatchError(message=…)``, an unknown status becomes ``unknown`` with the raw string
-kept — but a body that is not a batch object at all raises ``Retryable`` (a gateway answered, not the API),
-so nothing a provider sends can raise anything but our own error types.
+Most providers speak a near-copy of OpenAI's batch object, so that parsing is written once here and such a
+dialect overrides only its quirks (extra status strings, error-body codes); the providers with their own
+object (Anthropic, Mistral, Together, xAI) override ``parse_batch`` and reuse the value helpers below.
+Parsing is *lenient on values and strict on types*: a timestamp that is ``0`` or neither an integer nor an
+RFC 3339 string becomes ``None``, an error entry that is a bare string becomes ``BatchError(message=…)``, an
+unknown status becomes ``unknown`` with the raw string kept — but a body that is not a batch object at all
+raises ``Retryable`` (a gateway answered, not the API), so nothing a provider sends can raise anything but
+our own error types.
 """
 
 from __future__ import annotations
@@ -15,13 +17,25 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from worker.contract import TIMESTAMP_FIELDS, BatchError, BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import AlreadyTerminal, ProviderError, Rejected, Retryable
 from worker.retry import parse_retry_after
 
-__all__ = ["Dialect", "ErrorInfo", "Op", "decode_body", "error_info"]
+__all__ = [
+    "Dialect",
+    "ErrorInfo",
+    "Op",
+    "decode_body",
+    "error_info",
+    "finished_at_field",
+    "opt_int",
+    "opt_str",
+    "status_of",
+    "timestamp",
+]
 
 Op = Literal["cancel", "retrieve"]
 
@@ -78,7 +92,10 @@ def error_info(body: object) -> ErrorInfo:
         inner = body.get("error")
         if isinstance(inner, dict):
             message = _text(inner.get("message")) or _text(body.get("message")) or json.dumps(inner)[:_MAX_MESSAGE]
-            return ErrorInfo(_text(inner.get("code")), _text(inner.get("type")), _shorten(message))
+            # Anthropic names its spend-limit 429 only in ``error.details.error_code``.
+            details = inner.get("details")
+            code = _text(inner.get("code")) or (_text(details.get("error_code")) if isinstance(details, dict) else None)
+            return ErrorInfo(code, _text(inner.get("type")), _shorten(message))
         detail = body.get("detail")
         found = _text(body.get("message")) or _text(inner) or _text(detail)
         message = found if found is not None else json.dumps(detail if detail is not None else body, default=str)
@@ -95,8 +112,13 @@ class Dialect:
     """
 
     name: ClassVar[str]
+    #: Empty when the provider has no one address (Azure: every resource has its own); config must give one.
     default_base_url: ClassVar[str]
     extra_statuses: ClassVar[Mapping[str, BatchStatus]] = {}
+    #: Refusals of a cancel that may mean "already finished" although no provider source says what that answer
+    #: looks like: the client then reads the batch once, and only a finished (or finishing) batch turns the
+    #: refusal into an outcome; anything else stays rejected. 409 always counts, 400 when its words say so.
+    unclear_refusals: ClassVar[frozenset[int]] = frozenset()
 
     def cancel_path(self, quoted_id: str) -> str:
         return f"/batches/{quoted_id}/cancel"
@@ -112,16 +134,16 @@ class Dialect:
         if not isinstance(body, dict) or not isinstance(body.get("status"), str):
             raise Retryable(f"answer is not a batch object: {error_info(body).message[:120]}")
         raw: str = body["status"]
-        status = _STATUS.get(raw.strip().lower()) or self.extra_statuses.get(raw.strip().lower(), BatchStatus.UNKNOWN)
-        fields: dict[str, Any] = {name: _timestamp(body.get(name)) for name in TIMESTAMP_FIELDS}
+        status = status_of(raw, self.extra_statuses)
+        fields: dict[str, Any] = {name: timestamp(body.get(name)) for name in TIMESTAMP_FIELDS}
         return BatchSnapshot(
             status=status,
             provider_status=raw[:200],
             request_counts=_counts(body.get("request_counts")),
             errors=_errors(body.get("errors")),
-            output_file_id=_opt_str(body.get("output_file_id")),
-            error_file_id=_opt_str(body.get("error_file_id")),
-            model=_opt_str(body.get("model")),
+            output_file_id=opt_str(body.get("output_file_id")),
+            error_file_id=opt_str(body.get("error_file_id")),
+            model=opt_str(body.get("model")),
             usage=body["usage"] if isinstance(body.get("usage"), dict) else None,
             **fields,
         )
@@ -135,7 +157,8 @@ class Dialect:
             return Retryable(verdict.cause, http_status=status, retry_after=parse_retry_after(headers))
         if verdict is not None:
             return verdict
-        if op == "cancel" and (status == 409 or (status == 400 and _FINISHED.search(info.message))):
+        finished_words = status == 400 and _FINISHED.search(info.message) is not None
+        if op == "cancel" and (status == 409 or finished_words or status in self.unclear_refusals):
             return AlreadyTerminal(status, info.message)
         if status == 429 and info.code == "insufficient_quota":
             return Rejected(status, info.code, info.message)
@@ -153,7 +176,16 @@ class Dialect:
         return None
 
 
-def _timestamp(value: object) -> int | None:
+def status_of(raw: str, extra: Mapping[str, BatchStatus]) -> BatchStatus:
+    """OpenAI's words in any case (Azure's ``Validating``, Together's ``IN_PROGRESS``), then a dialect's own."""
+    word = raw.strip().lower()
+    return _STATUS.get(word) or extra.get(word, BatchStatus.UNKNOWN)
+
+
+def timestamp(value: object) -> int | None:
+    """Unix seconds from an integer or an RFC 3339 string (Anthropic, Together, Azure's examples); else None."""
+    if isinstance(value, str):
+        return _rfc3339(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if math.isnan(value) or value <= 0 or value > 2**53:  # NaN, DashScope's 0, nonsense
@@ -161,11 +193,26 @@ def _timestamp(value: object) -> int | None:
     return int(value)
 
 
-def _opt_str(value: object) -> str | None:
+def _rfc3339(text: str) -> int | None:
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:  # a wall-clock time without a zone names no instant; never guess one
+        return None
+    return timestamp(parsed.timestamp())
+
+
+def finished_at_field(status: BatchStatus) -> str | None:
+    """Where a provider's single "ended at" time goes: ``cancelled_at`` for a cancelled batch, and so on."""
+    return f"{status.value}_at" if status.terminal else None
+
+
+def opt_str(value: object) -> str | None:
     return value[:512] if isinstance(value, str) else None
 
 
-def _opt_int(value: object) -> int | None:
+def opt_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -173,9 +220,9 @@ def _counts(value: object) -> RequestCounts | None:
     if not isinstance(value, dict) or not value:  # SiliconFlow sends null, then {}
         return None
     return RequestCounts(
-        total=_opt_int(value.get("total")),
-        completed=_opt_int(value.get("completed")),
-        failed=_opt_int(value.get("failed")),
+        total=opt_int(value.get("total")),
+        completed=opt_int(value.get("completed")),
+        failed=opt_int(value.get("failed")),
     )
 
 
@@ -194,8 +241,8 @@ def _errors(value: object) -> list[BatchError]:
                 BatchError(
                     code=_text(item.get("code")),
                     message=(_text(item.get("message")) or "")[:1000] or None,
-                    param=_opt_str(item.get("param")),
-                    line=_opt_int(item.get("line")),
+                    param=opt_str(item.get("param")),
+                    line=opt_int(item.get("line")),
                 )
             )
     return out

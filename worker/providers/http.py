@@ -43,7 +43,11 @@ def default_transport(config: ProviderConfig) -> httpx.AsyncBaseTransport:
 
 
 def build_http_client(
-    config: ProviderConfig, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None
+    config: ProviderConfig,
+    base_url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    params: dict[str, str] | None = None,
 ) -> httpx.AsyncClient:
     timeout = httpx.Timeout(
         connect=config.connect_timeout_s,
@@ -57,6 +61,7 @@ def build_http_client(
         timeout=timeout,
         limits=_limits(config),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        params=params or {},
         follow_redirects=False,
         trust_env=False,
     )
