@@ -83,6 +83,7 @@ class Worker:
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
         metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.dispatcher.following)
         metrics.OLDEST_FOLLOW_AGE.set_function(self.dispatcher.oldest_follow_age)
+        self._accounts = metrics.register_accounts(self._account_readings)
         self.stop = asyncio.Event()
         self.health = HealthServer(settings.metrics_host, settings.metrics_port)
         self._producer_started = False
@@ -90,6 +91,26 @@ class Worker:
         self.health.add_check("producer_connected", lambda: self._producer_started)
         self.health.add_check("publishing", self.producer.healthy)
         self.health.add_check("group_joined", self.consumer.joined.is_set)
+
+    def _account_readings(self) -> list[metrics.AccountReading]:
+        schedulers = self.dispatcher.schedulers()
+        out = []
+        for name, client in self.clients.items():
+            for account, gate in client.gates.items():
+                scheduler = schedulers.get((name, account))
+                out.append(
+                    metrics.AccountReading(
+                        provider=name,
+                        account=account,
+                        budget=gate.adaptive.ceiling,
+                        allowed=gate.rate,
+                        in_flight=gate.in_flight,
+                        waiting=(gate.waiting[0], gate.waiting[1], gate.waiting[2]),
+                        scheduled=scheduler.scheduled if scheduler else 0,
+                        overdue=scheduler.overdue() if scheduler else 0,
+                    )
+                )
+        return out
 
     async def run(self) -> None:
         if self.settings.metrics_port:
@@ -120,6 +141,7 @@ class Worker:
             for client in self.clients.values():
                 await client.aclose()
             await self.health.stop()
+            metrics.REGISTRY.unregister(self._accounts)
         log.info("worker stopped")
 
 

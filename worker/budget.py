@@ -55,8 +55,8 @@ class TokenBucket:
     def take(self, now: float) -> float:
         """0.0 and one token taken, or the seconds until one will be there (nothing taken)."""
         self.refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - 1e-9:  # refilling by exactly the wait it asked for can land a hair short
+            self.tokens = max(0.0, self.tokens - 1.0)
             return 0.0
         return (1.0 - self.tokens) / self.rate
 

@@ -8,7 +8,12 @@ series count and belong in logs and traces).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # ``*_created`` series double the output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -27,9 +32,13 @@ __all__ = [
     "OLDEST_FOLLOW_AGE",
     "PAUSED_PARTITIONS",
     "PROVIDER_REQUESTS",
+    "REGISTRY",
     "RESTORE_SECONDS",
     "RETRIES",
     "THROTTLED",
+    "AccountCollector",
+    "AccountReading",
+    "register_accounts",
 ]
 
 #: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
@@ -75,3 +84,60 @@ RESTORE_SECONDS = Histogram(
 THROTTLED = Counter(
     "bcw_provider_throttled", "429 answers, per account (the account's rate is cut)", ["provider", "account"]
 )
+
+
+@dataclass(frozen=True)
+class AccountReading:
+    """What one provider account's gate and scheduler say at scrape time."""
+
+    provider: str
+    account: str
+    budget: float  # configured max_requests_per_s
+    allowed: float  # the rate allowed now (cut by 429s and quota headers, climbing back)
+    in_flight: int
+    waiting: tuple[int, int, int]  # requests waiting for the gate: cancel, confirm, poll
+    scheduled: int  # follows waiting for their next poll
+    overdue: int  # of those, due more than a second ago
+
+
+class AccountCollector(Collector):
+    """Per-account budget and scheduling gauges, read when Prometheus scrapes (nothing to keep in sync)."""
+
+    def __init__(self, read: Callable[[], Iterable[AccountReading]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["provider", "account"]
+        budget = GaugeMetricFamily("bcw_account_budget_requests_per_s", "Configured max_requests_per_s", labels=labels)
+        allowed = GaugeMetricFamily(
+            "bcw_account_allowed_requests_per_s",
+            "Request rate allowed now (429s cut it, successes restore it)",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily("bcw_account_requests_in_flight", "Requests on the wire", labels=labels)
+        waiting = GaugeMetricFamily(
+            "bcw_account_requests_waiting", "Requests waiting for the account's budget", labels=[*labels, "priority"]
+        )
+        scheduled = GaugeMetricFamily("bcw_polls_scheduled", "Follows waiting for their next poll", labels=labels)
+        overdue = GaugeMetricFamily(
+            "bcw_polls_overdue", "Polls due more than 1 s ago (budget too small)", labels=labels
+        )
+        for r in self._read():
+            key = [r.provider, r.account]
+            budget.add_metric(key, r.budget)
+            allowed.add_metric(key, r.allowed)
+            in_flight.add_metric(key, r.in_flight)
+            for name, count in zip(("cancel", "confirm", "poll"), r.waiting, strict=True):
+                waiting.add_metric([*key, name], count)
+            scheduled.add_metric(key, r.scheduled)
+            overdue.add_metric(key, r.overdue)
+        yield from (budget, allowed, in_flight, waiting, scheduled, overdue)
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+def register_accounts(read: Callable[[], Iterable[AccountReading]]) -> AccountCollector:
+    collector = AccountCollector(read)
+    REGISTRY.register(collector)
+    return collector
