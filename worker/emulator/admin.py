@@ -7,6 +7,7 @@ Endpoints (JSON in, JSON out):
 * ``GET  /_admin/batches/{dialect}/{id}`` → the emulated state (status, timestamps, fault progress)
 * ``GET  /_admin/requests?dialect=&batch_id=&since=`` → ``{requests, next}`` (``since`` = a previous ``next``)
 * ``GET  /_admin/stats`` → counts, current and max in-flight per ``dialect:…`` and per ``key:dialect:key_id``
+* ``POST /_admin/quota`` ``{dialect, requests_per_s, retry_after_s?}`` → answer 429 beyond that rate (null lifts it)
 * ``POST /_admin/keys`` ``{dialect, key}`` → accept one more API key; ``POST /_admin/reset`` → forget all but keys
 """
 
@@ -130,6 +131,19 @@ def _add_key(app: App, body: dict[str, Any], _: Query) -> Answer:
     return _ok({"ok": True})
 
 
+def _quota(app: App, body: dict[str, Any], _: Query) -> Answer:
+    """``{dialect, requests_per_s, retry_after_s?}``: cut the account's quota (``requests_per_s: null`` lifts it)."""
+    dialect = _dialect(body)
+    rate = body.get("requests_per_s")
+    if rate is None:
+        app.quotas.pop(dialect, None)
+    else:
+        from worker.emulator.app import Quota  # app imports this module lazily; no import cycle at load time
+
+        app.quotas[dialect] = Quota(float(rate), float(body.get("retry_after_s", 1.0)))
+    return _ok({"ok": True})
+
+
 def _reset(app: App, _: dict[str, Any], __: Query) -> Answer:
     app.reset()
     return _ok({"ok": True})
@@ -158,6 +172,7 @@ def _requests(app: App, _: dict[str, Any], query: Query) -> Answer:
 
 _ROUTES: dict[tuple[str, str], Callable[[App, dict[str, Any], Query], Answer]] = {
     ("POST", "batches"): _create,
+    ("POST", "quota"): _quota,
     ("POST", "batches/bulk"): _bulk,
     ("GET", "requests"): _requests,
     ("GET", "stats"): _stats,

@@ -62,6 +62,24 @@ class Stats:
             self.in_flight[name] -= 1
 
 
+@dataclass
+class Quota:
+    """An account-wide request rate limit (per dialect): what a provider does when its quota is cut."""
+
+    requests_per_s: float
+    retry_after_s: float = 1.0
+    seen: deque[float] = field(default_factory=deque)
+
+    def allow(self, now: float) -> bool:
+        """At most ``requests_per_s`` answered in any one-second window; the rest get 429."""
+        while self.seen and self.seen[0] <= now - 1.0:
+            self.seen.popleft()
+        if len(self.seen) >= self.requests_per_s:
+            return False
+        self.seen.append(now)
+        return True
+
+
 class App:
     def __init__(self, keys: dict[str, set[str]] | None = None) -> None:
         self.keys: dict[str, set[str]] = {d: {DEFAULT_KEY} for d in PREFIXES.values()}
@@ -75,6 +93,7 @@ class App:
         self.logged = 0  # requests ever logged, so `since` stays valid when the deque drops old entries
         self.stats = Stats()
         self.statuses: Counter[str] = Counter()
+        self.quotas: dict[str, Quota] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -145,6 +164,10 @@ class App:
             return 405, b'{"error":{"message":"method not allowed"}}', b"application/json", [], False
         if key is None or key not in self.keys.get(dialect, ()):
             return (*error_response(dialect, "unauthorized"), [], False)
+        quota = self.quotas.get(dialect)
+        if quota is not None and not quota.allow(time.monotonic()):
+            status, body, ctype = error_response(dialect, "rate_limit")
+            return status, body, ctype, [(b"retry-after", _number(quota.retry_after_s).encode())], False
         batch = self.store.get(dialect, batch_id)
         if batch is None:
             return (*error_response(dialect, "not_found", batch_id=batch_id), [], False)

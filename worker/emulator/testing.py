@@ -136,6 +136,12 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         return dict(self._get("/_admin/stats"))
 
+    def set_quota(self, dialect: str, requests_per_s: float | None, retry_after_s: float = 1.0) -> None:
+        """Answer 429 (with Retry-After) beyond ``requests_per_s`` for the whole dialect; None lifts it."""
+        self._post(
+            "/_admin/quota", {"dialect": dialect, "requests_per_s": requests_per_s, "retry_after_s": retry_after_s}
+        )
+
     def add_key(self, dialect: str, key: str) -> None:
         self._post("/_admin/keys", {"dialect": dialect, "key": key})
 
