@@ -40,7 +40,7 @@ from devstack.broker import KafkaBroker
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DOCS = ROOT.parent / "docs"
-ALL = ("throughput", "latency", "follows", "restore", "scale", "profile")
+ALL = ("throughput", "latency", "follows", "restore", "many", "storm", "scale", "profile")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +58,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cancelling-seconds", type=float, help="how long each of those stays cancelling")
     p.add_argument("--follow-max-interval", type=float, help="BCW_FOLLOW_MAX_INTERVAL_S for the follows run")
     p.add_argument("--restore", type=int, help="live follows handed over in the restore run")
+    p.add_argument("--many", type=int, help="follows held by one process in the budget run")
     p.add_argument("--scale", type=int, help="commands per scale-out run")
     p.add_argument("--workers", type=int, nargs="+", help="scale-out: worker process counts")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md and docs/benchmarks.png")
@@ -75,6 +76,7 @@ def _sizes(args: argparse.Namespace) -> scenarios.Sizes:
         "latency_s": args.latency_seconds,
         "follows": args.follows,
         "restore": args.restore,
+        "many": args.many,
         "cancelling_s": args.cancelling_seconds,
         "follow_max_interval_s": args.follow_max_interval,
         "scale": args.scale,
@@ -117,6 +119,15 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         results["restore"] = await scenarios.restore_follows(ctx, s.restore)
         r = results["restore"]
         _say(f"  exit {r['exit_s']:.1f} s, restored in {r['restore_s']:.1f} s, {r['posts_after_move']} cancels re-sent")
+    if "many" in parts:
+        _say(f"many: {s.many:,} follows at one account with a budget of {s.many_budget:,.0f} requests/s")
+        results["many"] = await scenarios.many_follows(ctx, s.many, s.many_cancelling_s, s.many_budget)
+        m = results["many"]
+        _say(f"  {m['finals']:,} finals, peak {m['peak_requests_per_s']:,.0f} req/s, {m['worker_peak_rss_mb']:.0f} MB")
+    if "storm" in parts:
+        _say("storm: quota cut to 50/s for 20 s under a 200/s budget")
+        results["storm"] = await scenarios.storm(ctx, 2_000, 200.0, 50.0, 20.0)
+        _say(f"  {results['storm']['finals']:,} finals, {results['storm']['refused_share']:.0%} refused in the storm")
     if "scale" in parts:
         results["scale_out"] = []
         for n in s.scale_workers:

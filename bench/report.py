@@ -81,12 +81,49 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
 
 def table(r: dict[str, Any]) -> str:
     lines: list[str] = []
-    sections = (_throughput_rows, _latency_rows, _follow_rows, _restore_rows, _scale_rows, _target_rows, _profile_rows)
+    sections = (
+        _throughput_rows,
+        _latency_rows,
+        _follow_rows,
+        _restore_rows,
+        _many_rows,
+        _scale_rows,
+        _target_rows,
+        _profile_rows,
+    )
     for section in sections:
         rows = section(r)
         if rows:
             lines += [*rows, ""]
     return "\n".join(lines)
+
+
+def _many_rows(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    m, st = r.get("many"), r.get("storm")
+    if m:
+        idle, busy = m["probe_idle_ms"], m["probe_loaded_ms"]
+        lines += [
+            "| follows in one process, one account with a budget | follows | finals | peak req/s (budget) "
+            "| peak RSS | KB per follow | CPU ms per request | new cancel p99 idle → loaded |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            f"| batches cancelling {m['cancelling_s']:.0f} s | {m['follows']:,} | {m['finals']:,} "
+            f"| {m['peak_requests_per_s']:,.0f} ({m['budget_rps']:,.0f}) | {m['worker_peak_rss_mb']:.0f} MB "
+            f"| {m['kb_per_follow']:.1f} | {m['cpu_ms_per_request']:.2f} "
+            f"| {idle.get('p99', float('nan')):.0f} → {busy.get('p99', float('nan')):.0f} ms |",
+        ]
+    if st:
+        lines += [
+            "",
+            "| 429 storm | follows | budget | quota in the storm | asked / answered per s in the storm | refused "
+            "| finals |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| quota cut for {st['storm_s']:.0f} s, then lifted | {st['follows']:,} | {st['budget_rps']:.0f}/s "
+            f"| {st['quota_rps']:.0f}/s | {st['requests_during_storm_per_s']:.0f} "
+            f"/ {st['answered_during_storm_per_s']:.0f} "
+            f"| {st['refused_share']:.0%} | {st['finals']:,} |",
+        ]
+    return lines
 
 
 def _restore_rows(r: dict[str, Any]) -> list[str]:

@@ -43,9 +43,11 @@ __all__ = [
     "http_ceiling",
     "kafka_ceiling",
     "latency",
+    "many_follows",
     "naive_loop",
     "percentiles",
     "restore_follows",
+    "storm",
     "worker_throughput",
 ]
 
@@ -66,6 +68,9 @@ class Sizes:
     latency_s: float = 60.0
     follows: int = 10_000
     restore: int = 10_000
+    many: int = 100_000
+    many_budget: float = 1_000.0
+    many_cancelling_s: float = 180.0
     cancelling_s: float = 60.0
     follow_max_interval_s: float = 30.0
     scale: int = 5_000
@@ -83,6 +88,8 @@ class Sizes:
             latency_s=20.0,
             follows=2_000,
             restore=2_000,
+            many=5_000,
+            many_cancelling_s=30.0,
             cancelling_s=20.0,
             scale=2_000,
             profile=3_000,
@@ -555,3 +562,124 @@ def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
         "top_self": [(f, round(v * share, 3)) for f, v in self_time.most_common(top)],
         "top_inclusive": [(f, round(v * share, 3)) for f, v in inclusive.most_common(top * 4)],
     }
+
+
+async def _probe(emulator: Emulator, topics: Topics, rate: float, count: int, tag: str) -> list[float]:
+    """Publish ``count`` fresh cancels at ``rate``/s; their publish → cancel POST delays, from the emulator."""
+    probes = emulator.create_batches(PROVIDER, count, prefix=f"probe{tag}{topics.tag}_", cancelling_s=3600)
+    sent, batch_of, _ = await publish_paced(topics.bootstrap, topics.commands, probes, rate)
+    delays: list[float] = []
+    deadline = time.monotonic() + 60
+    by_batch = {b: c for c, b in batch_of.items()}
+    while len(delays) < count and time.monotonic() < deadline:
+        delays = []
+        for batch in probes:
+            posts = [r for r in emulator.requests(batch_id=batch) if r["method"] == "POST"]
+            if posts:
+                delays.append(float(posts[0]["t_wall"]) - sent[by_batch[batch]])
+        await asyncio.sleep(0.5)
+    return delays
+
+
+async def many_follows(ctx: Context, n: int, cancelling_s: float, budget: float) -> dict[str, Any]:
+    """``n`` follows in one process against one account with a request budget: every final, the GET rate
+    against the budget (the emulator's own counts per second), memory per follow, CPU per poll, and how
+    fast a new cancel gets out while they are polled, beside the same on an idle worker."""
+    env = {"BCW_FOLLOW_INITIAL_INTERVAL_S": "1", "BCW_FOLLOW_MAX_INTERVAL_S": "30", "BCW_MAX_IN_FLIGHT": str(2 * n)}
+    with Emulator() as emulator:
+        topics = Topics(ctx.broker, 6)
+        worker = WorkerProc(topics, emulator, ctx.log_dir, name="many", budget=str(budget), **env)
+        await asyncio.to_thread(worker.wait_ready)
+        observer = Observer(topics.bootstrap, topics.events)
+        try:
+            await observer.start()
+            idle = await _probe(emulator, topics, 5.0, 50, "idle")
+            rss_idle = rss_mb(worker.pid)
+            batch_ids: list[str] = []
+            for start in range(0, n, 20_000):
+                batch_ids += emulator.create_batches(
+                    PROVIDER, min(20_000, n - start), prefix=f"many{start}_{topics.tag}_", cancelling_s=cancelling_s
+                )
+            cpu0 = worker.cpu()
+            t0 = time.monotonic()
+            sent, _ = await publish_bulk(topics.bootstrap, topics.commands, batch_ids)
+            per_second: list[float] = []
+            last = emulator.stats()["count"].get(f"dialect:{PROVIDER}", 0)
+            loaded: list[float] = []
+            probe: asyncio.Task[list[float]] | None = None
+            deadline = t0 + cancelling_s + n / 100 + 300
+            complete = False
+            while time.monotonic() < deadline:
+                complete = await observer.wait_finals(set(sent), 1.0)
+                count = emulator.stats()["count"].get(f"dialect:{PROVIDER}", 0)
+                per_second.append(count - last)
+                last = count
+                if probe is None and count >= n + n // 2:  # every cancel out and polling under way
+                    probe = asyncio.create_task(_probe(emulator, topics, 5.0, 50, "busy"))
+                if complete:
+                    break
+            if probe is not None:
+                loaded = await probe
+            wall = time.monotonic() - t0
+            cpu = worker.cpu() - cpu0
+            total = emulator.stats()["count"].get(f"dialect:{PROVIDER}", 0)
+            gets = total - n - 100  # one POST per batch and per probe; every other request is a GET
+            peak = peak_rss_mb(worker.pid)
+            return {
+                "follows": n,
+                "budget_rps": budget,
+                "cancelling_s": cancelling_s,
+                "complete": complete,
+                "finals": sum(1 for c in sent if c in observer.final_seen),
+                "seconds": wall,
+                "peak_requests_per_s": max(per_second, default=0),
+                "requests": total,
+                "gets": gets,
+                "worker_peak_rss_mb": peak,
+                "worker_rss_idle_mb": rss_idle,
+                "kb_per_follow": (peak - rss_idle) * 1024 / n,
+                "worker_cpu_s": cpu,
+                "cpu_ms_per_request": 1000 * cpu / max(1, total),
+                "probe_idle_ms": percentiles(idle),
+                "probe_loaded_ms": percentiles(loaded),
+            }
+        finally:
+            await observer.stop()
+            worker.stop(timeout=60)
+
+
+async def storm(ctx: Context, n: int, budget: float, quota: float, storm_s: float) -> dict[str, Any]:
+    """A 429 storm: the provider cuts the account's quota to ``quota``/s for ``storm_s`` mid-run, then lifts it."""
+    env = {"BCW_FOLLOW_INITIAL_INTERVAL_S": "0.2", "BCW_FOLLOW_MAX_INTERVAL_S": "1"}
+    with Emulator() as emulator:
+        topics = Topics(ctx.broker, 6)
+        worker = WorkerProc(topics, emulator, ctx.log_dir, name="storm", budget=str(budget), **env)
+        await asyncio.to_thread(worker.wait_ready)
+        observer = Observer(topics.bootstrap, topics.events)
+        try:
+            await observer.start()
+            batch_ids = emulator.create_batches(PROVIDER, n, prefix=f"storm{topics.tag}_", cancelling_s=storm_s + 20)
+            sent, _ = await publish_bulk(topics.bootstrap, topics.commands, batch_ids)
+            await asyncio.sleep(5)  # steady polling first (a benchmark, not a test: it only shapes the run)
+            emulator.set_quota(PROVIDER, quota, retry_after_s=1.0)
+            storm_start = time.monotonic()
+            await asyncio.sleep(storm_s)
+            emulator.set_quota(PROVIDER, None)
+            complete = await observer.wait_finals(set(sent), storm_s + 120)
+            log = emulator.requests(dialect=PROVIDER)
+            during = [r for r in log if storm_start <= r["t_mono"] < storm_start + storm_s]
+            refused = sum(1 for r in during if r["status"] == 429)
+            return {
+                "follows": n,
+                "budget_rps": budget,
+                "quota_rps": quota,
+                "storm_s": storm_s,
+                "complete": complete,
+                "finals": sum(1 for c in sent if c in observer.final_seen),
+                "requests_during_storm_per_s": len(during) / storm_s,
+                "answered_during_storm_per_s": (len(during) - refused) / storm_s,
+                "refused_share": refused / max(1, len(during)),
+            }
+        finally:
+            await observer.stop()
+            worker.stop(timeout=60)
