@@ -16,8 +16,10 @@ Order matters, and is what the crash windows in docs/durable-follows.md rest on:
 before the state that says it was told, and the state is written before the tombstone; so a crash between
 the two repeats the event (with the same ``event_id``), never loses it.
 
-Polling is adaptive: fast while the batch is changing, backing off geometrically to ``max_interval`` while
-it sits in ``cancelling``. This module knows nothing of Kafka.
+A follow is not a task. Its cancel runs once as a short task; between polls it is an entry in its
+account's ``PollScheduler``, which calls ``poll`` when it is due and the account's budget allows. Polling is
+adaptive: fast after a change (and right after the cancel, at confirmation priority), backing off
+geometrically to ``max_interval`` while the batch sits in ``cancelling``. This module knows nothing of Kafka.
 """
 
 from __future__ import annotations
