@@ -106,6 +106,7 @@ class Dispatcher:
         self._follows: dict[FollowKey, Follow] = {}
         self._schedulers: dict[tuple[str, str], PollScheduler] = {}
         self._partition_of: dict[Follow, int] = {}
+        self._persists: dict[int, Persist] = {}
         self._runners_for = runners_for or (lambda provider, account: 16)
         self._waiting = 0
 
@@ -156,7 +157,7 @@ class Dispatcher:
                 on_end=self._ended,
             )
             for sub in follow.subscribers:
-                self._track(sub, partition)
+                self._track(sub, partition, state.batch_id)
             self._adopt(partition, follow)
             count += 1
         metrics.FOLLOWS_RESTORED.inc(count)
@@ -255,6 +256,13 @@ class Dispatcher:
             if not offsets.revoked:
                 offsets.finished(record.offset)
 
+        command_id, provider, account, batch_id = (
+            command.command_id,
+            command.provider,
+            command.account,
+            command.batch_id,
+        )  # the closure keeps these strings, not the whole command
+
         def on_final(event: BatchStateEvent) -> None:
             self._waiting -= 1
             outcome = event.outcome or Outcome.ACCEPTED
@@ -266,15 +274,22 @@ class Dispatcher:
                 "command finished: %s",
                 outcome.value,
                 extra={
-                    "command_id": command.command_id,
-                    "provider": command.provider,
-                    "account": command.account,
-                    "batch_id": command.batch_id,
+                    "command_id": command_id,
+                    "provider": provider,
+                    "account": account,
+                    "batch_id": batch_id,
                     "status": event.status.value if event.status else None,
                 },
             )
 
-        sub = Subscriber(command, context=context, deadline=time.time() + limit, release=release, on_final=on_final)
+        sub = Subscriber(
+            command.command_id,
+            follow=command.follow,
+            context=context,
+            deadline=time.time() + limit,
+            release=release,
+            on_final=on_final,
+        )
         follow = self._follow_for(record.partition, command)
         if await follow.join(sub):
             self._waiting += 1
@@ -282,11 +297,11 @@ class Dispatcher:
             log.info("command %s is already being followed; not following it twice", command.command_id)
             context.span.end()
 
-    def _track(self, sub: Subscriber, partition: int) -> None:
+    def _track(self, sub: Subscriber, partition: int, batch_id: str) -> None:
         """Metrics and the log line for a resumed command's final event."""
         self._waiting += 1
         context = sub.context
-        command = sub.command
+        command_id = sub.command_id
 
         def on_final(event: BatchStateEvent) -> None:
             self._waiting -= 1
@@ -297,7 +312,7 @@ class Dispatcher:
             log.info(
                 "command finished: %s (resumed)",
                 outcome.value,
-                extra={"command_id": command.command_id, "batch_id": command.batch_id, "partition": partition},
+                extra={"command_id": command_id, "batch_id": batch_id, "partition": partition},
             )
 
         sub.on_final = on_final
@@ -354,9 +369,15 @@ class Dispatcher:
             forget()
 
     def _persist_to(self, partition: int) -> Persist:
-        async def persist(key: str, state: FollowState | None) -> None:
-            await self._states.write(partition, key, state)
+        """One writer function per partition, shared by its follows."""
+        persist = self._persists.get(partition)
+        if persist is None:
+            states = self._states
 
+            async def persist(key: str, state: FollowState | None) -> None:
+                await states.write(partition, key, state)
+
+            self._persists[partition] = persist
         return persist
 
     async def _publish(self, sub: Subscriber, event: BatchStateEvent) -> None:

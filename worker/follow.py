@@ -88,21 +88,23 @@ def _noop() -> None:
     return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     """One command waiting on a batch: its own deadline (wall clock), last status told and final event.
 
     ``release`` is called once, when the command's offset may be committed: its intent is durable or its
     final event is published. ``on_final`` is called once with that final event (log line, metrics).
+    Only the command's id and ``follow`` flag are kept: the batch is the follow's, and a process may hold
+    100,000 of these.
     """
 
-    command: CancelCommand
+    command_id: str
+    follow: bool = True
     context: Any = None  # the command's trace context, handed back to ``publish``
     deadline: float = float("inf")  # Unix seconds
     last_status: BatchStatus | None = None
     release: Callable[[], None] = _noop
     on_final: Callable[[BatchStateEvent], None] | None = None
-    waiting: WaitingCommand | None = None  # as restored, until the next write
     in_record: bool = False  # counted in the follow-state record (at most MAX_WAITING are)
     durable: bool = False
     final: BatchStateEvent | None = None
@@ -170,7 +172,6 @@ class Follow:
         self._policy = policy
         self._trace_of = trace_of
         self.subscribers: list[Subscriber] = []
-        self.snapshot: BatchSnapshot | None = None
         self.last_status: BatchStatus | None = None
         self.provider_status: str | None = None
         self.cancel_accepted = False
@@ -228,14 +229,13 @@ class Follow:
         follow.provider_status = state.provider_status
         follow.since = state.since.timestamp()
         for w in state.waiting:
-            command = first.model_copy(update={"command_id": w.command_id, "follow": w.follow})
             deadline = w.deadline.timestamp() if w.deadline else follow.since + cap
             sub = Subscriber(
-                command,
+                w.command_id,
+                follow=w.follow,
                 context=context_of(w),
                 deadline=deadline,
                 last_status=w.last_status,
-                waiting=w,
                 in_record=True,
                 durable=True,
                 _released=True,
@@ -267,19 +267,16 @@ class Follow:
         )
 
     def _waiting(self, sub: Subscriber) -> WaitingCommand:
-        if sub.waiting is not None and sub.waiting.last_status == sub.last_status:
-            return sub.waiting
         traceparent, tracestate, received_at = self._trace_of(sub.context)
-        sub.waiting = WaitingCommand(
-            command_id=sub.command.command_id,
+        return WaitingCommand(
+            command_id=sub.command_id,
             deadline=_utc(sub.deadline),
             last_status=sub.last_status,
-            follow=sub.command.follow,
+            follow=sub.follow,
             traceparent=traceparent,
             tracestate=tracestate,
             received_at=received_at,
         )
-        return sub.waiting
 
     def changed(self) -> None:
         """Something a new owner needs changed: write the newest state soon (one write in flight at most)."""
@@ -299,6 +296,8 @@ class Follow:
             for sub in included:
                 sub.durable = True
                 sub.release_once()
+        if self._writer is asyncio.current_task():
+            self._writer = None  # a finished task would keep its context alive for as long as the follow lives
 
     @property
     def writer(self) -> asyncio.Task[None] | None:
@@ -312,7 +311,7 @@ class Follow:
         its offset was committed: the command is the same, so it must not get a second set of events.
         """
         for known in self.subscribers:
-            if known.command.command_id == sub.command.command_id and not known.done:
+            if known.command_id == sub.command_id and not known.done:
                 known.release = sub.release  # its offset is the redelivered record's now
                 known._released = False
                 if known.durable:
@@ -324,13 +323,11 @@ class Follow:
                 "%s has %d commands waiting; %s is followed but not recorded (committed at its final event)",
                 self.key,
                 MAX_WAITING,
-                sub.command.command_id,
+                sub.command_id,
             )
         self.subscribers.append(sub)
         self.changed()
-        if self.snapshot is not None:
-            await self._report(sub, self.snapshot)
-        elif self.cancel_accepted and not self.busy:  # restored: poll soon so the newcomer hears the state
+        if self.cancel_accepted and not self.busy:  # a call on the wire reports to it; otherwise look now
             self._continue(0.0, urgent=True)
         return True
 
@@ -370,6 +367,7 @@ class Follow:
                 self.changed()
         finally:
             self.busy = False
+            self.task = None
         self._continue(self._policy.initial_interval, urgent=True)
 
     async def poll(self) -> float | None:
@@ -449,7 +447,6 @@ class Follow:
             await self._fail_all(Outcome.GAVE_UP, detail)
 
     async def _observe(self, snapshot: BatchSnapshot) -> None:
-        self.snapshot = snapshot
         self.last_status = snapshot.status
         self.provider_status = snapshot.provider_status
         for sub in list(self.subscribers):
@@ -458,12 +455,12 @@ class Follow:
 
     async def _report(self, sub: Subscriber, snapshot: BatchSnapshot) -> None:
         """Publish to one subscriber what is new to it; finish it on a terminal state or when it did not follow."""
-        final = snapshot.terminal or not sub.command.follow
+        final = snapshot.terminal or not sub.follow
         async with self._reporting:
             if sub.done or (snapshot.status == sub.last_status and not final):
                 return
             event = state_event(
-                sub.command, snapshot, sub.last_status, final=final, already_terminal=self.already_terminal
+                self._command(sub), snapshot, sub.last_status, final=final, already_terminal=self.already_terminal
             )
             await self._publish(sub, event)
             sub.last_status = snapshot.status
@@ -472,6 +469,16 @@ class Follow:
             elif sub.in_record:
                 self.changed()  # what it was told is part of the state: a new owner must not tell it again
         faults.reached("event_published")
+
+    def _command(self, sub: Subscriber) -> CancelCommand:
+        """The command as events need it (id, batch, follow), built when an event is, not kept per command."""
+        return CancelCommand.model_construct(
+            command_id=sub.command_id,
+            provider=self.provider_name,
+            account=self.account,
+            batch_id=self.batch_id,
+            follow=sub.follow,
+        )
 
     def _finish(self, sub: Subscriber, event: BatchStateEvent) -> None:
         if sub.done:
@@ -504,6 +511,6 @@ class Follow:
         async with self._reporting:
             if sub.done:
                 return
-            event = command_failure(sub.command, outcome, detail, last_status=sub.last_status)
+            event = command_failure(self._command(sub), outcome, detail, last_status=sub.last_status)
             await self._publish(sub, event)
             self._finish(sub, event)

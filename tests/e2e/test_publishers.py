@@ -105,6 +105,12 @@ async def test_cli_publish_wait_exits_6_on_timeout_and_plain_publish_only_prints
     assert code == 0 and len(out) == 1 and UUID.match(out[0]), err
 
 
+def _default_sigint() -> None:
+    """Ctrl-C must reach the CLI even when the test run itself was started in the background (a shell
+    starts background jobs with SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_cli_watch_json_streams_events_live(shared_stack: Stack) -> None:
     s = shared_stack
     batch = s.emulator.create_batch("deepinfra", bid(), cancelling_polls=2)
@@ -112,6 +118,7 @@ async def test_cli_watch_json_streams_events_live(shared_stack: Stack) -> None:
     proc = await asyncio.create_subprocess_exec(
         str(CLI), "watch", "--json", "--batch-id", batch,
         env={**os.environ, **s.env()}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     try:
