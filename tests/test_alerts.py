@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.prometheus import binary
+from devstack.prometheus import binary
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "helm" / "batch-cancel-worker" / "alerts" / "batch-cancel-worker.rules.yaml"
@@ -117,9 +117,7 @@ def _anchor(heading: str) -> str:
 
 
 def test_every_alert_is_labelled_and_has_a_runbook_section() -> None:
-    sections = {
-        _anchor(m.group(1)): m.group(1) for m in re.finditer(r"^## (.+)$", RUNBOOK.read_text(), re.MULTILINE)
-    }
+    sections = {_anchor(m.group(1)): m.group(1) for m in re.finditer(r"^## (.+)$", RUNBOOK.read_text(), re.MULTILINE)}
     names = [a["alert"] for a in alerts()]
     assert len(names) == len(set(names)), "duplicate alert names"
     for rule in alerts():

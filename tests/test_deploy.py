@@ -854,7 +854,7 @@ def test_prometheus_rule_is_the_rules_file(chart: Renderer) -> None:
 
 def test_prometheus_rule_passes_promtool(chart: Renderer, tmp_path: Path) -> None:
     """What the Operator would load, checked by Prometheus' own tool (the plain file: tests/test_alerts.py)."""
-    from tests.support.prometheus import binary
+    from devstack.prometheus import binary
 
     rule = _one(chart.render(VARIANTS["existing-secrets"]), "PrometheusRule")
     path = tmp_path / "rendered.rules.yaml"

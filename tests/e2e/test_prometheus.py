@@ -20,23 +20,16 @@ provider's first 429) and ``rate()`` cannot see that first step; the second roun
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from devstack.prometheus import RULES, Prometheus, dashboard_queries
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.events import EventLog, publish_commands
-from tests.support.prometheus import Prometheus
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "batch-cancel-worker"
-RULES = CHART / "alerts" / "batch-cancel-worker.rules.yaml"
-DASHBOARD = CHART / "dashboards" / "batch-cancel-worker.json"
 
 NAMESPACE = "e2e"
 POD = "worker-0"
@@ -62,22 +55,6 @@ MUST_SHOW = {
 
 def _alerts() -> list[dict[str, Any]]:
     return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r]
-
-
-def _targets() -> list[tuple[str, str, str]]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return [
-        (panel["title"], target["expr"], target.get("legendFormat", ""))
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", [])
-    ]
-
-
-def _grafana(expr: str) -> str:
-    """The query Grafana sends: one namespace chosen, pods "All" (the dashboard's allValue ``.*``)."""
-    return (
-        expr.replace("$__rate_interval", RATE_INTERVAL).replace("$namespace", NAMESPACE).replace("$pod", ".*")
-    )
 
 
 def _round(s: Stack, n: int) -> list[dict[str, Any] | bytes]:
@@ -130,16 +107,16 @@ async def test_every_dashboard_query_and_alert_on_a_real_prometheus(make_stack: 
         assert {"cancelled", "rejected"} <= outcomes, outcomes
 
         # --- the dashboard -------------------------------------------------------------------------------
-        targets = _targets()
+        targets = dashboard_queries(NAMESPACE, RATE_INTERVAL)
         for title, expr, legend in targets:
-            result = prom.query(_grafana(expr))  # raises with Prometheus' parse error
-            assert result, f"{title}: no series for {_grafana(expr)}"
+            result = prom.query(expr)  # raises with Prometheus' parse error
+            assert result, f"{title}: no series for {expr}"
             for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
                 missing = [r["metric"] for r in result if not r["metric"].get(label)]
                 assert not missing, f"{title}: legend shows {{{{{label}}}}} but series lack it: {missing}"
         for title, (label, values) in MUST_SHOW.items():
             (expr,) = [e for t, e, _ in targets if t == title]
-            shown = {r["metric"].get(label) for r in prom.query(_grafana(expr))}
+            shown = {r["metric"].get(label) for r in prom.query(expr)}
             assert values <= shown, f"{title}: expected {label} {values}, Prometheus shows {shown}"
         namespaces = prom.api("label/namespace/values", **{"match[]": "bcw_commands_in_flight"})
         pods = prom.api("label/pod/values", **{"match[]": f'bcw_commands_in_flight{{namespace=~"{NAMESPACE}"}}'})

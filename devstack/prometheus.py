@@ -1,9 +1,9 @@
-"""A real Prometheus for the tests: Debian's ``prometheus`` package (``prometheus`` and ``promtool``), installed
-with apt-get when missing, the way the suite installs kcat.
+"""A real Prometheus for the tests and for ``BCW_DEV_PROMETHEUS=1 make dev``: Debian's ``prometheus`` package
+(``prometheus`` and ``promtool``), which the tests install with apt-get when missing, the way they install kcat.
 
 Why a real one and not a PromQL parser from PyPI: the point is that what the dashboard and the alerts ask is
 what Prometheus itself accepts and answers, against what the worker really exports. The server listens on
-loopback only, on a free port, with its TSDB in a temporary directory, and dies with the test process.
+loopback only, with its TSDB in a temporary directory, and dies with the process that started it.
 """
 
 from __future__ import annotations
@@ -24,18 +24,21 @@ import yaml
 
 from devstack.broker import _die_with_parent, free_port
 
-__all__ = ["Prometheus", "PrometheusError", "binary"]
+__all__ = ["DASHBOARD", "RULES", "Prometheus", "PrometheusError", "binary", "dashboard_queries", "graph_url"]
 
 PACKAGE = "prometheus"
+CHART = Path(__file__).resolve().parents[1] / "helm" / "batch-cancel-worker"
+RULES = CHART / "alerts" / "batch-cancel-worker.rules.yaml"
+DASHBOARD = CHART / "dashboards" / "batch-cancel-worker.json"
 
 
-def binary(name: str) -> str:
-    """``prometheus`` or ``promtool`` from PATH, installing the Debian package once when missing (CI machines
-    start clean and run as root; elsewhere the message says what to install)."""
+def binary(name: str, *, install: bool = True) -> str:
+    """``prometheus`` or ``promtool`` from PATH, installing the Debian package once when missing and ``install``
+    (CI machines start clean and run as root; elsewhere the message says what to install)."""
     found = shutil.which(name)
     if found:
         return found
-    if os.geteuid() != 0:
+    if not install or os.geteuid() != 0:
         raise RuntimeError(f"{name} is not installed and this is not root: run `apt-get install -y {PACKAGE}`")
     apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     steps = [
@@ -74,8 +77,11 @@ class Prometheus:
         namespace: str = "e2e",
         scrape_s: float = 1.0,
         job: str = "batch-cancel-worker",
+        port: int | None = None,
+        install: bool = True,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
+        self._install = install
         self.url = f"http://127.0.0.1:{self.port}"
         self.namespace = namespace
         self.scrape_s = scrape_s
@@ -109,7 +115,7 @@ class Prometheus:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [
-                binary("prometheus"),
+                binary("prometheus", install=self._install),
                 f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self._dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -126,13 +132,18 @@ class Prometheus:
             if self.proc.poll() is not None:
                 raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:  # noqa: S310 - our loopback
                     if r.status == 200:
                         return self
             except OSError:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"prometheus not ready after {timeout}s:\n{self.log_tail()}")
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.proc is not None, "not started"
+        return self.proc
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -151,7 +162,7 @@ class Prometheus:
         """GET an /api/v1 endpoint; its ``data``, or PrometheusError with Prometheus' error text."""
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - http://127.0.0.1 built above
                 body = json.loads(r.read())
         except urllib.error.HTTPError as e:
             body = json.loads(e.read() or b"{}")
@@ -177,3 +188,29 @@ class Prometheus:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what or expr}\n{self.log_tail()}")
             time.sleep(self.scrape_s / 2)
+
+
+def dashboard_queries(namespace: str, rate_interval: str) -> list[tuple[str, str, str]]:
+    """(panel title, query, legend) of every target of the chart's dashboard, with Grafana's variables filled in
+    as Grafana would: one namespace, pods "All" (the dashboard's allValue ``.*``), ``$__rate_interval``."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (
+            panel["title"],
+            target["expr"]
+            .replace("$__rate_interval", rate_interval)
+            .replace("$namespace", namespace)
+            .replace("$pod", ".*"),
+            target.get("legendFormat", ""),
+        )
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+
+
+def graph_url(base: str, queries: list[str]) -> str:
+    """One link to Prometheus' graph page with a panel per query (its ``g<N>.expr`` parameters)."""
+    params: dict[str, str] = {}
+    for i, query in enumerate(queries):
+        params |= {f"g{i}.expr": query, f"g{i}.tab": "0", f"g{i}.range_input": "15m"}
+    return f"{base}/graph?{urllib.parse.urlencode(params)}"
