@@ -1,4 +1,6 @@
-"""The local stack behind ``make dev``: a real Kafka broker, the provider emulator and one worker.
+"""The local stack behind ``make dev``: a real Kafka broker, the provider emulator and one worker; with
+``BCW_DEV_PROMETHEUS=1`` (or ``--prometheus``) also the Prometheus the tests use, scraping the worker with the
+chart's alert rules loaded, so the dashboard's queries and the alerts can be watched live.
 
 Each part's output is shown in this terminal with a prefix. Ctrl-C (or SIGTERM) stops the worker
 gracefully, then the emulator and the broker; every child is also bound to this process with
@@ -22,6 +24,7 @@ from types import FrameType
 from typing import IO
 
 from devstack.broker import KafkaBroker, _die_with_parent
+from devstack.prometheus import RULES, Prometheus, dashboard_queries, graph_url
 
 DEV_TOPICS = {
     "batch-cancel.commands": 6,
@@ -31,6 +34,8 @@ DEV_TOPICS = {
 }
 TOPIC_CONFIGS = {"batch-cancel.follows": {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}}
 EMULATOR_PORT = 8090
+PROMETHEUS_PORT = 9090
+WORKER_METRICS_PORT = 9464
 DEV_KEY = "sk-emulator"
 HERE = Path(__file__).resolve().parent
 
@@ -97,10 +102,37 @@ def _preload_demo_batches() -> None:
     print(f"[stack] emulator has batches {', '.join(DEMO_BATCHES)} in every dialect", flush=True)
 
 
+def _start_prometheus() -> Prometheus:
+    """The tests' Prometheus, on a fixed loopback port, scraping the dev worker every 5 s. Not installed from
+    here: ``make dev`` changes nothing on the machine, so a missing binary is one line saying what to run."""
+    prometheus = Prometheus(
+        {"worker": f"127.0.0.1:{WORKER_METRICS_PORT}"},
+        rule_files=[RULES],
+        namespace="dev",
+        scrape_s=5.0,
+        port=PROMETHEUS_PORT,
+        install=False,
+    )
+    try:
+        prometheus.start()
+    except RuntimeError as exc:
+        raise SystemExit(f"[stack] {exc}") from None
+    queries = [query for _, query, _ in dashboard_queries("dev", "1m")]
+    print(f"[stack] Prometheus {prometheus.url} (alerts: {prometheus.url}/alerts); every dashboard query:", flush=True)
+    print(f"  {graph_url(prometheus.url, queries)}", flush=True)
+    return prometheus
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--kafka-port", type=int, default=9092, help="broker port on 127.0.0.1 (default 9092)")
     parser.add_argument("--no-worker", action="store_true", help="start broker and emulator only")
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        default=os.environ.get("BCW_DEV_PROMETHEUS", "") not in ("", "0"),
+        help=f"also run Prometheus on 127.0.0.1:{PROMETHEUS_PORT} scraping the worker (env BCW_DEV_PROMETHEUS=1)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -113,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     broker = KafkaBroker(port=args.kafka_port)
     children: list[subprocess.Popen[bytes]] = []
+    prometheus: Prometheus | None = None
     print(f"[stack] starting Kafka broker on {broker.bootstrap_servers} (data in {broker.data_dir})", flush=True)
     try:
         broker.start()
@@ -135,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                 **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in DEV_DIALECTS},
             }
             children.append(_spawn("worker", [sys.executable, "-m", "worker", "run"], env))
+        if args.prometheus:
+            prometheus = _start_prometheus()
+            children.append(prometheus.process)
         print("[stack] up: emulator http://127.0.0.1:8090, metrics http://127.0.0.1:9464/metrics; Ctrl-C stops all")
         sys.stdout.flush()
         while not stop.wait(0.5):
@@ -144,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                     stop.set()
     finally:
         print("[stack] stopping", flush=True)
+        if prometheus is not None:
+            prometheus.stop()
         for child in reversed(children):
             _stop(child)
         broker.close()

@@ -2,7 +2,9 @@
 
 Liveness answers from the event loop itself, so a blocked or dead loop fails the probe; readiness is the
 conjunction of the checks the app registers (group joined, producer connected, configuration loaded), each
-named in the response body so ``kubectl describe`` shows which one is failing.
+named in the response body so ``kubectl describe`` shows which one is failing. The same checks are exported
+as ``bcw_ready{check}``, computed when ``/metrics`` is scraped, so an alert can tell "no worker ready" and
+which check fails (``group_joined`` 0 everywhere: the group has no members) without a probe of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from worker import metrics
 
 __all__ = ["HealthServer"]
 
@@ -49,8 +53,11 @@ class HealthServer:
     async def _livez(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    def _results(self) -> dict[str, bool]:
+        return {name: bool(check()) for name, check in self._checks.items()}
+
     async def _readyz(self, request: web.Request) -> web.Response:
-        results = {name: bool(check()) for name, check in self._checks.items()}
+        results = self._results()
         ready = all(results.values())
         return web.Response(
             status=200 if ready else 503,
@@ -59,5 +66,7 @@ class HealthServer:
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        for name, passed in self._results().items():
+            metrics.READY.labels(name).set(1 if passed else 0)
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

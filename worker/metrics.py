@@ -15,6 +15,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_creat
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from worker.contract.types import DeadLetterReason, Outcome
+
 # ``*_created`` series double the output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -32,6 +34,7 @@ __all__ = [
     "OLDEST_FOLLOW_AGE",
     "PAUSED_PARTITIONS",
     "PROVIDER_REQUESTS",
+    "READY",
     "REGISTRY",
     "RESTORE_SECONDS",
     "RETRIES",
@@ -141,3 +144,18 @@ def register_accounts(read: Callable[[], Iterable[AccountReading]]) -> AccountCo
     collector = AccountCollector(read)
     REGISTRY.register(collector)
     return collector
+
+
+READY = Gauge(
+    "bcw_ready",
+    "1 when this readiness check passes, else 0 (the checks /readyz names; the pod is ready when all are 1)",
+    ["check"],
+)
+
+# Every outcome and dead-letter reason exists from the start at 0. A labelled child is otherwise born at its
+# first increment, already at 1, and ``rate()``/``increase()`` cannot see that first step: the first burst of
+# rejections or dead letters after a restart would never reach an alert (docs/runbook.md).
+for _outcome in Outcome:
+    COMMANDS.labels(_outcome.value)
+for _reason in DeadLetterReason:
+    DEAD_LETTERS.labels(_reason.value)
