@@ -84,6 +84,11 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "bcw_oldest_follow_age_seconds": ("gauge", frozenset()),
     "bcw_follows_restore_seconds": ("histogram", frozenset()),
     "bcw_ready": ("gauge", frozenset({"check"})),
+    "bcw_provider_throttled_total": ("counter", frozenset({"provider", "account"})),
+    "bcw_account_budget_requests_per_s": ("gauge", frozenset({"provider", "account"})),
+    "bcw_account_allowed_requests_per_s": ("gauge", frozenset({"provider", "account"})),
+    "bcw_account_requests_waiting": ("gauge", frozenset({"provider", "account", "priority"})),
+    "bcw_polls_overdue": ("gauge", frozenset({"provider", "account"})),
 }
 # Labels Prometheus adds when scraping through the chart's Service/ServiceMonitor.
 TARGET_LABELS = frozenset({"namespace", "pod", "instance", "job", "service", "container", "endpoint"})
@@ -799,6 +804,9 @@ def test_dashboard_metrics_are_registered_by_the_worker() -> None:
         if name.startswith("bcw_"):
             full = f"{name}_total" if kind == "counter" else name
             registered[full] = (kind, frozenset(getattr(collector, "_labelnames", ())))
+    from worker.metrics import ACCOUNT_METRICS  # a custom collector's families, produced at scrape time
+
+    registered |= {name: ("gauge", frozenset(labels)) for name, labels in ACCOUNT_METRICS.items()}
     if not registered:
         pytest.skip("the worker registers no bcw_* metrics yet")
     for name, expected in METRICS.items():

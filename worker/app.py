@@ -83,7 +83,7 @@ class Worker:
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
         metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.dispatcher.following)
         metrics.OLDEST_FOLLOW_AGE.set_function(self.dispatcher.oldest_follow_age)
-        self._accounts = metrics.register_accounts(self._account_readings)
+        metrics.ACCOUNTS.read = self._account_readings
         self.stop = asyncio.Event()
         self.health = HealthServer(settings.metrics_host, settings.metrics_port)
         self._producer_started = False
@@ -141,7 +141,7 @@ class Worker:
             for client in self.clients.values():
                 await client.aclose()
             await self.health.stop()
-            metrics.REGISTRY.unregister(self._accounts)
+            metrics.ACCOUNTS.read = tuple
         log.info("worker stopped")
 
 

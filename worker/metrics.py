@@ -21,6 +21,8 @@ from worker.contract.types import DeadLetterReason, Outcome
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = [
+    "ACCOUNTS",
+    "ACCOUNT_METRICS",
     "CANCEL_ACCEPTED_SECONDS",
     "COMMANDS",
     "COMMANDS_IN_FLIGHT",
@@ -41,7 +43,6 @@ __all__ = [
     "THROTTLED",
     "AccountCollector",
     "AccountReading",
-    "register_accounts",
 ]
 
 #: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
@@ -103,47 +104,59 @@ class AccountReading:
     overdue: int  # of those, due more than a second ago
 
 
-class AccountCollector(Collector):
-    """Per-account budget and scheduling gauges, read when Prometheus scrapes (nothing to keep in sync)."""
+#: The per-account families ``AccountCollector`` yields, with their labels (the alert tests read this).
+ACCOUNT_METRICS: dict[str, tuple[str, ...]] = {
+    "bcw_account_budget_requests_per_s": ("provider", "account"),
+    "bcw_account_allowed_requests_per_s": ("provider", "account"),
+    "bcw_account_requests_in_flight": ("provider", "account"),
+    "bcw_account_requests_waiting": ("provider", "account", "priority"),
+    "bcw_polls_scheduled": ("provider", "account"),
+    "bcw_polls_overdue": ("provider", "account"),
+}
+_ACCOUNT_HELP = {
+    "bcw_account_budget_requests_per_s": "Configured max_requests_per_s",
+    "bcw_account_allowed_requests_per_s": "Request rate allowed now (429s cut it, successes restore it)",
+    "bcw_account_requests_in_flight": "Requests on the wire",
+    "bcw_account_requests_waiting": "Requests waiting for the account's budget, by priority",
+    "bcw_polls_scheduled": "Follows waiting for their next poll",
+    "bcw_polls_overdue": "Polls due more than 1 s ago: the budget cannot keep up",
+}
 
-    def __init__(self, read: Callable[[], Iterable[AccountReading]]) -> None:
-        self._read = read
+
+class AccountCollector(Collector):
+    """Per-account budget and scheduling gauges, read when Prometheus scrapes (nothing to keep in sync).
+
+    Registered once at import; the running worker points ``read`` at its gates and schedulers.
+    """
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Iterable[AccountReading]] = tuple
+
+    def _families(self) -> dict[str, GaugeMetricFamily]:
+        return {
+            name: GaugeMetricFamily(name, _ACCOUNT_HELP[name], labels=list(labels))
+            for name, labels in ACCOUNT_METRICS.items()
+        }
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        labels = ["provider", "account"]
-        budget = GaugeMetricFamily("bcw_account_budget_requests_per_s", "Configured max_requests_per_s", labels=labels)
-        allowed = GaugeMetricFamily(
-            "bcw_account_allowed_requests_per_s",
-            "Request rate allowed now (429s cut it, successes restore it)",
-            labels=labels,
-        )
-        in_flight = GaugeMetricFamily("bcw_account_requests_in_flight", "Requests on the wire", labels=labels)
-        waiting = GaugeMetricFamily(
-            "bcw_account_requests_waiting", "Requests waiting for the account's budget", labels=[*labels, "priority"]
-        )
-        scheduled = GaugeMetricFamily("bcw_polls_scheduled", "Follows waiting for their next poll", labels=labels)
-        overdue = GaugeMetricFamily(
-            "bcw_polls_overdue", "Polls due more than 1 s ago (budget too small)", labels=labels
-        )
-        for r in self._read():
+        f = self._families()
+        for r in self.read():
             key = [r.provider, r.account]
-            budget.add_metric(key, r.budget)
-            allowed.add_metric(key, r.allowed)
-            in_flight.add_metric(key, r.in_flight)
-            for name, count in zip(("cancel", "confirm", "poll"), r.waiting, strict=True):
-                waiting.add_metric([*key, name], count)
-            scheduled.add_metric(key, r.scheduled)
-            overdue.add_metric(key, r.overdue)
-        yield from (budget, allowed, in_flight, waiting, scheduled, overdue)
+            f["bcw_account_budget_requests_per_s"].add_metric(key, r.budget)
+            f["bcw_account_allowed_requests_per_s"].add_metric(key, r.allowed)
+            f["bcw_account_requests_in_flight"].add_metric(key, r.in_flight)
+            for priority, count in zip(("cancel", "confirm", "poll"), r.waiting, strict=True):
+                f["bcw_account_requests_waiting"].add_metric([*key, priority], count)
+            f["bcw_polls_scheduled"].add_metric(key, r.scheduled)
+            f["bcw_polls_overdue"].add_metric(key, r.overdue)
+        yield from f.values()
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        return iter(())
+        yield from self._families().values()
 
 
-def register_accounts(read: Callable[[], Iterable[AccountReading]]) -> AccountCollector:
-    collector = AccountCollector(read)
-    REGISTRY.register(collector)
-    return collector
+ACCOUNTS = AccountCollector()
+REGISTRY.register(ACCOUNTS)
 
 
 READY = Gauge(
