@@ -81,3 +81,16 @@ async def test_unscheduled_follows_are_skipped_and_overdue_counts_what_waits() -
         assert "gone" not in log
     finally:
         await s.close()
+
+
+async def test_unsent_cancels_go_before_confirmations_and_polls() -> None:
+    log: list[str] = []
+    s = PollScheduler("p/a", runners=1)
+    try:
+        s.schedule(Follow("poll", log), 0.0)
+        s.schedule(Follow("confirm", log), 0.0, urgent=True)
+        s.schedule(Follow("cancel", log), 0.0, cancel=True)
+        await until(lambda: len(log) == 3)
+        assert log == ["cancel", "confirm", "poll"]
+    finally:
+        await s.close()

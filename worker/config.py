@@ -216,7 +216,11 @@ class Settings(BaseSettings):
     client_id: str = "batch-cancel-worker"
     providers_file: Path = Path("providers.yaml")
 
-    max_in_flight: int = Field(10_000, ge=1, description="Commands in flight before partitions are paused.")
+    max_in_flight: int = Field(
+        100_000,
+        ge=1,
+        description="Commands taken in and not yet final (the follows' waiting commands) before intake pauses.",
+    )
     max_command_bytes: int = Field(64 * 1024, ge=256, description="Larger command values are dead-lettered.")
     max_publish_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest record the worker publishes (a dead letter keeps the original)."

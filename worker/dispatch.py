@@ -117,6 +117,11 @@ class Dispatcher:
         return self._waiting + sum(len(t) for t in self._tasks.values())
 
     @property
+    def intake(self) -> int:
+        """Records handed over and not yet decoded and joined to a follow."""
+        return sum(len(t) for t in self._tasks.values())
+
+    @property
     def following(self) -> int:
         return len(self._follows)
 
@@ -185,10 +190,7 @@ class Dispatcher:
         # per follow: a process holds up to 100,000 follows, and this runs once per handover.
         while any(f.busy for _, f in follows) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        running = [f.task for _, f in follows if f.task is not None and not f.task.done()]
-        for t in running:
-            t.cancel()
-        await asyncio.gather(*intake, *running, return_exceptions=True)
+        await asyncio.gather(*intake, return_exceptions=True)
         writers = [f.writer for _, f in follows if f.writer is not None and not f.writer.done()]
         if writers:
             await asyncio.wait(writers, timeout=max(0.5, deadline - time.monotonic()))

@@ -4,8 +4,8 @@ A follow between polls is an entry in a heap, not a sleeping task: 100,000 follo
 and a bounded set of runners (the account's ``max_concurrency``) serves them. When the account's request
 budget cannot serve every due poll on time, polls stretch fairly: the most overdue is served first, and
 nothing is dropped. Confirmation polls (the first GET after a cancel, a poll a newcomer waits on) have a heap
-of their own that is served before routine polls; new cancels do not pass through here at all, and the
-``AccountGate`` puts them ahead of every GET.
+of their own that is served before routine polls, and cancels not yet sent one before both; the ``AccountGate``
+then puts every cancel attempt (retries too) ahead of every GET on the wire.
 
 Entries are never removed in place: rescheduling a follow bumps its ``ticket`` and the old entry is skipped
 when it reaches the top, which keeps every operation O(log n).
@@ -46,8 +46,10 @@ class PollScheduler:
     def __init__(self, name: str, runners: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self._clock = clock
+        self._cancels: list[_Entry] = []
         self._urgent: list[_Entry] = []
         self._routine: list[_Entry] = []
+        self._heaps = (self._cancels, self._urgent, self._routine)  # served in this order
         self._order = itertools.count()
         self._tickets = itertools.count(1)
         self._changed = asyncio.Event()
@@ -55,11 +57,12 @@ class PollScheduler:
         self.polls = 0
         self.late_s = 0.0  # summed lateness of served polls (due → start), for the overdue metric
 
-    def schedule(self, follow: Pollable, delay: float, *, urgent: bool = False) -> None:
-        """Poll ``follow`` in ``delay`` seconds; replaces any earlier scheduling of it."""
+    def schedule(self, follow: Pollable, delay: float, *, urgent: bool = False, cancel: bool = False) -> None:
+        """Call ``follow.poll`` in ``delay`` seconds; replaces any earlier scheduling of it. ``cancel`` entries
+        (a follow whose cancel is not sent yet) are served before confirmations, confirmations before polls."""
         follow.ticket = next(self._tickets)
         due = self._clock() + max(0.0, delay)
-        heap = self._urgent if urgent else self._routine
+        heap = self._cancels if cancel else self._urgent if urgent else self._routine
         heapq.heappush(heap, (due, next(self._order), follow.ticket, follow))
         if heap[0][2] == follow.ticket:  # the new earliest: wake a runner that may be sleeping longer
             self._changed.set()
@@ -69,12 +72,12 @@ class PollScheduler:
 
     @property
     def scheduled(self) -> int:
-        return len(self._urgent) + len(self._routine)
+        return sum(len(h) for h in self._heaps)
 
     def overdue(self, by: float = 1.0) -> int:
         """Entries due more than ``by`` seconds ago (a scan: called by the metrics scrape, not per poll)."""
         limit = self._clock() - by
-        return sum(1 for heap in (self._urgent, self._routine) for e in heap if e[0] < limit and e[2] == e[3].ticket)
+        return sum(1 for heap in self._heaps for e in heap if e[0] < limit and e[2] == e[3].ticket)
 
     async def close(self) -> None:
         for task in self._runners:
@@ -95,7 +98,7 @@ class PollScheduler:
     async def _next(self) -> Pollable:
         while True:
             now = self._clock()
-            for heap in (self._urgent, self._routine):
+            for heap in self._heaps:
                 while heap and heap[0][2] != heap[0][3].ticket:  # rescheduled or unscheduled since
                     heapq.heappop(heap)
                 if heap and heap[0][0] <= now:
@@ -104,7 +107,7 @@ class PollScheduler:
                     self.polls += 1
                     self.late_s += now - due
                     return follow
-            earliest = min((h[0][0] for h in (self._urgent, self._routine) if h), default=None)
+            earliest = min((h[0][0] for h in self._heaps if h), default=None)
             self._changed.clear()
             timeout = None if earliest is None else max(0.0, earliest - now)
             with contextlib.suppress(TimeoutError):

@@ -38,6 +38,8 @@ __all__ = ["CommandConsumer"]
 
 log = logging.getLogger("worker.kafka.consumer")
 
+#: Records being decoded and joined at once, at most (see ``_apply_backpressure``).
+MAX_INTAKE = 2_000
 #: Resume intake once in-flight work falls below this share of ``max_in_flight``.
 RESUME_RATIO = 0.9
 #: At shutdown a commit gets this long; what it cannot commit is redelivered to the next owner.
@@ -125,6 +127,10 @@ class CommandConsumer:
     def _apply_backpressure(self) -> None:
         in_flight = self._dispatcher.in_flight
         limit = self._settings.max_in_flight
+        # Records handed over but not yet decoded and joined are tasks; a burst of 100,000 would be 100,000
+        # tasks at once. Taking in at most MAX_INTAKE at a time costs nothing in latency (they finish in ms).
+        if self._dispatcher.intake >= MAX_INTAKE:
+            in_flight = max(in_flight, limit)
         if not self._paused and in_flight >= limit:
             self._consumer.pause(*self._partitions)
             self._paused = True
