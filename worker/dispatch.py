@@ -36,7 +36,7 @@ from worker.contract import (
     decode_command,
     failure_event,
 )
-from worker.follow import Follow, FollowPolicy, Persist, Provider, Subscriber
+from worker.follow import Follow, FollowPolicy, Persist, Provider, StateWrites, Subscriber
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
 from worker.scheduler import PollScheduler
@@ -107,6 +107,7 @@ class Dispatcher:
         self._schedulers: dict[tuple[str, str], PollScheduler] = {}
         self._partition_of: dict[Follow, int] = {}
         self._persists: dict[int, Persist] = {}
+        self._writes = StateWrites()
         self._runners_for = runners_for or (lambda provider, account: 16)
         self._waiting = 0
 
@@ -159,6 +160,7 @@ class Dispatcher:
                 context_of=self._resumed_context,
                 cap=self._policy.max_follow,
                 scheduler=self._scheduler_for(state.provider, state.account),
+                writes=self._writes,
                 on_end=self._ended,
             )
             for sub in follow.subscribers:
@@ -191,15 +193,12 @@ class Dispatcher:
         while any(f.busy for _, f in follows) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         await asyncio.gather(*intake, return_exceptions=True)
-        writers = [f.writer for _, f in follows if f.writer is not None and not f.writer.done()]
-        if writers:
-            await asyncio.wait(writers, timeout=max(0.5, deadline - time.monotonic()))
-            late = [w for w in writers if not w.done()]
-            if late:
-                log.warning("%d follow-state writes unfinished at handover; those follows restart", len(late))
-            for w in late:
-                w.cancel()
-            await asyncio.gather(*writers, return_exceptions=True)
+        writes_until = max(deadline, time.monotonic() + 0.5)  # what is owed gets half a second at least
+        while any(f.pending_write for _, f in follows) and time.monotonic() < writes_until:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        late = sum(1 for _, f in follows if f.pending_write)
+        if late:
+            log.warning("%d follow-state writes unfinished at handover; those follows restart from older states", late)
         for key, f in follows:
             self._waiting -= len(f.live)
             self._partition_of.pop(f, None)
@@ -211,6 +210,7 @@ class Dispatcher:
         await self.stop_partitions(sorted(partitions), grace)
         schedulers, self._schedulers = list(self._schedulers.values()), {}
         await asyncio.gather(*(s.close() for s in schedulers))
+        await self._writes.close()
 
     # --- one command ----------------------------------------------------------------------------------------
     async def _handle(self, record: Record, offsets: PartitionOffsets) -> None:
@@ -332,7 +332,8 @@ class Dispatcher:
             policy=self._policy,
             scheduler=self._scheduler_for(command.provider, command.account),
             trace_of=_trace_of,
-            after=current.writer if current is not None else None,
+            writes=self._writes,
+            after=current if current is not None and current.pending_write else None,
             on_end=self._ended,
         )
         self._adopt(partition, follow)
@@ -360,15 +361,11 @@ class Dispatcher:
             return
         key = (partition, follow.key)
 
-        def forget(_: object = None) -> None:
+        def forget() -> None:
             if self._follows.get(key) is follow:
                 del self._follows[key]
 
-        writer = follow.writer
-        if writer is not None and not writer.done():
-            writer.add_done_callback(forget)
-        else:
-            forget()
+        follow.when_written(forget)
 
     def _persist_to(self, partition: int) -> Persist:
         """One writer function per partition, shared by its follows."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,7 +51,16 @@ from worker.contract import (
 )
 from worker.errors import GaveUp, Rejected
 
-__all__ = ["Follow", "FollowPolicy", "Persist", "Publish", "Subscriber", "command_failure", "next_interval"]
+__all__ = [
+    "Follow",
+    "FollowPolicy",
+    "Persist",
+    "Publish",
+    "StateWrites",
+    "Subscriber",
+    "command_failure",
+    "next_interval",
+]
 
 log = logging.getLogger("worker.follow")
 
@@ -60,6 +70,12 @@ class Provider(Protocol):
 
     async def cancel(self, account: str, batch_id: str) -> Any: ...
     async def retrieve(self, account: str, batch_id: str, *, priority: Priority = ...) -> BatchSnapshot: ...
+
+
+class Writes(Protocol):
+    """Who writes follows' states (``StateWrites``)."""
+
+    def enqueue(self, follow: Follow) -> None: ...
 
 
 class Scheduler(Protocol):
@@ -149,6 +165,41 @@ def _utc(seconds: float) -> datetime | None:
 class Follow:
     """The single cancel + follow of one batch, broadcasting to its subscribers until none is left."""
 
+    # A process holds up to 100,000 of these: no per-instance dict.
+    __slots__ = (
+        "_after",
+        "_confirming",
+        "_dirty",
+        "_ended",
+        "_interval",
+        "_on_end",
+        "_on_written",
+        "_persist",
+        "_policy",
+        "_provider",
+        "_publish",
+        "_queued",
+        "_reporting",
+        "_scheduler",
+        "_then",
+        "_trace_of",
+        "_writes",
+        "_writing",
+        "account",
+        "already_terminal",
+        "batch_id",
+        "busy",
+        "cancel_accepted",
+        "key",
+        "last_status",
+        "provider_name",
+        "provider_status",
+        "since",
+        "stopping",
+        "subscribers",
+        "ticket",
+    )
+
     def __init__(
         self,
         provider: Provider,
@@ -158,8 +209,9 @@ class Follow:
         persist: Persist,
         policy: FollowPolicy,
         scheduler: Scheduler,
+        writes: Writes,
         trace_of: TraceOf = lambda _: (None, None, None),
-        after: asyncio.Task[None] | None = None,
+        after: Follow | None = None,
         on_end: Callable[[Follow], None] | None = None,
     ) -> None:
         self._provider = provider
@@ -184,8 +236,13 @@ class Follow:
         self._on_end = on_end
         self._interval = policy.initial_interval
         self._confirming = False
+        self._writes = writes
         self._dirty = False
-        self._writer: asyncio.Task[None] | None = after  # the previous follow of this key finishes writing first
+        self._queued = False
+        self._writing = False
+        self._after = after  # the previous follow of this key: its last write lands before our first
+        self._then: Follow | None = None  # the next follow of this key, waiting for our last write
+        self._on_written: Callable[[], None] | None = None
         self._ended = False
         self._reporting = asyncio.Lock()  # a newcomer is reported to from its own task while the follow reports too
 
@@ -203,6 +260,7 @@ class Follow:
         context_of: Callable[[WaitingCommand], Any],
         cap: float,
         scheduler: Scheduler,
+        writes: Writes,
         on_end: Callable[[Follow], None] | None = None,
     ) -> Follow:
         """A follow resumed from its last durable state on a new owner: its commands' offsets are committed."""
@@ -219,6 +277,7 @@ class Follow:
             persist=persist,
             policy=policy,
             scheduler=scheduler,
+            writes=writes,
             trace_of=trace_of,
             on_end=on_end,
         )
@@ -280,27 +339,60 @@ class Follow:
     def changed(self) -> None:
         """Something a new owner needs changed: write the newest state soon (one write in flight at most)."""
         self._dirty = True
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(self._writer), name=f"persist {self.key}")
-
-    async def _write_loop(self, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:  # the tombstone of this key's previous follow must land before our first record
-            await asyncio.gather(previous, return_exceptions=True)
-        while self._dirty:
-            self._dirty = False
-            state = self.state()
-            included = [s for s in self.subscribers if s.in_record and not s.done and not s.durable]
-            await self._persist(self.key, state)
-            faults.reached("state_written")
-            for sub in included:
-                sub.durable = True
-                sub.release_once()
-        if self._writer is asyncio.current_task():
-            self._writer = None  # a finished task would keep its context alive for as long as the follow lives
+        self._queue_write()
 
     @property
-    def writer(self) -> asyncio.Task[None] | None:
-        return self._writer
+    def pending_write(self) -> bool:
+        return self._dirty or self._queued or self._writing
+
+    def when_written(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once nothing is left to write (at once if nothing is)."""
+        if self.pending_write:
+            self._on_written = callback
+        else:
+            callback()
+
+    def _queue_write(self) -> None:
+        if not self._queued and not self._writing:
+            self._queued = True
+            self._writes.enqueue(self)
+
+    async def write_once(self) -> None:
+        """Write the newest state (called by ``StateWrites``); requeue if it changed meanwhile."""
+        self._queued = False
+        after = self._after
+        if after is not None:
+            if after.pending_write:  # the tombstone of this key's previous follow lands before our first record
+                after._then = self
+                return
+            self._after = None
+        if not self._dirty:
+            self._written()
+            return
+        self._dirty = False
+        self._writing = True
+        state = self.state()
+        included = [s for s in self.subscribers if s.in_record and not s.done and not s.durable]
+        try:
+            await self._persist(self.key, state)
+        finally:
+            self._writing = False
+        faults.reached("state_written")
+        for sub in included:
+            sub.durable = True
+            sub.release_once()
+        if self._dirty:
+            self._queue_write()
+        else:
+            self._written()
+
+    def _written(self) -> None:
+        follower, self._then = self._then, None
+        if follower is not None:
+            follower._queue_write()
+        callback, self._on_written = self._on_written, None
+        if callback is not None:
+            callback()
 
     # --- subscribers --------------------------------------------------------------------------------------
     async def join(self, sub: Subscriber) -> bool:
@@ -515,3 +607,45 @@ class Follow:
             event = command_failure(self._command(sub), outcome, detail, last_status=sub.last_status)
             await self._publish(sub, event)
             self._finish(sub, event)
+
+
+class StateWrites:
+    """Writes follows' states through a bounded set of writers, in the order they changed.
+
+    A follow that changed is queued once, however often it changes before its turn, and a writer writes
+    its newest state then; so 100,000 follows changing at once (a burst of cancels accepted) are 100,000
+    queue entries and ``writers`` writes on the wire, not 100,000 tasks each holding a record.
+    """
+
+    def __init__(self, writers: int = 256) -> None:
+        self._writers = writers
+        self._queue: deque[Follow] = deque()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def enqueue(self, follow: Follow) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run(), name=f"state writer #{i}") for i in range(self._writers)]
+        self._queue.append(follow)
+        self._ready.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            follow = self._queue.popleft()
+            try:
+                await follow.write_once()
+            except Exception:  # a bug in one write must not stop the others; that follow restarts on a move
+                log.exception("writing the state of %s failed", follow.key)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
