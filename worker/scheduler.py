@@ -38,6 +38,8 @@ class Pollable(Protocol):
 
 
 _Entry = tuple[float, int, int, Pollable]  # due, order, ticket, follow
+#: Runners per account that take only cancels (besides the ``runners`` that take anything, cancels first).
+CANCEL_RUNNERS = 4
 
 
 class PollScheduler:
@@ -53,7 +55,13 @@ class PollScheduler:
         self._order = itertools.count()
         self._tickets = itertools.count(1)
         self._changed = asyncio.Event()
-        self._runners = [asyncio.create_task(self._run(), name=f"poll {name} #{i}") for i in range(runners)]
+        # A few runners serve only cancels: when every other runner waits for the budget inside a poll, a new
+        # cancel must still reach the account's gate at once, where it goes ahead of every waiting poll.
+        cancels_only = (self._cancels,)
+        self._runners = [
+            *(asyncio.create_task(self._run(self._heaps), name=f"poll {name} #{i}") for i in range(runners)),
+            *(asyncio.create_task(self._run(cancels_only), name=f"cancel {name} #{i}") for i in range(CANCEL_RUNNERS)),
+        ]
         self.polls = 0
         self.late_s = 0.0  # summed lateness of served polls (due → start), for the overdue metric
 
@@ -84,9 +92,9 @@ class PollScheduler:
             task.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _run(self, heaps: tuple[list[_Entry], ...]) -> None:
         while True:
-            follow = await self._next()
+            follow = await self._next(heaps)
             try:
                 delay = await follow.poll()
             except Exception:  # a bug in one follow must not stop the account's polling
@@ -95,10 +103,10 @@ class PollScheduler:
             if delay is not None and follow.ticket == 0:
                 self.schedule(follow, delay)
 
-    async def _next(self) -> Pollable:
+    async def _next(self, heaps: tuple[list[_Entry], ...]) -> Pollable:
         while True:
             now = self._clock()
-            for heap in self._heaps:
+            for heap in heaps:
                 while heap and heap[0][2] != heap[0][3].ticket:  # rescheduled or unscheduled since
                     heapq.heappop(heap)
                 if heap and heap[0][0] <= now:
@@ -107,7 +115,7 @@ class PollScheduler:
                     self.polls += 1
                     self.late_s += now - due
                     return follow
-            earliest = min((h[0][0] for h in self._heaps if h), default=None)
+            earliest = min((h[0][0] for h in heaps if h), default=None)
             self._changed.clear()
             timeout = None if earliest is None else max(0.0, earliest - now)
             with contextlib.suppress(TimeoutError):
