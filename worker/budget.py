@@ -113,7 +113,8 @@ class AccountGate:
         self._free = max_concurrency
         self.max_concurrency = max_concurrency
         self.adaptive = AdaptiveRate(ceiling=max_requests_per_s, floor=floor or max(0.1, max_requests_per_s / 50))
-        self._bucket = TokenBucket(rate=max_requests_per_s, burst=max(1.0, max_requests_per_s / 10), stamp=clock())
+        # A small burst (10 ms worth): any one-second window then holds at most 1 % more than the budget.
+        self._bucket = TokenBucket(rate=max_requests_per_s, burst=max(1.0, max_requests_per_s / 100), stamp=clock())
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None

@@ -253,10 +253,11 @@ class Dispatcher:
         self, record: Record, offsets: PartitionOffsets, command: CancelCommand, context: CommandContext
     ) -> None:
         limit = min(command.follow_timeout_s or float("inf"), self._policy.max_follow)
+        offset = record.offset  # the closure keeps the offset, not the record (its bytes and headers)
 
         def release() -> None:
             if not offsets.revoked:
-                offsets.finished(record.offset)
+                offsets.finished(offset)
 
         command_id, provider, account, batch_id = (
             command.command_id,

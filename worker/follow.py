@@ -179,6 +179,7 @@ class Follow:
         "_provider",
         "_publish",
         "_queued",
+        "_reporters",
         "_reporting",
         "_scheduler",
         "_then",
@@ -244,7 +245,10 @@ class Follow:
         self._then: Follow | None = None  # the next follow of this key, waiting for our last write
         self._on_written: Callable[[], None] | None = None
         self._ended = False
-        self._reporting = asyncio.Lock()  # a newcomer is reported to from its own task while the follow reports too
+        # A newcomer is reported to from its own task while the follow reports too: one report at a time. The
+        # lock exists only while someone reports (most of a follow's life nobody does).
+        self._reporting: asyncio.Lock | None = None
+        self._reporters = 0
 
     # --- building ----------------------------------------------------------------------------------------
     @classmethod
@@ -518,6 +522,20 @@ class Follow:
             self._on_end(self)
 
     @asynccontextmanager
+    async def _one_report(self) -> AsyncIterator[None]:
+        if self._reporting is None:
+            self._reporting = asyncio.Lock()
+        lock = self._reporting
+        self._reporters += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._reporters -= 1
+            if self._reporters == 0:
+                self._reporting = None
+
+    @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
         """A provider's final answer (refused, retries exhausted) or a bug ends every waiting command."""
         try:
@@ -549,7 +567,7 @@ class Follow:
     async def _report(self, sub: Subscriber, snapshot: BatchSnapshot) -> None:
         """Publish to one subscriber what is new to it; finish it on a terminal state or when it did not follow."""
         final = snapshot.terminal or not sub.follow
-        async with self._reporting:
+        async with self._one_report():
             if sub.done or (snapshot.status == sub.last_status and not final):
                 return
             event = state_event(
@@ -601,7 +619,7 @@ class Follow:
                 await self._fail(sub, outcome, detail)
 
     async def _fail(self, sub: Subscriber, outcome: Outcome, detail: FailureDetail) -> None:
-        async with self._reporting:
+        async with self._one_report():
             if sub.done:
                 return
             event = command_failure(self._command(sub), outcome, detail, last_status=sub.last_status)

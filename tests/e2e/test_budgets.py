@@ -91,7 +91,7 @@ async def test_polls_stay_within_the_budget_and_a_new_cancel_overtakes_them(make
     # the Kafka round trip's worth of budget (at 40/s, a few), never the queue of overdue polls (> 50).
     assert len(overtaken) <= 12, f"{len(overtaken)} polls went ahead of the new cancel"
     times = [float(r["t_mono"]) for r in log]
-    assert busiest_second(times) <= BUDGET + BUDGET / 10 + 1, busiest_second(times)
+    assert busiest_second(times) <= BUDGET + 1 + 1, busiest_second(times)  # the budget, its 1-token burst, 1 spare
     assert max(times) - min(times) > 5, "the run must be long enough to measure a rate"
 
 
