@@ -38,8 +38,8 @@ class Pollable(Protocol):
 
 
 _Entry = tuple[float, int, int, Pollable]  # due, order, ticket, follow
-#: Runners per account that take only cancels (besides the ``runners`` that take anything, cancels first).
-CANCEL_RUNNERS = 4
+#: Unsent cancels of one account running at once (each its own task, through retries and backoffs).
+CANCELS_AT_ONCE = 1_000
 
 
 class PollScheduler:
@@ -55,12 +55,16 @@ class PollScheduler:
         self._order = itertools.count()
         self._tickets = itertools.count(1)
         self._changed = asyncio.Event()
-        # A few runners serve only cancels: when every other runner waits for the budget inside a poll, a new
-        # cancel must still reach the account's gate at once, where it goes ahead of every waiting poll.
-        cancels_only = (self._cancels,)
+        # Cancels do not share the poll runners: when every runner waits for the budget inside a poll (or in a
+        # retry's backoff), a new cancel must still reach the account's gate at once, where it goes ahead of
+        # every waiting poll. Each unsent cancel gets its own task, up to CANCELS_AT_ONCE, so the backoffs of
+        # cancels retried through an outage overlap; beyond that they wait here as heap entries, not tasks.
+        polls = (self._urgent, self._routine)
+        self._cancel_slots = asyncio.Semaphore(CANCELS_AT_ONCE)
+        self._cancel_tasks: set[asyncio.Task[None]] = set()
         self._runners = [
-            *(asyncio.create_task(self._run(self._heaps), name=f"poll {name} #{i}") for i in range(runners)),
-            *(asyncio.create_task(self._run(cancels_only), name=f"cancel {name} #{i}") for i in range(CANCEL_RUNNERS)),
+            *(asyncio.create_task(self._run(polls), name=f"poll {name} #{i}") for i in range(runners)),
+            asyncio.create_task(self._dispatch_cancels(), name=f"cancels {name}"),
         ]
         self.polls = 0
         self.late_s = 0.0  # summed lateness of served polls (due → start), for the overdue metric
@@ -88,20 +92,34 @@ class PollScheduler:
         return sum(1 for heap in self._heaps for e in heap if e[0] < limit and e[2] == e[3].ticket)
 
     async def close(self) -> None:
-        for task in self._runners:
+        for task in [*self._runners, *self._cancel_tasks]:
             task.cancel()
-        await asyncio.gather(*self._runners, return_exceptions=True)
+        await asyncio.gather(*self._runners, *self._cancel_tasks, return_exceptions=True)
+
+    async def _dispatch_cancels(self) -> None:
+        while True:
+            await self._cancel_slots.acquire()
+            follow = await self._next((self._cancels,))
+            task = asyncio.create_task(self._one(follow), name=f"cancel in {self.name}")
+            self._cancel_tasks.add(task)
+            task.add_done_callback(self._cancel_done)
+
+    def _cancel_done(self, task: asyncio.Task[None]) -> None:
+        self._cancel_tasks.discard(task)
+        self._cancel_slots.release()
 
     async def _run(self, heaps: tuple[list[_Entry], ...]) -> None:
         while True:
-            follow = await self._next(heaps)
-            try:
-                delay = await follow.poll()
-            except Exception:  # a bug in one follow must not stop the account's polling
-                log.exception("polling failed unexpectedly in %s", self.name)
-                delay = None
-            if delay is not None and follow.ticket == 0:
-                self.schedule(follow, delay)
+            await self._one(await self._next(heaps))
+
+    async def _one(self, follow: Pollable) -> None:
+        try:
+            delay = await follow.poll()
+        except Exception:  # a bug in one follow must not stop the account's polling
+            log.exception("polling failed unexpectedly in %s", self.name)
+            delay = None
+        if delay is not None and follow.ticket == 0:
+            self.schedule(follow, delay)
 
     async def _next(self, heaps: tuple[list[_Entry], ...]) -> Pollable:
         while True:
