@@ -4,8 +4,10 @@ A follow between polls is an entry in a heap, not a sleeping task: 100,000 follo
 and a bounded set of runners (the account's ``max_concurrency``) serves them. When the account's request
 budget cannot serve every due poll on time, polls stretch fairly: the most overdue is served first, and
 nothing is dropped. Confirmation polls (the first GET after a cancel, a poll a newcomer waits on) have a heap
-of their own that is served before routine polls, and cancels not yet sent one before both; the ``AccountGate``
-then puts every cancel attempt (retries too) ahead of every GET on the wire.
+of their own that is served before routine polls. Cancels not yet sent have a lane apart: each runs as its
+own task as soon as it is due (up to ``CANCELS_AT_ONCE`` per account, the rest wait as heap entries), so a
+cancel never waits for a poll runner, and the ``AccountGate`` then puts every cancel attempt (retries too)
+ahead of every GET on the wire.
 
 Entries are never removed in place: rescheduling a follow bumps its ``ticket`` and the old entry is skipped
 when it reaches the top, which keeps every operation O(log n).
