@@ -129,9 +129,6 @@ class Dispatcher:
     def oldest_follow_age(self) -> float:
         return max((time.time() - f.since for f in self._follows.values()), default=0.0)
 
-    def follows(self) -> list[Follow]:
-        return list(self._follows.values())
-
     # --- intake ---------------------------------------------------------------------------------------------
     def submit(self, record: Record, offsets: PartitionOffsets) -> None:
         task = asyncio.create_task(self._handle(record, offsets), name=f"command {record.partition}@{record.offset}")
@@ -267,11 +264,8 @@ class Dispatcher:
         )  # the closure keeps these strings, not the whole command
 
         def on_final(event: BatchStateEvent) -> None:
-            self._waiting -= 1
-            outcome = event.outcome or Outcome.ACCEPTED
+            outcome = self._final(event, context)
             context.span.set_attribute("bcw.outcome", outcome.value)
-            metrics.COMMANDS.labels(outcome.value).inc()
-            metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
             context.span.end()
             log.info(
                 "command finished: %s",
@@ -300,6 +294,15 @@ class Dispatcher:
             log.info("command %s is already being followed; not following it twice", command.command_id)
             context.span.end()
 
+    def _final(self, event: BatchStateEvent, context: object) -> Outcome:
+        """What every final event of a followed command counts: its outcome, its latency, one fewer waiting."""
+        self._waiting -= 1
+        outcome = event.outcome or Outcome.ACCEPTED
+        metrics.COMMANDS.labels(outcome.value).inc()
+        if isinstance(context, CommandContext):
+            metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
+        return outcome
+
     def _track(self, sub: Subscriber, partition: int, batch_id: str) -> None:
         """Metrics and the log line for a resumed command's final event."""
         self._waiting += 1
@@ -307,11 +310,7 @@ class Dispatcher:
         command_id = sub.command_id
 
         def on_final(event: BatchStateEvent) -> None:
-            self._waiting -= 1
-            outcome = event.outcome or Outcome.ACCEPTED
-            metrics.COMMANDS.labels(outcome.value).inc()
-            if isinstance(context, CommandContext):
-                metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
+            outcome = self._final(event, context)
             log.info(
                 "command finished: %s (resumed)",
                 outcome.value,

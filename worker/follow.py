@@ -437,10 +437,6 @@ class Follow:
         """Still following and taking newcomers (not ended, not handed over)."""
         return not self._ended and not self.stopping
 
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
     def start(self) -> None:
         """Queue the cancel (ahead of every poll of the account), or, when a previous owner's was accepted,
         poll soon. A cancel waiting for the budget is a heap entry, not a task: 100,000 arriving at once
@@ -646,10 +642,6 @@ class StateWrites:
             self._tasks = [asyncio.create_task(self._run(), name=f"state writer #{i}") for i in range(self._writers)]
         self._queue.append(follow)
         self._ready.set()
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
 
     async def _run(self) -> None:
         while True:

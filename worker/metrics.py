@@ -37,7 +37,6 @@ __all__ = [
     "PAUSED_PARTITIONS",
     "PROVIDER_REQUESTS",
     "READY",
-    "REGISTRY",
     "RESTORE_SECONDS",
     "RETRIES",
     "THROTTLED",

@@ -68,8 +68,6 @@ class PollScheduler:
             *(asyncio.create_task(self._run(polls), name=f"poll {name} #{i}") for i in range(runners)),
             asyncio.create_task(self._dispatch_cancels(), name=f"cancels {name}"),
         ]
-        self.polls = 0
-        self.late_s = 0.0  # summed lateness of served polls (due → start), for the overdue metric
 
     def schedule(self, follow: Pollable, delay: float, *, urgent: bool = False, cancel: bool = False) -> None:
         """Call ``follow.poll`` in ``delay`` seconds; replaces any earlier scheduling of it. ``cancel`` entries
@@ -130,10 +128,8 @@ class PollScheduler:
                 while heap and heap[0][2] != heap[0][3].ticket:  # rescheduled or unscheduled since
                     heapq.heappop(heap)
                 if heap and heap[0][0] <= now:
-                    due, _, _, follow = heapq.heappop(heap)
+                    _, _, _, follow = heapq.heappop(heap)
                     follow.ticket = 0  # taken: it reschedules itself from the poll's answer
-                    self.polls += 1
-                    self.late_s += now - due
                     return follow
             earliest = min((h[0][0] for h in heaps if h), default=None)
             self._changed.clear()
