@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
@@ -131,7 +130,37 @@ class Dispatcher:
 
     # --- intake ---------------------------------------------------------------------------------------------
     def submit(self, record: Record, offsets: PartitionOffsets) -> None:
-        task = asyncio.create_task(self._handle(record, offsets), name=f"command {record.partition}@{record.offset}")
+        """Decode, authorise and join a record's follow now; only a record going to the DLQ gets a task.
+
+        The poll loop calls this for every record, so the common path allocates no task and awaits nothing:
+        a valid command is a subscriber of its batch's follow when this returns.
+        """
+        context = self._tracing.command_context(record)
+        token = otel_context.attach(context.otel)  # log lines, and the DLQ task's context, carry the trace ids
+        try:
+            try:
+                command = self._decode(record)
+                if context.span.is_recording():
+                    context.span.set_attributes(
+                        {
+                            "bcw.command_id": command.command_id,
+                            "bcw.provider": command.provider,
+                            "bcw.account": command.account,
+                            "bcw.batch_id": command.batch_id,
+                        }
+                    )
+                self._join(record, offsets, command, context)
+                return
+            except InvalidCommand as exc:
+                context.span.set_attribute("bcw.outcome", Outcome.INVALID.value)
+                rejecting = self._invalid(record, offsets, exc, context)
+            except Exception as exc:  # a bug must park one record, never stall its partition's watermark
+                where = f"{record.topic}@{record.partition}:{record.offset}"
+                log.exception("internal error on %s; dead-lettering it", where)
+                rejecting = self._park(record, offsets, exc, context)
+            task = asyncio.create_task(rejecting, name=f"dead letter {record.partition}@{record.offset}")
+        finally:
+            otel_context.detach(token)
         tasks = self._tasks.setdefault(record.partition, set())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -210,34 +239,11 @@ class Dispatcher:
         await self._writes.close()
 
     # --- one command ----------------------------------------------------------------------------------------
-    async def _handle(self, record: Record, offsets: PartitionOffsets) -> None:
-        context = self._tracing.command_context(record)
-        token = otel_context.attach(context.otel)  # logs get trace ids; the follow task inherits the span
-        try:
-            try:
-                command = self._decode(record)
-            except InvalidCommand as exc:
-                context.span.set_attribute("bcw.outcome", Outcome.INVALID.value)
-                await self._reject(record, exc, context)
-                self._finished(record, offsets, Outcome.INVALID, context)
-                return
-            except Exception:  # noqa: BLE001 - a bug must park one record, never stall its partition's watermark
-                self._finished(record, offsets, await self._park(record, context), context)
-                return
-            context.span.set_attributes(
-                {
-                    "bcw.command_id": command.command_id,
-                    "bcw.provider": command.provider,
-                    "bcw.account": command.account,
-                    "bcw.batch_id": command.batch_id,
-                }
-            )
-            try:
-                await self._join(record, offsets, command, context)
-            except Exception:  # noqa: BLE001 - as above
-                self._finished(record, offsets, await self._park(record, context), context)
-        finally:
-            otel_context.detach(token)
+    async def _invalid(
+        self, record: Record, offsets: PartitionOffsets, exc: InvalidCommand, context: CommandContext
+    ) -> None:
+        await self._reject(record, exc, context)
+        self._finished(record, offsets, Outcome.INVALID, context)
 
     def _finished(self, record: Record, offsets: PartitionOffsets, outcome: Outcome, context: CommandContext) -> None:
         metrics.COMMANDS.labels(outcome.value).inc()
@@ -246,9 +252,7 @@ class Dispatcher:
         if not offsets.revoked:
             offsets.finished(record.offset)
 
-    async def _join(
-        self, record: Record, offsets: PartitionOffsets, command: CancelCommand, context: CommandContext
-    ) -> None:
+    def _join(self, record: Record, offsets: PartitionOffsets, command: CancelCommand, context: CommandContext) -> None:
         limit = min(command.follow_timeout_s or float("inf"), self._policy.max_follow)
         offset = record.offset  # the closure keeps the offset, not the record (its bytes and headers)
 
@@ -288,7 +292,7 @@ class Dispatcher:
             on_final=on_final,
         )
         follow = self._follow_for(record.partition, command)
-        if await follow.join(sub):
+        if follow.join(sub):
             self._waiting += 1
         else:  # a redelivery of a command the follow already has (restored): it keeps its original span
             log.info("command %s is already being followed; not following it twice", command.command_id)
@@ -387,18 +391,16 @@ class Dispatcher:
             metrics.CANCEL_ACCEPTED_SECONDS.observe(max(0.0, ctx.first_event_at - ctx.produced_at))
 
     # --- invalid input --------------------------------------------------------------------------------------
-    async def _park(self, record: Record, context: CommandContext) -> Outcome:
+    async def _park(self, record: Record, offsets: PartitionOffsets, error: Exception, context: CommandContext) -> None:
         """Dead-letter a record the worker failed on (``internal_error``), so its partition moves on.
 
-        The exception goes to the log with its traceback; the dead letter names only its type, because an
+        The exception went to the log with its traceback; the dead letter names only its type, because an
         exception message can carry anything. If even that fails, the record is logged and left behind:
         a partition stalled forever would stop every later command in it.
         """
-        log.exception("internal error on %s@%d:%d; dead-lettering it", record.topic, record.partition, record.offset)
-        kind = type(sys.exc_info()[1]).__name__
         exc = InvalidCommand(
             DeadLetterReason.INTERNAL_ERROR,
-            f"the worker failed on this record ({kind}); see its logs, fix, then replay",
+            f"the worker failed on this record ({type(error).__name__}); see its logs, fix, then replay",
             command_id=_command_id(record),
         )
         try:
@@ -407,7 +409,7 @@ class Dispatcher:
             log.exception(
                 "could not dead-letter %s@%d:%d either; skipping it", record.topic, record.partition, record.offset
             )
-        return Outcome.INVALID
+        self._finished(record, offsets, Outcome.INVALID, context)
 
     def _decode(self, record: Record) -> CancelCommand:
         command = decode_command(record.value, max_bytes=self._max_bytes)

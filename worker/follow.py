@@ -47,7 +47,7 @@ from worker.contract import (
     Outcome,
     WaitingCommand,
     failure_event,
-    state_event,
+    observed_event,
 )
 from worker.errors import GaveUp, Rejected
 
@@ -399,7 +399,7 @@ class Follow:
             callback()
 
     # --- subscribers --------------------------------------------------------------------------------------
-    async def join(self, sub: Subscriber) -> bool:
+    def join(self, sub: Subscriber) -> bool:
         """A command joins (True); a redelivered one (same ``command_id``) takes over its entry instead (False).
 
         A redelivery happens when a crash came after the state naming the command was written but before
@@ -566,8 +566,15 @@ class Follow:
         async with self._one_report():
             if sub.done or (snapshot.status == sub.last_status and not final):
                 return
-            event = state_event(
-                self._command(sub), snapshot, sub.last_status, final=final, already_terminal=self.already_terminal
+            event = observed_event(
+                sub.command_id,
+                self.provider_name,
+                self.account,
+                self.batch_id,
+                snapshot,
+                sub.last_status,
+                final=final,
+                already_terminal=self.already_terminal,
             )
             await self._publish(sub, event)
             sub.last_status = snapshot.status
@@ -576,16 +583,6 @@ class Follow:
             elif sub.in_record:
                 self.changed()  # what it was told is part of the state: a new owner must not tell it again
         faults.reached("event_published")
-
-    def _command(self, sub: Subscriber) -> CancelCommand:
-        """The command as events need it (id, batch, follow), built when an event is, not kept per command."""
-        return CancelCommand.model_construct(
-            command_id=sub.command_id,
-            provider=self.provider_name,
-            account=self.account,
-            batch_id=self.batch_id,
-            follow=sub.follow,
-        )
 
     def _finish(self, sub: Subscriber, event: BatchStateEvent) -> None:
         if sub.done:
@@ -618,7 +615,15 @@ class Follow:
         async with self._one_report():
             if sub.done:
                 return
-            event = command_failure(self._command(sub), outcome, detail, last_status=sub.last_status)
+            event = failure_event(
+                command_id=sub.command_id,
+                outcome=outcome,
+                detail=detail,
+                provider=self.provider_name,
+                account=self.account,
+                batch_id=self.batch_id,
+                last_status=sub.last_status,
+            )
             await self._publish(sub, event)
             self._finish(sub, event)
 

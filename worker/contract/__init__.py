@@ -29,6 +29,7 @@ from worker.contract.event import (
     event_headers,
     event_key,
     failure_event,
+    observed_event,
     state_event,
 )
 from worker.contract.follow_state import (
@@ -89,5 +90,6 @@ __all__ = [
     "event_headers",
     "event_key",
     "failure_event",
+    "observed_event",
     "state_event",
 ]

@@ -184,14 +184,40 @@ def state_event(
     observed_at: datetime | None = None,
 ) -> BatchStateEvent:
     """An observed state; ``final`` makes it the command's outcome (the terminal state, or ``accepted``)."""
+    return observed_event(
+        command.command_id,
+        command.provider,
+        command.account,
+        command.batch_id,
+        snapshot,
+        previous,
+        final=final,
+        already_terminal=already_terminal,
+        observed_at=observed_at,
+    )
+
+
+def observed_event(  # noqa: PLR0917 - the four fields of a command, then state_event's own
+    command_id: str,
+    provider: str,
+    account: str,
+    batch_id: str,
+    snapshot: BatchSnapshot,
+    previous: BatchStatus | None,
+    *,
+    final: bool,
+    already_terminal: bool = False,
+    observed_at: datetime | None = None,
+) -> BatchStateEvent:
+    """``state_event`` from the command's fields: a follow keeps those strings, not a command model."""
     outcome = (Outcome(snapshot.status.value) if snapshot.terminal else Outcome.ACCEPTED) if final else None
     what = f"final\x1f{outcome}" if outcome else f"state\x1f{snapshot.status}\x1f{snapshot.provider_status}"
     return BatchStateEvent(
-        event_id=_event_id(command.command_id, command.key, what),
-        command_id=command.command_id,
-        provider=command.provider,
-        account=command.account,
-        batch_id=command.batch_id,
+        event_id=_event_id(command_id, batch_key(provider, account, batch_id), what),
+        command_id=command_id,
+        provider=provider,
+        account=account,
+        batch_id=batch_id,
         final=final,
         outcome=outcome,
         status=snapshot.status,
