@@ -130,10 +130,11 @@ class Worker:
         try:
             await self.consumer.start()
             log.info(
-                "worker started: consuming %s as group %s, %d providers",
+                "worker started: consuming %s as group %s, %d providers, on the %s event loop",
                 self.settings.commands_topic,
                 self.settings.group_id,
                 len(self.clients),
+                type(asyncio.get_running_loop()).__module__.split(".")[0],
             )
             await self.consumer.run(self.stop)
         finally:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
 
-    from worker import app
+    from worker import app, loop
 
     try:
         if args.command == "check-config":
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(f"{n} ({p.dialect}: {', '.join(p.accounts)})" for n, p in providers.providers.items())
             print(f"configuration OK: {names}")
             return 0
-        return asyncio.run(app.run(settings))
+        return loop.run(app.run(settings), settings.event_loop)
     except ConfigError as exc:
         logging.getLogger("worker").error("configuration error: %s", exc)
         print(f"batch-cancel-worker: configuration error: {exc}", file=sys.stderr)

@@ -246,6 +246,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics, /livez, /readyz; 0 = off.")
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="auto: uvloop when installed (it is, in the image), else asyncio's own loop."
+    )
 
     @model_validator(mode="after")
     def _intervals(self) -> Settings:

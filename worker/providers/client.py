@@ -24,7 +24,7 @@ from worker.contract import BATCH_ID_PATTERN, BatchSnapshot, BatchStatus
 from worker.errors import AlreadyTerminal, Rejected, Retryable
 from worker.providers.base import Dialect, Op, decode_body
 from worker.retry import RetryPolicy, call_with_retry, parse_quota
-from worker.telemetry import TRACER
+from worker.telemetry import TRACER, exporting
 
 __all__ = ["CancelResult", "ProviderClient"]
 
@@ -59,6 +59,7 @@ class ProviderClient:
         self.dialect = dialect.name
         self._dialect = dialect
         self._http = http
+        self._base = str(http.base_url)  # httpx keeps a base URL's path with a trailing slash
         self._keys = dict(keys)
         self.gates = {account: AccountGate(max_concurrency, max_requests_per_s) for account in keys}
         self._policy = policy
@@ -95,14 +96,15 @@ class ProviderClient:
         # Defence in depth: the contract already validated the id, but it is about to become part of a URL.
         if not _BATCH_ID.fullmatch(batch_id) or ".." in batch_id:
             raise Rejected(None, "invalid_batch_id", "batch id does not match the allowed pattern")
-        path = path_for(quote(batch_id, safe=""))
+        # An absolute URL: httpx would otherwise parse and re-join the relative path with base_url on every call.
+        url = self._base + path_for(quote(batch_id, safe="")).lstrip("/")
         gate = self.gates[account]
         headers = self._dialect.auth_headers(key.get_secret_value())
 
         async def attempt() -> BatchSnapshot:
             async with gate.enter(priority):
                 try:
-                    response = await self._http.request(method, path, headers=headers)
+                    response = await self._http.request(method, url, headers=headers)
                 except httpx.UnsupportedProtocol as exc:
                     raise Rejected(None, "unsupported_protocol", str(exc)) from None
                 except httpx.TransportError as exc:  # refused, reset, timed out, cut off mid-body
@@ -126,18 +128,20 @@ class ProviderClient:
             self._count(str(response.status_code), _RESULTS.get(type(error), "error"))
             raise error
 
-        span_name = f"{op} batch"
+        what = f"{self.name} {op} {batch_id}"
+        if not exporting():  # nobody would see the span: skip it (the HTTP spans are skipped the same way)
+            return await call_with_retry(attempt, policy=self._policy, what=what, on_retry=self._retried)
         attributes = {"bcw.provider": self.name, "bcw.dialect": self.dialect, "bcw.batch_id": batch_id, "bcw.op": op}
-        with TRACER.start_as_current_span(span_name, kind=SpanKind.INTERNAL, attributes=attributes) as span:
+        with TRACER.start_as_current_span(f"{op} batch", kind=SpanKind.INTERNAL, attributes=attributes) as span:
 
             def on_retry(attempt_number: int, error: BaseException | None, wait_s: float) -> None:
-                cause = _cause_label(error)
-                metrics.RETRIES.labels(self.name, cause).inc()
-                span.add_event("retry", {"attempt": attempt_number, "cause": cause, "wait_s": wait_s})
+                self._retried(attempt_number, error, wait_s)
+                span.add_event("retry", {"attempt": attempt_number, "cause": _cause_label(error), "wait_s": wait_s})
 
-            return await call_with_retry(
-                attempt, policy=self._policy, what=f"{self.name} {op} {batch_id}", on_retry=on_retry
-            )
+            return await call_with_retry(attempt, policy=self._policy, what=what, on_retry=on_retry)
+
+    def _retried(self, attempt_number: int, error: BaseException | None, wait_s: float) -> None:
+        metrics.RETRIES.labels(self.name, _cause_label(error)).inc()
 
     def _count(self, status: str, result: str) -> None:
         metrics.PROVIDER_REQUESTS.labels(self.name, self.dialect, status, result).inc()

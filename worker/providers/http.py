@@ -1,11 +1,9 @@
 """How the worker's HTTP clients are built: one pooled ``httpx.AsyncClient`` per provider.
 
 The httpx API is kept (timeouts, headers, ``MockTransport`` in tests, OpenTelemetry's httpx instrumentation)
-but the transport underneath is httpx-aiohttp's ``AiohttpTransport``: httpx 0.28's own transport
-(httpcore) slows down as concurrency grows (encode/httpx#3215), and measured on this project's 2-core machine
-against the emulator (``python -m bench.http_transport``) the aiohttp transport was several times faster at
-16 and 64 concurrent requests. ``AsyncOpenTelemetryTransport`` and ``HTTPXClientInstrumentor.instrument_client``
-both wrap whatever transport the client holds, so tracing still works.
+but the transport underneath is ``worker.providers.transport.LeanAiohttpTransport``, chosen by benchmark
+(``python -m bench.http_transport``, docs/benchmarks.md). ``HTTPXClientInstrumentor.instrument_client`` wraps
+whatever transport the client holds, so tracing still works.
 
 Timeouts are explicit because the defaults (5 s for everything) are wrong both ways: a slow provider answer
 should get ``read_timeout_s``, a dead host should fail within ``connect_timeout_s``. Redirects are not followed:
@@ -17,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from worker.config import ProviderConfig
+from worker.providers.transport import LeanAiohttpTransport
 from worker.telemetry import exporting
 
 __all__ = ["USER_AGENT", "TransportFactory", "build_http_client", "default_transport"]
@@ -39,7 +37,7 @@ def _limits(config: ProviderConfig) -> httpx.Limits:
 
 def default_transport(config: ProviderConfig) -> httpx.AsyncBaseTransport:
     """The measured-fastest transport that still speaks httpx (see the module docstring)."""
-    return AiohttpTransport(limits=_limits(config))
+    return LeanAiohttpTransport(_limits(config))
 
 
 def build_http_client(

@@ -1,0 +1,40 @@
+"""Which event loop the worker runs on: uvloop when it is installed (the default), asyncio's own otherwise.
+
+Measured with ``python -m bench`` (docs/benchmarks.md): on uvloop the same worker spends less CPU per
+command, most of it in socket writes and callback scheduling, which is where asyncio's pure-Python loop
+is slowest. Nothing in the worker depends on the loop it runs on: the test suite runs on asyncio's, the
+reliability suite's worker processes on the default, and ``BCW_EVENT_LOOP=asyncio`` is the way back if a
+platform lacks uvloop or a bug is suspected in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, TypeVar
+
+from worker.config import ConfigError
+
+__all__ = ["EventLoopChoice", "loop_factory", "run"]
+
+T = TypeVar("T")
+EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
+
+
+def loop_factory(choice: EventLoopChoice) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """``(name, factory)`` of the loop ``choice`` names; ``auto`` is uvloop when it can be imported."""
+    installed = importlib.util.find_spec("uvloop") is not None
+    if choice == "asyncio" or (choice == "auto" and not installed):
+        return "asyncio", asyncio.new_event_loop
+    if not installed:
+        raise ConfigError("BCW_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop, or use auto)")
+    import uvloop
+
+    return "uvloop", uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice = "auto") -> T:
+    _, factory = loop_factory(choice)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
