@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from devstack.broker import free_port
+from worker.providers.http import ApiClient
 from worker.providers.transport import LeanAiohttpTransport
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -117,3 +118,22 @@ async def test_body_cut_off_is_a_protocol_error(serve: Callable[[Handler], Await
     async with _client(await serve(handler)) as client:
         with pytest.raises(httpx.RemoteProtocolError):
             await client.get("/b")
+
+
+async def test_a_cookie_one_answer_sets_never_rides_on_the_next_request(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """One client serves every account of a provider: an edge's cookie must not cross from one to the next."""
+    sent: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        sent.append(request.headers.get("Cookie"))
+        return web.json_response({}, headers={"Set-Cookie": "__edge=abc; Path=/"})
+
+    base_url = await serve(handler)
+    limits = httpx.Limits(max_connections=1)
+    async with ApiClient(base_url=base_url, transport=LeanAiohttpTransport(limits), trust_env=False) as client:
+        first = await client.get("/b", headers={"Authorization": "Bearer account-a"})
+        await client.get("/b", headers={"Authorization": "Bearer account-b"})
+    assert first.headers["set-cookie"].startswith("__edge=")
+    assert sent == [None, None] and len(client.cookies) == 0
