@@ -1,7 +1,8 @@
 """Which HTTP transport should the provider clients use? Measure it: ``python -m bench.http_transport``.
 
-Starts the emulator, then for each transport (httpx's default, httpx-aiohttp's ``AiohttpTransport`` under
-the same ``httpx.AsyncClient`` API, and raw aiohttp as the ceiling) runs ``--requests`` GETs of one batch
+Starts the emulator, then for each transport under the same ``httpx.AsyncClient`` API (httpx's default,
+httpx-aiohttp's ``AiohttpTransport``, the worker's own ``LeanAiohttpTransport``), and raw aiohttp as the
+ceiling, runs ``--requests`` GETs of one batch
 at 1, 16 and 64 concurrent workers (each stopping after ``--seconds``) and prints requests per second.
 Every response body is read and its status checked, as the worker does.
 """
@@ -19,6 +20,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from worker.emulator.testing import DEFAULT_KEY, Emulator
+from worker.providers.transport import LeanAiohttpTransport
 
 Fetch = Callable[[], Awaitable[int]]
 HEADERS = {"Authorization": f"Bearer {DEFAULT_KEY}"}
@@ -41,9 +43,15 @@ async def _drive(fetch: Fetch, concurrency: int, requests: int, seconds: float) 
     return done / (time.perf_counter() - start)
 
 
-async def _httpx(url: str, concurrency: int, args: argparse.Namespace, *, aiohttp_transport: bool) -> float:
+async def _httpx(
+    url: str, concurrency: int, args: argparse.Namespace, *, aiohttp_transport: bool, lean: bool = False
+) -> float:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    transport = AiohttpTransport(limits=limits) if aiohttp_transport else None
+    transport: httpx.AsyncBaseTransport | None = None
+    if lean:
+        transport = LeanAiohttpTransport(limits)
+    elif aiohttp_transport:
+        transport = AiohttpTransport(limits=limits)
     async with httpx.AsyncClient(transport=transport, limits=limits, headers=HEADERS, trust_env=False) as client:
 
         async def fetch() -> int:
@@ -76,6 +84,7 @@ def main() -> None:
     runners: dict[str, Callable[[str, int], Coroutine[Any, Any, float]]] = {
         "httpx default (httpcore)": lambda u, c: _httpx(u, c, args, aiohttp_transport=False),
         "httpx + AiohttpTransport": lambda u, c: _httpx(u, c, args, aiohttp_transport=True),
+        "httpx + LeanAiohttpTransport": lambda u, c: _httpx(u, c, args, aiohttp_transport=True, lean=True),
         "raw aiohttp": lambda u, c: _aiohttp(u, c, args),
     }
     with Emulator() as emulator:

@@ -62,6 +62,16 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         out.append(("≥ 20× the naive loop", f"{tp / naive:,.0f}×", tp / naive >= 20))
     if tp and http:
         out.append(("≥ 50 % of the HTTP ceiling", f"{tp / http:.0%}", tp / http >= 0.5))
+    client = r.get("http_ceiling", {}).get("provider_client_rps")
+    httpx_rps = r.get("http_ceiling", {}).get("httpx_aiohttp_transport_rps")
+    if tp and naive:
+        out.append(("≥ 40× the naive loop", f"{tp / naive:,.0f}×", tp / naive >= 40))
+    if tp and client:
+        share = tp / (client / 2)
+        out.append(("worker ≥ 0.8 × its own ProviderClient ceiling", f"{share:.2f}", share >= 0.8))
+    if client and httpx_rps:
+        share = client / httpx_rps
+        out.append(("ProviderClient ≥ 0.85 × httpx on the aiohttp transport", f"{share:.2f}", share >= 0.85))
     fol = r.get("follows")
     if fol:
         ok = fol["worker_peak_rss_mb"] < 250 and fol["complete"]
@@ -171,10 +181,13 @@ def _throughput_rows(r: dict[str, Any]) -> list[str]:
     if http:
         c = http["concurrency"]
         for label, key in (
-            (f"HTTP ceiling: raw aiohttp GETs, c={c}", "raw_aiohttp"),
-            (f"httpx on the aiohttp transport, c={c}", "httpx_aiohttp_transport"),
-            (f"the worker's ProviderClient (+ OTel, tenacity), c={c}", "provider_client"),
+            (f"HTTP ceiling: raw aiohttp, cancel + retrieve, c={c}", "raw_aiohttp"),
+            (f"httpx on httpx-aiohttp's transport, c={c}", "httpx_aiohttp_transport"),
+            (f"httpx on the worker's lean transport, c={c}", "httpx_lean_transport"),
+            (f"the worker's ProviderClient (+ budget gate, tenacity, parsing), c={c}", "provider_client"),
         ):
+            if f"{key}_rps" not in http:  # a results file from before the row existed
+                continue
             rps, cpu_ms = http[f"{key}_rps"], http[f"{key}_cpu_ms"]
             add(
                 f"| {label}: {_f(rps)} req/s ÷ 2 requests per command | – | {_f(rps / 2)} "

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
+import json
 import os
 import re
 import shutil
@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.http_transport import _aiohttp, _httpx
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
 from bench.stack import (
     PROVIDER,
     Observer,
@@ -33,6 +36,7 @@ from bench.stack import (
 )
 from devstack.broker import KafkaBroker
 from worker.emulator.testing import DEFAULT_KEY, Emulator
+from worker.providers.transport import LeanAiohttpTransport
 
 __all__ = [
     "FAST_FOLLOW",
@@ -53,6 +57,7 @@ __all__ = [
 
 #: The worker's per-account HTTP concurrency (``max_concurrency`` default); the HTTP ceiling uses the same.
 HTTP_CONCURRENCY = 32
+AUTH = {"Authorization": f"Bearer {DEFAULT_KEY}"}
 #: Throughput and latency runs: the emulator cancels at once, so one GET 50 ms later sees ``cancelled``.
 FAST_FOLLOW = {"BCW_FOLLOW_INITIAL_INTERVAL_S": "0.05", "BCW_FOLLOW_MAX_INTERVAL_S": "1"}
 
@@ -265,66 +270,114 @@ async def kafka_ceiling(ctx: Context, n: int) -> dict[str, Any]:
     return await _baseline(ctx, "relay", n, seconds=max(60.0, n / 100))
 
 
-async def _timed(run: Coroutine[Any, Any, float]) -> tuple[float, float]:
-    """``(requests/s, CPU ms of this process per request)`` of one load from ``bench.http_transport``."""
-    before = time.process_time()
-    started = time.perf_counter()
-    rate = await run
-    requests = rate * (time.perf_counter() - started)
-    return rate, (time.process_time() - before) * 1000 / max(requests, 1)
+Call = Callable[[str, str], Awaitable[int]]  # (method, path under the base URL) -> HTTP status
 
 
-async def _provider_client(ctx: Context, emulator: Emulator, pairs: int, seconds: float) -> tuple[float, float]:
-    """The worker's own ``ProviderClient`` (httpx + aiohttp transport + OTel + tenacity): cancel then retrieve."""
+async def _pairs(call: Call, batch_ids: list[str], seconds: float) -> tuple[float, float]:
+    """``(requests/s, CPU ms of this process per request)``: cancel then retrieve each batch, as the worker
+    does, from ``HTTP_CONCURRENCY`` loops until the batches or ``seconds`` run out (after a short warm-up)."""
+    ids = iter(batch_ids)
+    done = 0
+
+    async def loop(deadline: float) -> None:
+        nonlocal done
+        for batch_id in ids:
+            if time.perf_counter() > deadline:
+                return
+            for method, path in (("POST", f"/batches/{batch_id}/cancel"), ("GET", f"/batches/{batch_id}")):
+                status = await call(method, path)
+                if status != 200:
+                    raise RuntimeError(f"{method} {path}: unexpected status {status}")
+            done += 2
+
+    await asyncio.gather(*(loop(time.perf_counter() + 1.0) for _ in range(HTTP_CONCURRENCY)))
+    done = 0
+    before, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(loop(started + seconds) for _ in range(HTTP_CONCURRENCY)))
+    wall, cpu = time.perf_counter() - started, time.process_time() - before
+    return done / wall, cpu * 1000 / max(done, 1)
+
+
+async def _raw_aiohttp(base: str, batch_ids: list[str], seconds: float) -> tuple[float, float]:
+    connector = aiohttp.TCPConnector(limit=HTTP_CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+
+        async def call(method: str, path: str) -> int:
+            async with session.request(method, base + path) as response:
+                json.loads(await response.read())
+                return response.status
+
+        return await _pairs(call, batch_ids, seconds)
+
+
+async def _httpx_on(
+    transport: httpx.AsyncBaseTransport, base: str, batch_ids: list[str], seconds: float
+) -> tuple[float, float]:
+    limits = httpx.Limits(max_connections=HTTP_CONCURRENCY, max_keepalive_connections=HTTP_CONCURRENCY)
+    async with httpx.AsyncClient(transport=transport, limits=limits, headers=AUTH, trust_env=False) as client:
+
+        async def call(method: str, path: str) -> int:
+            response = await client.request(method, base + path)
+            response.json()
+            return response.status_code
+
+        return await _pairs(call, batch_ids, seconds)
+
+
+async def _provider_client(ctx: Context, base: str, batch_ids: list[str], seconds: float) -> tuple[float, float]:
+    """The worker's own ``ProviderClient`` (httpx, its transport, budget gate, tenacity, parsing, metrics)."""
     from worker.config import load_providers
     from worker.providers import build_clients
 
     os.environ.setdefault("BENCH_KEY", DEFAULT_KEY)
     providers = ctx.log_dir / "providers-client.yaml"
     providers.write_text(
-        f"providers:\n  {PROVIDER}:\n    dialect: {PROVIDER}\n    base_url: {emulator.base_url(PROVIDER)}\n"
-        "    max_requests_per_s: 100000\n    accounts:\n      default: { api_key_env: BENCH_KEY }\n"
+        f"providers:\n  {PROVIDER}:\n    dialect: {PROVIDER}\n    base_url: {base}\n"
+        f"    max_requests_per_s: 100000\n    max_concurrency: {HTTP_CONCURRENCY}\n"
+        "    accounts:\n      default: { api_key_env: BENCH_KEY }\n"
     )
     client = build_clients(load_providers(providers))[PROVIDER]
-    batch_ids = iter(emulator.create_batches(PROVIDER, pairs, cancelling_polls=0))
-    deadline = time.perf_counter() + seconds
-    done = 0
 
-    async def one() -> None:
-        nonlocal done
-        for batch_id in batch_ids:
-            if time.perf_counter() > deadline:
-                return
+    async def call(method: str, path: str) -> int:
+        batch_id = path.split("/")[2]
+        if method == "POST":
             await client.cancel("default", batch_id)
+        else:
             await client.retrieve("default", batch_id)
-            done += 2
+        return 200
 
     try:
-        before, started = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(HTTP_CONCURRENCY)))
-        wall, cpu = time.perf_counter() - started, time.process_time() - before
+        return await _pairs(call, batch_ids, seconds)
     finally:
         await client.aclose()
-    return done / wall, cpu * 1000 / max(done, 1)
 
 
 async def http_ceiling(ctx: Context) -> dict[str, Any]:
-    """Requests/s and client CPU per request to the emulator at the worker's concurrency, layer by layer."""
+    """Requests/s and client CPU per request, layer by layer, each doing what the worker does per command: cancel
+    a fresh batch, then retrieve it, at the worker's concurrency, against the same emulator."""
     sizes = ctx.sizes
-    args = argparse.Namespace(requests=sizes.http_requests, seconds=sizes.http_seconds)
+    seconds = sizes.http_seconds
+    pairs = sizes.http_requests // 2
     with Emulator() as emulator:
-        batch_id = emulator.create_batch(PROVIDER)
-        url = f"{emulator.base_url(PROVIDER)}/batches/{batch_id}"
+        base = emulator.base_url(PROVIDER)
+
+        def fresh() -> list[str]:
+            return emulator.create_batches(PROVIDER, pairs, cancelling_polls=0)
+
         load_before = load_average()
-        raw, raw_cpu = await _timed(_aiohttp(url, HTTP_CONCURRENCY, args))
-        via_httpx, httpx_cpu = await _timed(_httpx(url, HTTP_CONCURRENCY, args, aiohttp_transport=True))
-        client, client_cpu = await _provider_client(ctx, emulator, sizes.http_requests // 2, sizes.http_seconds)
+        raw, raw_cpu = await _raw_aiohttp(base, fresh(), seconds)
+        limits = httpx.Limits(max_connections=HTTP_CONCURRENCY, max_keepalive_connections=HTTP_CONCURRENCY)
+        via_httpx, httpx_cpu = await _httpx_on(AiohttpTransport(limits=limits), base, fresh(), seconds)
+        lean, lean_cpu = await _httpx_on(LeanAiohttpTransport(limits), base, fresh(), seconds)
+        client, client_cpu = await _provider_client(ctx, base, fresh(), seconds)
     return {
         "concurrency": HTTP_CONCURRENCY,
         "raw_aiohttp_rps": raw,
         "raw_aiohttp_cpu_ms": raw_cpu,
         "httpx_aiohttp_transport_rps": via_httpx,
         "httpx_aiohttp_transport_cpu_ms": httpx_cpu,
+        "httpx_lean_transport_rps": lean,
+        "httpx_lean_transport_cpu_ms": lean_cpu,
         "provider_client_rps": client,
         "provider_client_cpu_ms": client_cpu,
         # The worker makes two requests per command (POST cancel, one GET); the ceiling in commands/s:
