@@ -27,9 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -179,8 +177,6 @@ class Follow:
         "_provider",
         "_publish",
         "_queued",
-        "_reporters",
-        "_reporting",
         "_scheduler",
         "_then",
         "_trace_of",
@@ -245,10 +241,6 @@ class Follow:
         self._then: Follow | None = None  # the next follow of this key, waiting for our last write
         self._on_written: Callable[[], None] | None = None
         self._ended = False
-        # A newcomer is reported to from its own task while the follow reports too: one report at a time. The
-        # lock exists only while someone reports (most of a follow's life nobody does).
-        self._reporting: asyncio.Lock | None = None
-        self._reporters = 0
 
     # --- building ----------------------------------------------------------------------------------------
     @classmethod
@@ -449,13 +441,16 @@ class Follow:
     async def _cancel(self) -> None:
         self.busy = True
         try:
-            async with self._guard():
-                result = await self._provider.cancel(self.account, self.batch_id)
-                self.cancel_accepted = True
-                self.already_terminal = bool(result.already_terminal)
-                faults.reached("cancel_accepted")
-                await self._observe(result.snapshot)
-                self.changed()
+            result = await self._provider.cancel(self.account, self.batch_id)
+            self.cancel_accepted = True
+            self.already_terminal = bool(result.already_terminal)
+            faults.reached("cancel_accepted")
+            await self._observe(result.snapshot)
+            self.changed()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see _failed: every waiting command gets a final answer
+            await self._failed(exc)
         finally:
             self.busy = False
         self._continue(self._policy.initial_interval, urgent=True)
@@ -472,16 +467,19 @@ class Follow:
         self.busy = True
         changed = False
         try:
-            async with self._guard():
-                await self._expire_subscribers()
-                if self.live and not self.stopping:
-                    priority = Priority.CONFIRM if self._confirming else Priority.POLL
-                    snapshot = await self._provider.retrieve(self.account, self.batch_id, priority=priority)
-                    self._confirming = False
-                    changed = snapshot.status != self.last_status
-                    await self._observe(snapshot)
-                    if changed:
-                        self.changed()
+            await self._expire_subscribers()
+            if self.live and not self.stopping:
+                priority = Priority.CONFIRM if self._confirming else Priority.POLL
+                snapshot = await self._provider.retrieve(self.account, self.batch_id, priority=priority)
+                self._confirming = False
+                changed = snapshot.status != self.last_status
+                await self._observe(snapshot)
+                if changed:
+                    self.changed()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see _failed
+            await self._failed(exc)
         finally:
             self.busy = False
         if self.stopping:
@@ -517,41 +515,20 @@ class Follow:
         if self._on_end is not None:
             self._on_end(self)
 
-    @asynccontextmanager
-    async def _one_report(self) -> AsyncIterator[None]:
-        if self._reporting is None:
-            self._reporting = asyncio.Lock()
-        lock = self._reporting
-        self._reporters += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._reporters -= 1
-            if self._reporters == 0:
-                self._reporting = None
-
-    @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
+    async def _failed(self, exc: Exception) -> None:
         """A provider's final answer (refused, retries exhausted) or a bug ends every waiting command."""
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise
-        except Rejected as exc:
-            await self._fail_all(
-                Outcome.REJECTED, FailureDetail(http_status=exc.http_status, code=exc.code, message=exc.message)
-            )
-        except GaveUp as exc:
-            await self._fail_all(
-                Outcome.GAVE_UP, FailureDetail(http_status=None, code="retries_exhausted", message=exc.cause)
-            )
-        except Exception as exc:
-            log.exception("following %s failed unexpectedly", self.batch_id)
-            detail = FailureDetail(
-                http_status=None, code="internal_error", message=f"{type(exc).__name__}: {exc}"[:500]
-            )
+        if isinstance(exc, Rejected):
+            detail = FailureDetail(http_status=exc.http_status, code=exc.code, message=exc.message)
+            await self._fail_all(Outcome.REJECTED, detail)
+        elif isinstance(exc, GaveUp):
+            detail = FailureDetail(http_status=None, code="retries_exhausted", message=exc.cause)
             await self._fail_all(Outcome.GAVE_UP, detail)
+        else:
+            log.error("following %s failed unexpectedly", self.batch_id, exc_info=exc)
+            message = f"{type(exc).__name__}: {exc}"[:500]
+            await self._fail_all(
+                Outcome.GAVE_UP, FailureDetail(http_status=None, code="internal_error", message=message)
+            )
 
     async def _observe(self, snapshot: BatchSnapshot) -> None:
         self.last_status = snapshot.status
@@ -561,27 +538,30 @@ class Follow:
                 await self._report(sub, snapshot)
 
     async def _report(self, sub: Subscriber, snapshot: BatchSnapshot) -> None:
-        """Publish to one subscriber what is new to it; finish it on a terminal state or when it did not follow."""
+        """Publish to one subscriber what is new to it; finish it on a terminal state or when it did not follow.
+
+        Reports need no lock: they happen only inside the follow's one call (``busy``), and joining is
+        synchronous, so no two of them interleave.
+        """
         final = snapshot.terminal or not sub.follow
-        async with self._one_report():
-            if sub.done or (snapshot.status == sub.last_status and not final):
-                return
-            event = observed_event(
-                sub.command_id,
-                self.provider_name,
-                self.account,
-                self.batch_id,
-                snapshot,
-                sub.last_status,
-                final=final,
-                already_terminal=self.already_terminal,
-            )
-            await self._publish(sub, event)
-            sub.last_status = snapshot.status
-            if final:
-                self._finish(sub, event)
-            elif sub.in_record:
-                self.changed()  # what it was told is part of the state: a new owner must not tell it again
+        if sub.done or (snapshot.status == sub.last_status and not final):
+            return
+        event = observed_event(
+            sub.command_id,
+            self.provider_name,
+            self.account,
+            self.batch_id,
+            snapshot,
+            sub.last_status,
+            final=final,
+            already_terminal=self.already_terminal,
+        )
+        await self._publish(sub, event)
+        sub.last_status = snapshot.status
+        if final:
+            self._finish(sub, event)
+        elif sub.in_record:
+            self.changed()  # what it was told is part of the state: a new owner must not tell it again
         faults.reached("event_published")
 
     def _finish(self, sub: Subscriber, event: BatchStateEvent) -> None:
@@ -612,20 +592,19 @@ class Follow:
                 await self._fail(sub, outcome, detail)
 
     async def _fail(self, sub: Subscriber, outcome: Outcome, detail: FailureDetail) -> None:
-        async with self._one_report():
-            if sub.done:
-                return
-            event = failure_event(
-                command_id=sub.command_id,
-                outcome=outcome,
-                detail=detail,
-                provider=self.provider_name,
-                account=self.account,
-                batch_id=self.batch_id,
-                last_status=sub.last_status,
-            )
-            await self._publish(sub, event)
-            self._finish(sub, event)
+        if sub.done:
+            return
+        event = failure_event(
+            command_id=sub.command_id,
+            outcome=outcome,
+            detail=detail,
+            provider=self.provider_name,
+            account=self.account,
+            batch_id=self.batch_id,
+            last_status=sub.last_status,
+        )
+        await self._publish(sub, event)
+        self._finish(sub, event)
 
 
 class StateWrites:
@@ -633,27 +612,23 @@ class StateWrites:
 
     A follow that changed is queued once, however often it changes before its turn, and a writer writes
     its newest state then; so 100,000 follows changing at once (a burst of cancels accepted) are 100,000
-    queue entries and ``writers`` writes on the wire, not 100,000 tasks each holding a record.
+    queue entries and ``writers`` writes on the wire, not 100,000 tasks each holding a record. An
+    ``asyncio.Queue`` wakes one idle writer per entry (an Event would wake all of them for each).
     """
 
     def __init__(self, writers: int = 256) -> None:
         self._writers = writers
-        self._queue: deque[Follow] = deque()
-        self._ready = asyncio.Event()
+        self._queue: asyncio.Queue[Follow] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
     def enqueue(self, follow: Follow) -> None:
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._run(), name=f"state writer #{i}") for i in range(self._writers)]
-        self._queue.append(follow)
-        self._ready.set()
+        self._queue.put_nowait(follow)
 
     async def _run(self) -> None:
         while True:
-            while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
-            follow = self._queue.popleft()
+            follow = await self._queue.get()
             try:
                 await follow.write_once()
             except Exception:  # a bug in one write must not stop the others; that follow restarts on a move
