@@ -7,7 +7,8 @@ and the Kafka ceiling run as their own processes too. In order:
 1. throughput of one worker (``--throughput`` commands, emulator cancels at once, 50 ms follow interval),
    the naive loop on fewer commands, the Kafka ceiling (consume + produce, no HTTP) and the HTTP ceiling
    (raw aiohttp at the worker's concurrency);
-2. latency at a steady ``--rate`` for ``--latency-seconds``;
+2. latency at a steady ``--rate`` for ``--latency-seconds``; then overload: 1.5 x the measured throughput for
+   as long, with in-flight commands bounded, to show intake pausing, memory bounded and every command ending;
 3. ``--follows`` batches that stay ``cancelling`` for ``--cancelling-seconds``: RSS, CPU, GET rate, finals;
    then a rolling restart of a worker holding ``--restore`` live follows: exit time, restore time, cancels
    re-sent;
@@ -40,7 +41,7 @@ from devstack.broker import KafkaBroker
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DOCS = ROOT.parent / "docs"
-ALL = ("throughput", "latency", "follows", "restore", "many", "storm", "scale", "profile")
+ALL = ("throughput", "latency", "overload", "follows", "restore", "many", "storm", "scale", "profile")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,6 +92,16 @@ def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+async def _overload(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    s = ctx.sizes
+    capacity = results.get("throughput", {}).get("commands_per_s") or s.rate
+    bound = scenarios.OVERLOAD_IN_FLIGHT
+    _say(f"overload: 1.5 x {capacity:.0f}/s for {s.latency_s:.0f} s, at most {bound:,} in flight")
+    results["overload"] = await scenarios.overload(ctx, capacity, s.latency_s)
+    o = results["overload"]
+    _say(f"  {o['finals']:,}/{o['commands']:,} finals, peak RSS {o['peaks']['rss_mb']:.0f} MB")
+
+
 async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any]) -> None:
     s = ctx.sizes
     if "throughput" in parts:
@@ -110,6 +121,8 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         _say(f"latency: {s.rate:.0f}/s for {s.latency_s:.0f} s")
         results["latency"] = await scenarios.latency(ctx, s.rate, s.latency_s)
         _say(f"  p99 publish→cancel {results['latency']['publish_to_cancel_call_ms']['p99']:.0f} ms")
+    if "overload" in parts:
+        await _overload(ctx, results)
     if "follows" in parts:
         _say(f"follows: {s.follows:,} batches cancelling {s.cancelling_s:.0f} s")
         results["follows"] = await scenarios.concurrent_follows(ctx, s.follows, s.cancelling_s, s.follow_max_interval_s)

@@ -86,6 +86,11 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     if lat:
         p99 = lat["publish_to_cancel_call_ms"]["p99"]
         out.append((f"p99 publish→cancel call < 100 ms at {lat['rate']:.0f}/s", f"{p99:.0f} ms", p99 < 100))
+    o = r.get("overload")
+    if o:
+        ok = o["finals"] == o["commands"] and o["worker_alive"] and o["peaks"]["in_flight"] <= o["max_in_flight"] * 1.1
+        measured = f"{o['finals']:,}/{o['commands']:,} finals, peak {o['peaks']['rss_mb']:.0f} MB"
+        out.append(("at 1.5 × capacity: intake paused, bounded, every command ends", measured, ok))
     return out
 
 
@@ -94,6 +99,7 @@ def table(r: dict[str, Any]) -> str:
     sections = (
         _throughput_rows,
         _latency_rows,
+        _overload_rows,
         _follow_rows,
         _restore_rows,
         _many_rows,
@@ -194,6 +200,29 @@ def _throughput_rows(r: dict[str, Any]) -> list[str]:
                 f"| {_f(_ratio(ours, rps / 2), 2)} | {_f(2 * cpu_ms, 2)} |"
             )
     return lines
+
+
+def _overload_rows(r: dict[str, Any]) -> list[str]:
+    o = r.get("overload")
+    if not o:
+        return []
+    p = o["peaks"]
+    paused = p["paused_samples"] / max(p["samples"], 1)
+    return [
+        f"| overload: {o['achieved_rate']:,.0f}/s offered (1.5 × {o['capacity']:,.0f}/s) for {o['seconds']:.0f} s, "
+        f"at most {o['max_in_flight']:,} in flight | p50 | p95 | p99 | max |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {label} (ms) | " + " | ".join(_f(o[key][q], 1) for q in ("p50", "p95", "p99", "max")) + " |"
+            for label, key in (
+                ("publish → cancel request at the provider", "publish_to_cancel_call_ms"),
+                ("publish → final event read by a consumer", "publish_to_final_seen_ms"),
+            )
+        ),
+        f"| finals {o['finals']:,} of {o['commands']:,}, completed at {o['completed_per_s']:,.0f}/s; "
+        f"peak in flight {p['in_flight']:,.0f}; intake paused in {paused:.0%} of samples; "
+        f"peak RSS {p['rss_mb']:.0f} MB; worker {'alive' if o['worker_alive'] else 'DEAD'} |||||",
+    ]
 
 
 def _latency_rows(r: dict[str, Any]) -> list[str]:

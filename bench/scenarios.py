@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -12,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -387,14 +390,51 @@ async def http_ceiling(ctx: Context) -> dict[str, Any]:
     }
 
 
-async def latency(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
-    """A steady ``rate``: publish → cancel request at the emulator, and publish → final event seen."""
+def _gauges(port: int, names: tuple[str, ...]) -> dict[str, float]:
+    """Current values of some unlabelled gauges from a worker's /metrics (empty when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except (urllib.error.URLError, OSError):
+        return {}
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            out[name] = float(value)
+    return out
+
+
+async def _sample(worker: WorkerProc, stop: asyncio.Event, every: float = 0.5) -> dict[str, float]:
+    """Peaks of the worker's RSS, commands in flight and paused partitions while ``stop`` is not set."""
+    peaks = {"rss_mb": 0.0, "in_flight": 0.0, "paused_partitions": 0.0, "paused_samples": 0.0, "samples": 0.0}
+    names = ("bcw_commands_in_flight", "bcw_paused_partitions")
+    while not stop.is_set():
+        gauges = await asyncio.to_thread(_gauges, worker.port, names)
+        peaks["rss_mb"] = max(peaks["rss_mb"], rss_mb(worker.pid))
+        peaks["in_flight"] = max(peaks["in_flight"], gauges.get("bcw_commands_in_flight", 0.0))
+        paused = gauges.get("bcw_paused_partitions", 0.0)
+        peaks["paused_partitions"] = max(peaks["paused_partitions"], paused)
+        peaks["paused_samples"] += paused > 0
+        peaks["samples"] += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+    return peaks
+
+
+async def latency(ctx: Context, rate: float, seconds: float, **env: str) -> dict[str, Any]:
+    """A steady ``rate``: publish → cancel request at the emulator, and publish → final event seen.
+
+    Also samples the worker's RSS, commands in flight and paused partitions; ``env`` configures the worker
+    (the overload run bounds its in-flight commands to show back-pressure)."""
     n = int(rate * seconds)
     with Emulator() as emulator:
         topics = Topics(ctx.broker, 6)
         batch_ids = emulator.create_batches(PROVIDER, n, prefix=f"lat{topics.tag}_", cancelling_polls=0)
-        (worker,) = await _start_workers(ctx, topics, emulator, 1, **FAST_FOLLOW)
+        (worker,) = await _start_workers(ctx, topics, emulator, 1, **FAST_FOLLOW, **env)
         observer = Observer(topics.bootstrap, topics.events)
+        sampling = asyncio.Event()
+        sampler = asyncio.create_task(_sample(worker, sampling))
         try:
             await observer.start()
             load_before = load_average()
@@ -402,6 +442,8 @@ async def latency(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
             t0 = time.monotonic()
             sent, batch_of, achieved = await publish_paced(topics.bootstrap, topics.commands, batch_ids, rate)
             complete = await observer.wait_finals(set(sent), max(60.0, n / 25))
+            sampling.set()
+            peaks = await sampler
             cpu = worker.cpu() - cpu0
             wall = time.monotonic() - t0
             cancel_at: dict[str, float] = {}
@@ -423,6 +465,11 @@ async def latency(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
                 "publish_to_final_produced_ms": percentiles(to_final_sent),
                 "worker_cpu_share": cpu / wall,
                 "worker_peak_rss_mb": peak_rss_mb(worker.pid),
+                "worker_alive": worker.alive(),
+                "peaks": peaks,
+                "finals": len(to_final),
+                "completed_per_s": _completed_per_s(sent, observer.final_seen),
+                "env": env,
                 "load_before": load_before,
                 "load_after": load_average(),
                 "samples_ms": {
@@ -432,9 +479,28 @@ async def latency(ctx: Context, rate: float, seconds: float) -> dict[str, Any]:
                 "cancel_timeline": [(round(t, 3), round(v, 2)) for t, v in timeline[:: max(1, len(timeline) // 3000)]],
             }
         finally:
+            sampling.set()
+            await asyncio.gather(sampler, return_exceptions=True)
             await observer.stop()
             worker.stop()
     return result
+
+
+def _completed_per_s(sent: dict[str, float], finals: dict[str, float]) -> float:
+    """Finals per second from the first publish to the last final seen."""
+    done = [finals[c] for c in sent if c in finals]
+    return len(done) / max(max(done) - min(sent.values()), 1e-9) if done else 0.0
+
+
+#: The overload run's bound on commands in flight: small, so that back-pressure (paused intake) shows within a
+#: minute; production's default is 100,000 (``BCW_MAX_IN_FLIGHT``).
+OVERLOAD_IN_FLIGHT = 2_000
+
+
+async def overload(ctx: Context, capacity: float, seconds: float) -> dict[str, Any]:
+    """1.5 x the measured capacity for ``seconds``: intake pauses, memory stays bounded, every command finishes."""
+    result = await latency(ctx, 1.5 * capacity, seconds, BCW_MAX_IN_FLIGHT=str(OVERLOAD_IN_FLIGHT))
+    return result | {"capacity": capacity, "max_in_flight": OVERLOAD_IN_FLIGHT}
 
 
 _RESUMED = re.compile(r"resumed (\d+) follows of partitions \[[\d, ]*\] in ([\d.]+)s")
