@@ -233,6 +233,9 @@ async def retry_until_done(
         sleep = state.next_action.sleep if state.next_action is not None else 0.0
         on_retry(state.attempt_number + 1, error or RuntimeError("unknown"), sleep)
 
+    async def attempt() -> T:  # tenacity calls, without awaiting, anything not defined with ``async def``
+        return await fn()
+
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(retry_if),
         wait=lambda state: wait(state.attempt_number + 1),
@@ -241,4 +244,4 @@ async def retry_until_done(
         sleep=asyncio.sleep,  # a zero wait still yields: a loop that never awaits would starve every other task
         reraise=True,
     )
-    return await retrying(fn)
+    return await retrying(attempt)
