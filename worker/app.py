@@ -45,12 +45,7 @@ def _load(settings: Settings) -> tuple[ProvidersFile, dict[str, ProviderClient],
 
 def signature_verifier(providers: ProvidersFile, settings: Settings) -> SignatureVerifier | None:
     """The verifier for accounts with ``signing_keys_*``; ``None`` when no account requires signatures."""
-    keys = {
-        (name, account): config.load_signing_keys()
-        for name, provider in providers.providers.items()
-        for account, config in provider.accounts.items()
-    }
-    keys = {k: v for k, v in keys.items() if v}
+    keys = providers.load_signing_keys()
     return SignatureVerifier(keys, max_age_s=settings.signed_command_max_age_s) if keys else None
 
 

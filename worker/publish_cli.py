@@ -52,6 +52,7 @@ from worker.config import ConfigError, Settings
 from worker.contract import InvalidCommand
 from worker.follows_cli import format_follows, live_follows
 from worker.kafka.connection import security_kwargs
+from worker.validation import explain
 
 __all__ = ["EXIT_CODES", "exit_code", "format_event", "main"]
 
@@ -200,7 +201,7 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     try:
         settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
     except ValidationError as exc:
-        raise ConfigError(f"bad BCW_ setting: {exc.errors(include_input=False)[0]['msg']}") from None
+        raise ConfigError(f"bad setting: {explain(exc, env_prefix='BCW_')}") from None
     return security_kwargs(settings)
 
 
