@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from devstack.broker import KafkaBroker, _die_with_parent
+from devstack.broker import KafkaBroker, die_with_parent
 from devstack.prometheus import RULES, Prometheus, dashboard_queries, graph_url
 
 DEV_TOPICS = {
@@ -52,7 +52,7 @@ def _spawn(prefix: str, args: list[str], env: dict[str, str] | None = None) -> s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl
         start_new_session=True,  # Ctrl-C reaches only the stack, which stops the parts in order
     )
     assert proc.stdout is not None

@@ -14,13 +14,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.fake_kafka import FakeCommands, FakeConsumer, FakeFollowReader
+from tests.support.waiting import until
 from worker import retry
 from worker.config import Settings
 from worker.contract import FollowState, WaitingCommand
 from worker.kafka.consumer import MAX_INTAKE, CommandConsumer
-
-from .support.fake_kafka import FakeCommands, FakeConsumer, FakeFollowReader
-from .support.waiting import until
 
 TOPIC = "batch-cancel.commands"
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, StackFactory
 from tests.support.events import EventLog
+from tests.support.stack import Stack, StackFactory
 from worker.client import EventFollower, publish_cancel, publish_cancel_sync, wait_for_outcome
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -221,7 +221,7 @@ async def test_6_poison_and_hostile_input(private_stack: PrivateStack, record_ro
             events,
             [*valid, *answered],
             started,
-            committed=await wait_committed(s),
+            committed=await wait_committed(s, 60.0, fail=False),
             dlq=dlq,
             dead_letters=[c.value for c in cases],
             notes=f"seed {SEED}, {len(valid)} valid",

@@ -1,17 +1,32 @@
-"""End-to-end fixtures: the session's broker, one provider emulator, and worker processes wired to both."""
+"""The end-to-end stack: fresh topics, a providers file wired to the emulator, and worker processes.
+
+Used by tests/e2e and tests/reliability alike (their fixtures are in tests/conftest.py); the benchmarks have
+their own (bench/stack.py), and both run workers through ``devstack.worker_process``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from devstack.broker import KafkaBroker
-from tests.support.worker import WorkerProcess
+from devstack.worker_process import WorkerProcess
+from tests.support.events import committed_vs_end
 from worker.emulator.testing import DEFAULT_KEY, Emulator
+
+__all__ = [
+    "DIALECTS",
+    "FOLLOWS_TOPIC_CONFIG",
+    "NATIVE",
+    "WRONG_KEY",
+    "Stack",
+    "StackFactory",
+    "wait_committed",
+]
 
 DIALECTS = ("openai", "siliconflow", "dashscope", "deepinfra")
 #: What docs/durable-follows.md tells operators to create the follows topic with.
@@ -20,12 +35,6 @@ FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0
 NATIVE = ("anthropic", "mistral", "azure", "together", "xai")
 #: An account whose key the emulator does not accept: every call answers 401.
 WRONG_KEY = "sk-wrong-key-for-401-tests"
-
-
-@pytest.fixture(scope="session")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
 
 
 @dataclass
@@ -100,24 +109,21 @@ class Stack:
 StackFactory = Callable[..., Stack]
 
 
-@pytest.fixture
-def make_stack(kafka: KafkaBroker, emulator: Emulator, tmp_path: Path) -> Iterator[StackFactory]:
-    stacks: list[Stack] = []
+async def wait_committed(
+    stack: Stack, timeout: float = 30.0, *, fail: bool = True
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Wait until the group's committed offsets reach the commands topic's end offsets.
 
-    def make(partitions: int = 3, **env: str) -> Stack:
-        s = Stack(kafka, emulator, tmp_path, partitions=partitions, env_overrides=env)
-        stacks.append(s)
-        return s
-
-    yield make
-    for s in stacks:
-        s.close()
-
-
-@pytest.fixture(scope="module")
-def shared_stack(kafka: KafkaBroker, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One worker for a module's independent scenarios: each test uses its own batch and command ids."""
-    s = Stack(kafka, emulator, tmp_path_factory.mktemp("stack"))
-    s.start_worker()
-    yield s
-    s.close()
+    Returns (committed, ends), the last reading; past ``timeout`` it raises, or with ``fail=False`` returns
+    the reading all the same (the reliability scenarios report it in their table rather than stop there).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        committed, ends = await committed_vs_end(stack.bootstrap, stack.commands, stack.group)
+        if all(committed.get(p, 0) == end for p, end in ends.items()):
+            return committed, ends
+        if time.monotonic() > deadline:
+            if fail:
+                raise AssertionError(f"committed {committed} != end offsets {ends}")
+            return committed, ends
+        await asyncio.sleep(0.2)
