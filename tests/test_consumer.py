@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka.errors import CoordinatorNotAvailableError, GroupAuthorizationFailedError
 
 from tests.support.fake_kafka import FakeCommands, FakeConsumer, FakeFollowReader
 from tests.support.waiting import until
 from worker import retry
 from worker.config import Settings
 from worker.contract import FollowState, WaitingCommand
-from worker.kafka.consumer import MAX_INTAKE, CommandConsumer
+from worker.kafka.consumer import MAX_INTAKE, CommandConsumer, kafka_consumer
 
 TOPIC = "batch-cancel.commands"
 
@@ -208,3 +210,16 @@ async def test_shutdown_pauses_keeps_polling_while_draining_then_commits_and_lea
         async with asyncio.timeout(5):
             await loop.task
         assert loop.kafka.committed(0) == 1 and loop.kafka.stopped
+
+
+async def test_a_coordinator_not_yet_available_at_start_is_not_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kafka_consumer(Settings())  # installs the filter on aiokafka's coordinator logger
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    with caplog.at_level(logging.INFO, logger=coordinator.name):
+        coordinator.error("Group Coordinator Request failed: %s", CoordinatorNotAvailableError())
+        coordinator.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == coordinator.name]
+    assert levels[0][0] == "INFO" and "not available yet" in levels[0][1]
+    assert levels[1][0] == "ERROR", "every other coordinator error keeps its level"

@@ -1,4 +1,4 @@
-"""Every dialect's parser and error classifier, on the bodies from the seeds and research notes."""
+"""Every dialect's parser and error classifier, on the bodies the providers' public API references show."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CoordinatorNotAvailableError, KafkaError
 
 from worker import metrics
 from worker.config import Settings
@@ -48,8 +48,30 @@ RESTORE_WAIT_FIRST_S = 0.5
 RESTORE_WAIT_MAX_S = 5.0
 
 
+class _CoordinatorNotYetAvailable(logging.Filter):
+    """aiokafka logs "Group Coordinator Request failed: GroupCoordinatorNotAvailableError" as an ERROR and
+    retries. It is normal while a new group's coordinator is being set up (a fresh broker creating
+    ``__consumer_offsets``) or is moving, so it is said at INFO; a coordinator that never comes shows as
+    ``/readyz`` failing ``group_joined``. Every other coordinator error keeps its level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and any(isinstance(a, CoordinatorNotAvailableError) for a in _args(record)):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "group coordinator not available yet (%s); retrying", record.args
+        return True
+
+
+def _args(record: logging.LogRecord) -> tuple[object, ...]:
+    return record.args if isinstance(record.args, tuple) else ()
+
+
+_COORDINATOR_LOG = logging.getLogger("aiokafka.consumer.group_coordinator")
+_COORDINATOR_FILTER = _CoordinatorNotYetAvailable()
+
+
 def kafka_consumer(settings: Settings) -> ConsumerClient:
     """The group member: commits only what ``CommandConsumer`` says, never on its own (no auto-commit)."""
+    _COORDINATOR_LOG.addFilter(_COORDINATOR_FILTER)  # adding the same filter again is a no-op
     consumer: ConsumerClient = AIOKafkaConsumer(
         **client_kwargs(settings),
         group_id=settings.group_id,
