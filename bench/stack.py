@@ -12,12 +12,13 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from devstack.broker import KafkaBroker
+from devstack.topics import WorkerTopics
 from devstack.worker_process import ChildProcess, WorkerProcess
 from worker.emulator.testing import DEFAULT_KEY, Emulator
 
@@ -76,27 +77,12 @@ def command_bytes(batch_id: str) -> tuple[str, bytes, bytes]:
 
 
 @dataclass
-class Topics:
+class Topics(WorkerTopics):
     """Fresh commands/events/dlq/follows topics and a group name on the private broker."""
 
-    broker: KafkaBroker
     partitions: int = 6
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def __post_init__(self) -> None:
-        self.commands = f"bench-commands-{self.tag}"
-        self.events = f"bench-events-{self.tag}"
-        self.dlq = f"bench-dlq-{self.tag}"
-        self.follows = f"bench-follows-{self.tag}"
-        self.group = f"bench-group-{self.tag}"
-        self.broker.create_topic(self.commands, self.partitions)
-        self.broker.create_topic(self.events, self.partitions)
-        self.broker.create_topic(self.dlq, 1)
-        self.broker.create_topic(self.follows, self.partitions, {"cleanup.policy": "compact"})
-
-    @property
-    def bootstrap(self) -> str:
-        return self.broker.bootstrap_servers
+    prefix: str = "bench-"
+    follows_config: Mapping[str, str] = field(default_factory=lambda: {"cleanup.policy": "compact"})
 
 
 class Proc(ChildProcess):

@@ -98,14 +98,8 @@ async def test_a_scale_up_during_600_long_follows(make_stack: StackFactory, reco
         assert not any(events.finals(c) for c in ids), "the join must come while every batch still cancels"
         await wait_for(finished(events, ids), 150, "every final event", events)
         posts = cancel_posts(s, "openai", batches)
-        row = conclude(
-            "a scale-up during 600 follows",
-            s,
-            events,
-            ids,
-            started,
-            committed=await wait_committed(s, 60.0, fail=False),
-        )
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("a scale-up during 600 follows", s, events, ids, started, committed=committed)
     row.posts_per_batch, row.lag_s = max(posts.values()), lag_s
     row.notes = f"{restored(second)} follows resumed by the newcomer"
     record_row(row)
@@ -140,14 +134,8 @@ async def test_b_rolling_restart(make_stack: StackFactory, record_row: RecordRow
         assert not any(events.finals(c) for c in ids), "the restarts must come while every batch still cancels"
         await wait_for(finished(events, ids), 150, "every final event", events)
         posts = cancel_posts(s, "openai", batches)
-        row = conclude(
-            "b rolling restart (SIGTERM x2)",
-            s,
-            events,
-            ids,
-            started,
-            committed=await wait_committed(s, 60.0, fail=False),
-        )
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("b rolling restart (SIGTERM x2)", s, events, ids, started, committed=committed)
     row.posts_per_batch, row.lag_s = max(posts.values()), lag_s
     row.notes = "exits " + ", ".join(f"{t:.1f}s" for t in exits)
     record_row(row)
@@ -190,9 +178,8 @@ async def test_c_sigkill_in_each_crash_window(make_stack: StackFactory, record_r
         replacement = s.start_worker(name=f"c-{window}-replacement")
         await wait_for(finished(events, ids), 120, "every final event", events)
         posts = cancel_posts(s, "openai", batches)
-        row = conclude(
-            f"c SIGKILL at {window}", s, events, ids, started, committed=await wait_committed(s, 60.0, fail=False)
-        )
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude(f"c SIGKILL at {window}", s, events, ids, started, committed=committed)
     row.posts_per_batch = max(posts.values())
     record_row(row)
     assert not row.violations(), row.violations()

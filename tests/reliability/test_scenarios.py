@@ -60,9 +60,8 @@ async def test_1_crash_mid_follow(make_stack: StackFactory, record_row: RecordRo
         victim.kill()
         replacement = s.start_worker(name="s1-replacement")
         await wait_for(finished(events, ids), 120, "every final event", events)
-        row = conclude(
-            "1 crash mid-follow (SIGKILL)", s, events, ids, started, committed=await wait_committed(s, 60.0, fail=False)
-        )
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("1 crash mid-follow (SIGKILL)", s, events, ids, started, committed=committed)
     record_row(row)
     assert not row.violations(), row.violations()
     assert {events.finals(c)[0]["outcome"] for c in ids if c} == {"cancelled"}
@@ -100,13 +99,14 @@ async def test_2_graceful_scale_down(make_stack: StackFactory, record_row: Recor
         second = await publish_commands(s, [command("openai", b) for b in batches[200:]])
         ids += ids_of(second)
         await wait_for(finished(events, ids), 120, "every final event", events)
+        settled = await wait_committed(s, 60.0, fail=False)
         row = conclude(
             "2 graceful scale-down (SIGTERM)",
             s,
             events,
             ids,
             started,
-            committed=await wait_committed(s, 60.0, fail=False),
+            committed=settled,
             notes=f"exit 0 in {took:.1f}s",
         )
     record_row(row)
@@ -133,14 +133,8 @@ async def test_3_rebalance_during_long_follows(make_stack: StackFactory, record_
         s.start_worker(name="s3-third")
         # Followed for longer than max_poll_interval_ms (5 s) several times over.
         await wait_for(finished(events, ids), 150, "every final event", events)
-        row = conclude(
-            "3 rebalance during long follows",
-            s,
-            events,
-            ids,
-            started,
-            committed=await wait_committed(s, 60.0, fail=False),
-        )
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("3 rebalance during long follows", s, events, ids, started, committed=committed)
     record_row(row)
     assert not row.violations(), row.violations()
     assert not alive(s.workers), [w.log_tail() for w in s.workers]
@@ -176,13 +170,14 @@ async def test_4_broker_restart(private_stack: PrivateStack, record_row: RecordR
             recovery.append(await wait_for(finished(events, ids), 120, f"finals after {wave} restart", events))
         await wait_for(finished(events, ids), 120, "every final event", events)
         before = {p.value["event_id"] for p in events.records}
+        committed = await wait_committed(s, 60.0, fail=False)
         row = conclude(
             "4 broker restart (clean, SIGKILL)",
             s,
             events,
             ids,
             started,
-            committed=await wait_committed(s, 60.0, fail=False),
+            committed=committed,
             notes="finals " + ", ".join(f"{t:.1f}s" for t in recovery) + " after broker back",
         )
     record_row(row)
@@ -230,14 +225,8 @@ async def test_5_provider_outage(private_stack: PrivateStack, record_row: Record
         )
         ids = ids_of(sent)
         await wait_for(finished(events, ids), 150, "every final event", events)
-        row = conclude(
-            "5 provider outage (503/50505)",
-            s,
-            events,
-            ids,
-            started,
-            committed=await wait_committed(s, 60.0, fail=False),
-        )
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("5 provider outage (503/50505)", s, events, ids, started, committed=committed)
     record_row(row)
     assert not row.violations(), row.violations()
     outcomes = Counter(events.finals(c)[0]["outcome"] for c in ids)

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.broker import KafkaBroker
+from devstack.topics import WorkerTopics
 from devstack.worker_process import WorkerProcess
 from tests.support.events import committed_vs_end
 from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 __all__ = [
     "DIALECTS",
-    "FOLLOWS_TOPIC_CONFIG",
     "NATIVE",
     "WRONG_KEY",
     "Stack",
@@ -29,8 +28,6 @@ __all__ = [
 ]
 
 DIALECTS = ("openai", "siliconflow", "dashscope", "deepinfra")
-#: What docs/durable-follows.md tells operators to create the follows topic with.
-FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 #: The providers that are not OpenAI-shaped (and Azure); a stack built with ``dialects=NATIVE`` configures them.
 NATIVE = ("anthropic", "mistral", "azure", "together", "xai")
 #: An account whose key the emulator does not accept: every call answers 401.
@@ -50,16 +47,9 @@ class Stack:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        tag = uuid.uuid4().hex[:8]
-        self.commands = f"commands-{tag}"
-        self.events = f"events-{tag}"
-        self.dlq = f"dlq-{tag}"
-        self.follows = f"follows-{tag}"
-        self.group = f"group-{tag}"
-        self.kafka.create_topic(self.commands, self.partitions)
-        self.kafka.create_topic(self.events, self.partitions)
-        self.kafka.create_topic(self.dlq, 1)
-        self.kafka.create_topic(self.follows, self.partitions, FOLLOWS_TOPIC_CONFIG)
+        self.topics = WorkerTopics(self.kafka, self.partitions)
+        t = self.topics
+        self.commands, self.events, self.dlq, self.follows, self.group = t.commands, t.events, t.dlq, t.follows, t.group
         lines = ["providers:"]
         for d in self.dialects:
             lines += [
@@ -80,12 +70,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         return {
-            "BCW_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "BCW_COMMANDS_TOPIC": self.commands,
-            "BCW_EVENTS_TOPIC": self.events,
-            "BCW_DLQ_TOPIC": self.dlq,
-            "BCW_FOLLOWS_TOPIC": self.follows,
-            "BCW_GROUP_ID": self.group,
+            **self.topics.env(),
             "BCW_PROVIDERS_FILE": str(self.providers_file),
             "BCW_FOLLOW_INITIAL_INTERVAL_S": "0.1",
             "BCW_FOLLOW_MAX_INTERVAL_S": "0.5",
