@@ -9,20 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from devstack.broker import KafkaBroker, _die_with_parent, free_port
+from devstack.topics import WorkerTopics
+from devstack.worker_process import ChildProcess, WorkerProcess
 from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 __all__ = [
@@ -80,82 +77,27 @@ def command_bytes(batch_id: str) -> tuple[str, bytes, bytes]:
 
 
 @dataclass
-class Topics:
+class Topics(WorkerTopics):
     """Fresh commands/events/dlq/follows topics and a group name on the private broker."""
 
-    broker: KafkaBroker
     partitions: int = 6
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def __post_init__(self) -> None:
-        self.commands = f"bench-commands-{self.tag}"
-        self.events = f"bench-events-{self.tag}"
-        self.dlq = f"bench-dlq-{self.tag}"
-        self.follows = f"bench-follows-{self.tag}"
-        self.group = f"bench-group-{self.tag}"
-        self.broker.create_topic(self.commands, self.partitions)
-        self.broker.create_topic(self.events, self.partitions)
-        self.broker.create_topic(self.dlq, 1)
-        self.broker.create_topic(self.follows, self.partitions, {"cleanup.policy": "compact"})
-
-    @property
-    def bootstrap(self) -> str:
-        return self.broker.bootstrap_servers
+    prefix: str = "bench-"
+    follows_config: Mapping[str, str] = field(default_factory=lambda: {"cleanup.policy": "compact"})
 
 
-class Proc:
-    """A child process bound to our lifetime (``PR_SET_PDEATHSIG``), with CPU and memory readings."""
+class Proc(ChildProcess):
+    """A child process bound to our lifetime, started at once, with its CPU reading."""
 
     def __init__(self, argv: list[str], env: dict[str, str], name: str, log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__(argv, env, log_dir / f"{name}.log", name=name)
+        self.spawn()
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
 
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise RuntimeError(f"{self.name} did not finish within {timeout:.0f}s:\n{self.log_tail()}") from None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (the worker drains), SIGKILL if it takes longer than ``timeout``."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-class WorkerProc(Proc):
-    """``python -m worker run`` as production runs it: its own process, configured by ``BCW_`` variables."""
+class WorkerProc(WorkerProcess):
+    """``python -m worker run`` as production runs it, against the benchmark's topics and emulator."""
 
     def __init__(
         self,
@@ -177,9 +119,7 @@ class WorkerProc(Proc):
             "    accounts:\n"
             "      default: { api_key_env: BENCH_KEY }\n"
         )
-        self.port = free_port()
-        full_env = {
-            **os.environ,
+        worker_env = {
             "BCW_KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
             "BCW_COMMANDS_TOPIC": topics.commands,
             "BCW_EVENTS_TOPIC": topics.events,
@@ -187,30 +127,15 @@ class WorkerProc(Proc):
             "BCW_FOLLOWS_TOPIC": topics.follows,
             "BCW_GROUP_ID": topics.group,
             "BCW_PROVIDERS_FILE": str(providers),
-            "BCW_METRICS_HOST": "127.0.0.1",
-            "BCW_METRICS_PORT": str(self.port),
-            "BCW_LOG_FORMAT": "json",
             "BENCH_KEY": DEFAULT_KEY,
             **env,
         }
-        super().__init__([sys.executable, "-m", "worker", "run"], full_env, f"{name}-{topics.tag}", log_dir)
+        full_name = f"{name}-{topics.tag}"
+        super().__init__(worker_env, full_name, log_path=log_dir / f"{full_name}.log")
+        self.spawn()
 
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                return int(r.status) == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self.ready():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
 
 
 class Observer:

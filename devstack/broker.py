@@ -33,7 +33,15 @@ from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "KafkaBroker", "ensure_jars", "ensure_tools_jar", "free_port"]
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerError",
+    "KafkaBroker",
+    "die_with_parent",
+    "ensure_jars",
+    "ensure_tools_jar",
+    "free_port",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "pom.xml"
@@ -133,8 +141,8 @@ def ensure_tools_jar(cache_dir: Path = DEFAULT_CACHE) -> Path:
     return jar
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL the broker when the process that started it dies."""
+def die_with_parent() -> None:
+    """Runs in a child before exec (``preexec_fn``): SIGKILL the child when the process that started it dies."""
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
@@ -250,7 +258,7 @@ class KafkaBroker:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
             # Its own process group: a Ctrl-C in the terminal must not kill the broker before the worker drains.
             start_new_session=True,
         )

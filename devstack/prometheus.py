@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from devstack.broker import _die_with_parent, free_port
+from devstack.broker import die_with_parent, free_port
 
 __all__ = ["DASHBOARD", "RULES", "Prometheus", "PrometheusError", "binary", "dashboard_queries", "graph_url"]
 
@@ -124,7 +124,7 @@ class Prometheus:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         log.close()
         deadline = time.monotonic() + timeout

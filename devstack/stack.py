@@ -23,8 +23,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from devstack.broker import KafkaBroker, _die_with_parent
+from devstack.broker import KafkaBroker, die_with_parent
 from devstack.prometheus import RULES, Prometheus, dashboard_queries, graph_url
+from worker.config import load_providers
 
 DEV_TOPICS = {
     "batch-cancel.commands": 6,
@@ -52,7 +53,7 @@ def _spawn(prefix: str, args: list[str], env: dict[str, str] | None = None) -> s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl
         start_new_session=True,  # Ctrl-C reaches only the stack, which stops the parts in order
     )
     assert proc.stdout is not None
@@ -82,15 +83,16 @@ def _wait_port(port: int, timeout: float = 15.0) -> None:
 
 
 DEMO_BATCHES = ("batch_demo", "batch_demo2", "batch_demo3")
-#: Every dialect providers.dev.yaml configures (a provider named after its dialect).
-DEV_DIALECTS = (
-    "openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai"
-)  # fmt: skip
+
+
+def _dev_dialects() -> list[str]:
+    """Every dialect providers.dev.yaml configures (each provider there is named after its dialect)."""
+    return sorted({p.dialect for p in load_providers(HERE / "providers.dev.yaml").providers.values()})
 
 
 def _preload_demo_batches() -> None:
     """A few batches in every dialect, so the README's first ``batch-cancel publish`` has something to stop."""
-    for dialect in DEV_DIALECTS:
+    for dialect in _dev_dialects():
         for batch_id in DEMO_BATCHES:
             body = json.dumps({"dialect": dialect, "id": batch_id, "scenario": {"cancelling_polls": 3}}).encode()
             request = urllib.request.Request(
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 "BCW_PROVIDERS_FILE": str(HERE / "providers.dev.yaml"),
                 "BCW_LOG_FORMAT": "console",
                 "BCW_METRICS_HOST": "127.0.0.1",
-                **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in DEV_DIALECTS},
+                **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in _dev_dialects()},
             }
             children.append(_spawn("worker", [sys.executable, "-m", "worker", "run"], env))
         if args.prometheus:

@@ -1,13 +1,16 @@
-"""Shared fixtures: one real Kafka broker per test session, and a factory for uniquely named topics."""
+"""Shared fixtures: one real Kafka broker and one provider emulator per session, topics, and e2e stacks."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from devstack.broker import KafkaBroker
+from tests.support.stack import Stack, StackFactory
+from worker.emulator.testing import Emulator
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +33,32 @@ def new_topic(kafka: KafkaBroker) -> TopicFactory:
         return name
 
     return create
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def make_stack(kafka: KafkaBroker, emulator: Emulator, tmp_path: Path) -> Iterator[StackFactory]:
+    stacks: list[Stack] = []
+
+    def make(partitions: int = 3, **env: str) -> Stack:
+        s = Stack(kafka, emulator, tmp_path, partitions=partitions, env_overrides=env)
+        stacks.append(s)
+        return s
+
+    yield make
+    for s in stacks:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(kafka: KafkaBroker, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One worker for a module's independent scenarios: each test uses its own batch and command ids."""
+    s = Stack(kafka, emulator, tmp_path_factory.mktemp("stack"))
+    s.start_worker()
+    yield s
+    s.close()

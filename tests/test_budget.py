@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from worker.budget import AccountGate, AdaptiveRate, Priority, TokenBucket
-from worker.retry import parse_quota
+from worker.providers.headers import parse_quota
 
 
 class Clock:

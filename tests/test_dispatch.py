@@ -7,127 +7,21 @@ from a follow-state record, redeliveries joining a resumed follow, the bound on 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from worker.budget import Priority
+from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all
+from tests.support.waiting import until
 from worker.contract import (
-    BatchSnapshot,
-    BatchStateEvent,
     BatchStatus,
     DeadLetterReason,
-    FollowState,
     Outcome,
 )
 from worker.dispatch import Dispatcher
 from worker.errors import GaveUp, Rejected
 from worker.follow import FollowPolicy, next_interval
-from worker.kafka.offsets import PartitionOffsets
-from worker.providers import CancelResult
-
-FAST = FollowPolicy(initial_interval=0.01, max_interval=0.05, backoff=2.0, max_follow=30)
-
-
-def snap(status: str) -> BatchSnapshot:
-    return BatchSnapshot(status=BatchStatus(status), provider_status=status)
-
-
-@dataclass
-class FakeProvider:
-    """Answers cancel with ``cancel_status`` and each GET with the next status of ``polls`` (last one sticks)."""
-
-    cancel_status: str = "cancelling"
-    polls: list[str] = field(default_factory=lambda: ["cancelling", "cancelled"])
-    cancel_error: Exception | None = None
-    cancels: int = 0
-    gets: int = 0
-    already_terminal: bool = False
-
-    async def cancel(self, account: str, batch_id: str) -> CancelResult:
-        self.cancels += 1
-        await asyncio.sleep(0)
-        if self.cancel_error:
-            raise self.cancel_error
-        return CancelResult(snapshot=snap(self.cancel_status), already_terminal=self.already_terminal)
-
-    async def retrieve(self, account: str, batch_id: str, *, priority: Priority = Priority.POLL) -> BatchSnapshot:
-        status = self.polls[min(self.gets, len(self.polls) - 1)]
-        self.gets += 1
-        return snap(status)
-
-
-@dataclass
-class Rec:
-    value: bytes | None
-    offset: int = 0
-    topic: str = "commands"
-    partition: int = 0
-    headers: Sequence[tuple[str, bytes]] = ()
-    key: bytes | None = None
-    timestamp: int = 0
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[BatchStateEvent] = []
-        self.dead: list[tuple[Rec, DeadLetterReason, str]] = []
-
-    async def publish(self, event: BatchStateEvent, context: Any) -> None:
-        self.events.append(event)
-
-    async def dead_letter(self, record: Any, reason: DeadLetterReason, message: str, context: Any) -> None:
-        self.dead.append((record, reason, message))
-
-    def for_command(self, command_id: str) -> list[BatchStateEvent]:
-        return [e for e in self.events if e.command_id == command_id]
-
-
-def command(cid: str, batch: str = "batch_1", **extra: Any) -> bytes:
-    return json.dumps({"command_id": cid, "provider": "p", "batch_id": batch} | extra).encode()
-
-
-class States:
-    """The follow-state topic in memory: every write in order; ``hold`` keeps writes from being acknowledged."""
-
-    def __init__(self) -> None:
-        self.writes: list[tuple[int, str, FollowState | None]] = []
-        self.hold = asyncio.Event()
-        self.hold.set()
-
-    async def write(self, partition: int, key: str, state: FollowState | None) -> None:
-        await self.hold.wait()
-        self.writes.append((partition, key, state))
-
-    def latest(self, key: str = "p/default/batch_1") -> FollowState | None:
-        return [s for _, k, s in self.writes if k == key][-1]
-
-
-def make(provider: FakeProvider, sink: Sink, states: States | None = None) -> Dispatcher:
-    return Dispatcher(
-        {"p": provider}, {"p": frozenset({"default"})}, sink, states or States(), FAST, max_command_bytes=65536
-    )
-
-
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.005)
-
-
-def submit_all(d: Dispatcher, records: list[Rec]) -> PartitionOffsets:
-    offsets = PartitionOffsets()
-    for r in records:
-        offsets.started(r.offset)
-        d.submit(r, offsets)
-    return offsets
 
 
 async def test_cancel_then_follow_publishes_each_change_then_one_final() -> None:

@@ -8,7 +8,8 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
-from tests.test_dispatch import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all, until
+from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all
+from tests.support.waiting import until
 from worker.contract import MAX_WAITING, BatchStatus, FollowState, Outcome, WaitingCommand
 from worker.telemetry import trace_carrier
 

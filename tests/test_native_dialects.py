@@ -1,7 +1,8 @@
 """Anthropic, Mistral, Azure, Together and xAI: parsing, outcome derivation and error classification.
 
 Bodies are shaped like the providers' documented ones (API reference examples and the official SDKs' model
-fields, see /work/shared/research/providers-more.md); the end-to-end proof against the emulator and the SDKs is
+fields: anthropic-sdk-python, mistralai client-python, Azure's batch REST reference, Together's and xAI's batch
+API docs); the end-to-end proof against the emulator and the SDKs is
 in tests/e2e.
 """
 

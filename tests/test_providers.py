@@ -1,10 +1,11 @@
-"""Every dialect's parser and error classifier, on the bodies from the seeds and research notes."""
+"""Every dialect's parser and error classifier, on the bodies the providers' public API references show."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -245,11 +246,13 @@ async def test_cancel_refused_on_in_progress_batch_is_rejected(monkeypatch: pyte
     assert info.value.http_status == 409
 
 
-def test_base_url_must_not_carry_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.config import ConfigError
+def test_base_url_must_not_carry_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from worker.config import ConfigError, load_providers
 
     monkeypatch.setenv("BCW_TEST_KEY", "k")
-    raw = _providers().model_dump()
+    raw = _providers().model_dump(mode="json")
     raw["providers"]["p"]["base_url"] = "https://user:pw@gateway.example/v1"
+    path = tmp_path / "providers.json.yaml"
+    path.write_text(json.dumps(raw))  # JSON is YAML; the file is where operators make this mistake
     with pytest.raises(ConfigError, match="base_url"):
-        build_clients(ProvidersFile.model_validate(raw))
+        build_clients(load_providers(path))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from email.utils import formatdate
 
 import pytest
 
 from worker import retry
 from worker.errors import GaveUp, Rejected, Retryable
-from worker.retry import RetryPolicy, call_with_retry, parse_retry_after
+from worker.providers.headers import parse_retry_after
+from worker.retry import RetryPolicy, call_with_retry
 
 NOW = 1_800_000_000.0
 
@@ -129,3 +131,75 @@ def test_testing_context_restores_previous_state() -> None:
     with retry.testing():
         assert retry.is_testing()
     assert not retry.is_testing()
+
+
+async def test_retry_until_done_retries_what_it_is_told_to_until_it_succeeds() -> None:
+    retry.set_testing(True)
+    calls = 0
+    told: list[tuple[int, str]] = []
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 4:
+            raise OSError(f"down #{calls}")
+        return "ok"
+
+    def plain() -> Awaitable[str]:  # not ``async def``, as the consumer's restore passes a lambda
+        return flaky()
+
+    result = await retry.retry_until_done(
+        plain,
+        retry_if=lambda exc: isinstance(exc, OSError),
+        on_retry=lambda attempt, exc, wait: told.append((attempt, str(exc))),
+        wait_first_s=0.1,
+        wait_max_s=5.0,
+    )
+    assert result == "ok" and calls == 4
+    assert told == [(1, "down #1"), (2, "down #2"), (3, "down #3")]
+
+
+async def test_retry_until_done_raises_what_it_must_not_retry_at_once() -> None:
+    calls = 0
+
+    async def too_large() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("too large")
+
+    with pytest.raises(ValueError, match="too large"):
+        await retry.retry_until_done(
+            too_large,
+            retry_if=lambda exc: isinstance(exc, OSError),
+            on_retry=lambda *_: pytest.fail("nothing to retry"),
+            wait_first_s=0.1,
+            wait_max_s=5.0,
+        )
+    assert calls == 1
+
+
+async def test_retry_until_done_waits_grow_and_are_capped() -> None:
+    waits: list[float] = []
+    calls = 0
+
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 6:
+            raise OSError("down")
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "sleep", no_sleep)
+        await retry.retry_until_done(
+            down,
+            retry_if=lambda exc: isinstance(exc, OSError),
+            on_retry=lambda attempt, exc, wait: waits.append(wait),
+            wait_first_s=1.0,
+            wait_max_s=4.0,
+        )
+    ceilings = [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    assert len(waits) == 6
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True)), waits

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support.waiting import until
 from worker.scheduler import PollScheduler
 
 
@@ -21,14 +22,6 @@ class Follow:
         self.log.append(self.name)
         await asyncio.sleep(0)
         return self.again
-
-
-async def until(predicate: object, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert loop.time() < end, "condition not reached"
-        await asyncio.sleep(0.001)
 
 
 async def test_overdue_polls_are_served_most_overdue_first_and_confirmations_before_them() -> None:

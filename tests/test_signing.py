@@ -13,18 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.test_dispatch import FakeProvider, Rec, Sink, States, submit_all, until
+from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, submit_all
+from tests.support.waiting import until
 from worker.app import signature_verifier
 from worker.config import AccountConfig, ConfigError, ProvidersFile, Settings
 from worker.contract import DeadLetterReason, InvalidCommand, Outcome, decode_command
 from worker.dispatch import Dispatcher
-from worker.follow import FollowPolicy
 from worker.signing import HEADER, SignatureVerifier, sign, signature
 
 KEY = b"k-SIGNING-canary-3e9f0a"
 OLD_KEY = b"k-SIGNING-old-77c1d2"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-FAST = FollowPolicy(initial_interval=0.01, max_interval=0.05, backoff=2.0, max_follow=30)
 
 
 def value(cid: str = "c1", *, requested_at: datetime | None = NOW, account: str = "signed", **extra: Any) -> bytes:
@@ -58,6 +57,9 @@ def test_good_signature_with_any_listed_key_passes() -> None:
     for i, key in enumerate((KEY, OLD_KEY)):
         raw = value(f"c{i}")
         check(v, Rec(raw, offset=i, headers=[sign(raw, key)]))
+        # Accepted, not skipped: the verifier remembers it, so the same command elsewhere is a replay.
+        with pytest.raises(InvalidCommand, match="replay"):
+            check(v, Rec(raw, offset=100 + i, headers=[sign(raw, key)]))
 
 
 @pytest.mark.parametrize(
@@ -114,8 +116,13 @@ def test_same_command_id_elsewhere_is_a_replay_but_a_redelivery_is_not() -> None
 
 
 def test_accounts_without_keys_are_untouched() -> None:
+    v = verifier()
+    assert v.accounts == {("p", "signed")}
     raw = value(account="default", requested_at=None)
-    check(verifier(), Rec(raw))
+    check(v, Rec(raw))
+    check(v, Rec(raw, offset=1, headers=[(HEADER, b"garbage")]))  # nor is a header checked, or a replay
+    with pytest.raises(InvalidCommand, match="no bcw-signature header"):
+        check(v, Rec(value(requested_at=None)))  # the same command for the signed account is refused
 
 
 async def test_dispatch_dead_letters_unsigned_command_and_never_calls_the_provider() -> None:

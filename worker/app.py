@@ -18,7 +18,7 @@ from worker.dispatch import Dispatcher
 from worker.follow import FollowPolicy
 from worker.health import HealthServer
 from worker.kafka.connection import check_connection, security_kwargs
-from worker.kafka.consumer import CommandConsumer
+from worker.kafka.consumer import CommandConsumer, kafka_consumer
 from worker.kafka.follow_store import FollowStore, check_topics
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
@@ -45,12 +45,7 @@ def _load(settings: Settings) -> tuple[ProvidersFile, dict[str, ProviderClient],
 
 def signature_verifier(providers: ProvidersFile, settings: Settings) -> SignatureVerifier | None:
     """The verifier for accounts with ``signing_keys_*``; ``None`` when no account requires signatures."""
-    keys = {
-        (name, account): config.load_signing_keys()
-        for name, provider in providers.providers.items()
-        for account, config in provider.accounts.items()
-    }
-    keys = {k: v for k, v in keys.items() if v}
+    keys = providers.load_signing_keys()
     return SignatureVerifier(keys, max_age_s=settings.signed_command_max_age_s) if keys else None
 
 
@@ -79,7 +74,9 @@ class Worker:
             verifier=verifier,
             runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
         )
-        self.consumer = CommandConsumer(settings, self.dispatcher, self.store)
+        self.consumer = CommandConsumer(
+            settings, kafka_consumer(settings), sink=self.dispatcher, follows=self.dispatcher, store=self.store
+        )
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
         metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.dispatcher.following)
         metrics.OLDEST_FOLLOW_AGE.set_function(self.dispatcher.oldest_follow_age)

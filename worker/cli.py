@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from worker.config import ConfigError, Settings
 from worker.kafka.connection import KafkaStartError
 from worker.telemetry import configure_logging
+from worker.validation import explain
 
 if TYPE_CHECKING:
     from worker.providers import ProviderClient
@@ -34,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"batch-cancel-worker: bad setting: {_explain(exc)}", file=sys.stderr)
+        print(f"batch-cancel-worker: bad setting: {explain(exc, env_prefix='BCW_')}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # settings that contradict each other (Kafka security)
+        print(f"batch-cancel-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
 
@@ -63,10 +67,3 @@ def main(argv: list[str] | None = None) -> int:
 async def _close(clients: dict[str, ProviderClient]) -> None:
     for client in clients.values():
         await client.aclose()
-
-
-def _explain(exc: ValidationError) -> str:
-    return "; ".join(
-        f"BCW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-        for e in exc.errors(include_input=False, include_url=False)
-    )

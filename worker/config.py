@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.contract import NAME_PATTERN
+from worker.validation import explain
 
 __all__ = [
     "DIALECTS",
@@ -39,14 +41,25 @@ __all__ = [
     "ProviderConfig",
     "ProvidersFile",
     "Settings",
+    "kafka_tls_files",
     "load_providers",
 ]
 
 Dialect = Literal["openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai"]
-DIALECTS: tuple[Dialect, ...] = (
-    "openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai"
-)  # fmt: skip
+#: The dialect names, listed once (in ``Dialect``); ``worker.providers.DIALECTS`` holds their implementations.
+DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+def _no_secret_in_url(url: HttpUrl) -> HttpUrl:
+    """A base URL is written to logs and spans: one that could carry a secret is refused."""
+    if url.username or url.password or url.query or url.fragment:
+        raise ValueError("credentials, query or fragment are not allowed in the URL")
+    return url
+
+
+#: A provider's base URL: http(s), and nothing in it that could be a secret.
+BaseUrl = Annotated[HttpUrl, AfterValidator(_no_secret_in_url)]
 
 
 class ConfigError(Exception):
@@ -126,7 +139,7 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dialect: Dialect
-    base_url: HttpUrl | None = Field(
+    base_url: BaseUrl | None = Field(
         None, description="Override, e.g. an OpenAI-compatible gateway or a region; required for azure."
     )
     api_version: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$")] | None = Field(
@@ -161,6 +174,18 @@ class ProvidersFile(BaseModel):
 
     providers: dict[Name, ProviderConfig] = Field(min_length=1)
 
+    def load_signing_keys(self) -> dict[tuple[str, str], list[bytes]]:
+        """The publishing keys of every account that requires signed commands, by (provider, account).
+
+        Read now, so a missing or empty key fails at start (``ConfigError``) rather than on a command.
+        """
+        keys = {
+            (name, account): config.load_signing_keys()
+            for name, provider in self.providers.items()
+            for account, config in provider.accounts.items()
+        }
+        return {k: v for k, v in keys.items() if v}
+
 
 def load_providers(path: Path) -> ProvidersFile:
     """Parse a YAML (``.yaml``/``.yml``) or TOML (``.toml``) providers file into validated config."""
@@ -175,16 +200,7 @@ def load_providers(path: Path) -> ProvidersFile:
     try:
         return ProvidersFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"providers file {path}: {_explain(exc)}") from None
-
-
-def _explain(exc: ValidationError) -> str:
-    """One line per problem, naming the dotted key; input values are left out in case they hold secrets."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+        raise ConfigError(f"providers file {path}: {explain(exc)}") from None
 
 
 class Settings(BaseSettings):
@@ -193,7 +209,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BCW_", extra="forbid", frozen=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    # Kafka security, applied to every client by ``worker.kafka.connection`` (checked there, at start).
+    # Kafka security, applied to every client by ``worker.kafka.connection``; coherence is checked below, the
+    # files are read there (at start, before any connection).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
         None, description="OAUTHBEARER and GSSAPI are not offered: see docs/security.md."
@@ -255,3 +272,60 @@ class Settings(BaseSettings):
         if self.follow_initial_interval_s > self.follow_max_interval_s:
             raise ValueError("follow_initial_interval_s must not exceed follow_max_interval_s")
         return self
+
+    @model_validator(mode="after")
+    def _kafka_security_is_coherent(self) -> Settings:
+        """Refuse settings the chosen protocol would silently ignore, and protocols missing what they need.
+
+        An operator who sets a CA file or a SASL user on a PLAINTEXT connection believes the traffic is
+        protected, and it is not. Raises ``ConfigError`` (which pydantic lets through unwrapped): the message
+        names environment variables, the way an operator set them.
+        """
+        problem = _kafka_security_problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
+        return self
+
+
+def _kafka_security_problem(settings: Settings) -> str | None:  # noqa: PLR0911 - one return per problem
+    protocol = settings.kafka_security_protocol
+    uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    sasl_set = [
+        name
+        for name, value in (
+            ("BCW_KAFKA_SASL_MECHANISM", settings.kafka_sasl_mechanism),
+            ("BCW_KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
+            ("BCW_KAFKA_SASL_PASSWORD", settings.kafka_sasl_password),
+            ("BCW_KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file),
+        )
+        if value is not None
+    ]
+    tls_set = [name for name, value in kafka_tls_files(settings) if value is not None]
+    if sasl_set and not uses_sasl:
+        return f"{', '.join(sasl_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL (use SASL_SSL)"
+    if tls_set and not uses_tls:
+        return (
+            f"{', '.join(tls_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
+            "(use SSL or SASL_SSL)"
+        )
+    if uses_sasl:
+        if settings.kafka_sasl_mechanism is None:
+            return f"BCW_KAFKA_SECURITY_PROTOCOL={protocol} needs BCW_KAFKA_SASL_MECHANISM"
+        if not settings.kafka_sasl_username:
+            return f"BCW_KAFKA_SECURITY_PROTOCOL={protocol} needs BCW_KAFKA_SASL_USERNAME"
+        if (settings.kafka_sasl_password is None) == (settings.kafka_sasl_password_file is None):
+            return "give exactly one of BCW_KAFKA_SASL_PASSWORD or BCW_KAFKA_SASL_PASSWORD_FILE"
+        if settings.kafka_sasl_password is not None and not settings.kafka_sasl_password.get_secret_value():
+            return "BCW_KAFKA_SASL_PASSWORD is empty"
+    if uses_tls and settings.kafka_ssl_keyfile is not None and settings.kafka_ssl_certfile is None:
+        return "BCW_KAFKA_SSL_KEYFILE needs BCW_KAFKA_SSL_CERTFILE (the client certificate)"
+    return None
+
+
+def kafka_tls_files(settings: Settings) -> tuple[tuple[str, Path | None], ...]:
+    """The TLS files, each with the variable that sets it (for messages)."""
+    return (
+        ("BCW_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
+        ("BCW_KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
+        ("BCW_KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
+    )

@@ -15,8 +15,12 @@ Exit codes (stable, documented in ``--help``):
 4     ``gave_up``: retries exhausted or follow timeout
 5     ``invalid``: the worker dead-lettered the command
 6     ``--timeout`` elapsed before the final event arrived
-130   interrupted (Ctrl-C)
+130   interrupted (Ctrl-C, SIGINT); ``watch`` exits 0, since that is how a watch ends
+143   terminated (SIGTERM); ``watch`` exits 0
 ====  ==========================================================================================
+
+Every command installs its own SIGINT and SIGTERM handlers: a process started from a shell's background job
+or a CI runner inherits SIGINT *ignored*, and Python's ``KeyboardInterrupt`` alone would then never stop it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -46,6 +52,7 @@ from worker.config import ConfigError, Settings
 from worker.contract import InvalidCommand
 from worker.follows_cli import format_follows, live_follows
 from worker.kafka.connection import security_kwargs
+from worker.validation import explain
 
 __all__ = ["EXIT_CODES", "exit_code", "format_event", "main"]
 
@@ -55,7 +62,8 @@ EXIT_OK, EXIT_KAFKA, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 6, 13
 EXIT_CODES = {"rejected": 3, "gave_up": 4, "invalid": 5}
 
 _EPILOG = """exit codes: 0 ok (cancelled, completed, failed, expired, accepted) | 1 Kafka error |
-2 bad arguments / invalid command | 3 rejected | 4 gave_up | 5 invalid | 6 timeout | 130 interrupted.
+2 bad arguments / invalid command | 3 rejected | 4 gave_up | 5 invalid | 6 timeout | 130 interrupted |
+143 terminated (watch: 0 on either signal).
 Defaults come from BCW_KAFKA_BOOTSTRAP_SERVERS, BCW_COMMANDS_TOPIC and BCW_EVENTS_TOPIC."""
 
 
@@ -193,7 +201,7 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     try:
         settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
     except ValidationError as exc:
-        raise ConfigError(f"bad BCW_ setting: {exc.errors(include_input=False)[0]['msg']}") from None
+        raise ConfigError(f"bad setting: {explain(exc, env_prefix='BCW_')}") from None
     return security_kwargs(settings)
 
 
@@ -240,12 +248,42 @@ def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:
     )
 
 
+async def _until_signalled(work: Coroutine[Any, Any, int], *, stopped: int | None) -> int:
+    """Run ``work``; SIGINT or SIGTERM cancels it (its ``async with`` blocks close the Kafka clients) and the
+    exit code is ``stopped``, or 128 + the signal number when ``stopped`` is None.
+
+    The handlers are installed whatever disposition the process inherited: asyncio turns Ctrl-C into a
+    cancellation only while SIGINT has Python's default handler, and not at all for SIGTERM.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return stopped if stopped is not None else 128 + received[0]
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup_tracing()
     try:
         commands = {"publish": _publish, "watch": _watch, "follows": _follows}
-        return asyncio.run(commands[args.command](args))
+        work = commands[args.command](args)
+        return asyncio.run(_until_signalled(work, stopped=EXIT_OK if args.command == "watch" else None))
     except ConfigError as exc:
         _say(f"batch-cancel: configuration error, nothing published: {exc}", err=True)
         return EXIT_USAGE

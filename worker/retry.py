@@ -1,10 +1,14 @@
-"""The one retry policy: exponential backoff with full jitter, a total time budget, and ``Retry-After``.
+"""The one retry module: every retry in the worker runs on tenacity through one of its two entry points.
 
-Built on tenacity (as stamina is) rather than a hand-written loop, so the edge cases of "stop before the next
-sleep would overrun the budget" are tenacity's, not ours. Only ``Retryable`` is retried; ``Rejected`` and
-``AlreadyTerminal`` pass straight through, and a spent budget becomes ``GaveUp``.
+``call_with_retry`` is for provider calls: exponential backoff with full jitter, a total time budget, and
+``Retry-After``. ``retry_until_done`` is for the worker's own Kafka work that must not give up (publishing,
+reading follows back): capped backoff until it succeeds or is cancelled.
 
-Why these choices:
+Built on tenacity (as stamina is) rather than hand-written loops, so the edge cases of "stop before the next
+sleep would overrun the budget" are tenacity's, not ours. For provider calls only ``Retryable`` is retried;
+``Rejected`` and ``AlreadyTerminal`` pass straight through, and a spent budget becomes ``GaveUp``.
+
+Why these choices (for provider calls):
 
 * **A time budget, not only an attempt count.** A provider that is overloaded for a minute should be waited
   out whether that takes 5 attempts or 50; ``ProviderConfig.retry_budget_s`` bounds one logical call.
@@ -19,13 +23,9 @@ Why these choices:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import random
-import re
-import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,8 +38,7 @@ __all__ = [
     "RetryPolicy",
     "call_with_retry",
     "is_testing",
-    "parse_quota",
-    "parse_retry_after",
+    "retry_until_done",
     "set_testing",
     "testing",
 ]
@@ -93,66 +92,6 @@ def testing(*, attempts: int = 10) -> Iterator[None]:
         set_testing(previous is not None, attempts=previous.attempts if previous else 10)
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds the server asked us to wait: ``retry-after-ms`` first, then ``Retry-After`` (seconds or HTTP date).
-
-    Returns None when absent or unparseable (a malformed hint must never break error handling) and never a
-    negative number; capping is the policy's job, not the parser's.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            value = float(raw_ms.strip()) / 1000.0
-        except ValueError:
-            value = None
-        if value is not None and math.isfinite(value) and value >= 0:
-            return min(value, 86_400.0)
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when.tzinfo is None:  # an HTTP date is GMT by definition
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), 86_400.0)
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_quota(headers: Mapping[str, str]) -> tuple[int | None, float | None]:
-    """OpenAI-style request quota: ``x-ratelimit-remaining-requests`` and ``x-ratelimit-reset-requests``.
-
-    The reset is a Go-style duration (``1s``, ``6m0s``, ``20ms``). Either part is None when absent or
-    unparseable: not every endpoint sends them (their presence on ``/batches`` is unconfirmed), and a
-    malformed header must never break a call.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    remaining: int | None = None
-    raw = lowered.get("x-ratelimit-remaining-requests")
-    if raw is not None and raw.strip().isdigit():
-        remaining = int(raw.strip())
-    reset: float | None = None
-    raw = lowered.get("x-ratelimit-reset-requests")
-    if raw is not None:
-        text = raw.strip()
-        parts = _DURATION_PART.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            reset = sum(float(n) * _UNIT_S[u] for n, u in parts)
-    return remaining, reset
-
-
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
     def wait(state: tenacity.RetryCallState) -> float:
         if _testing is not None:
@@ -174,8 +113,7 @@ def _stop(policy: RetryPolicy) -> tenacity.stop.stop_base:
 
 
 def _cause(state: tenacity.RetryCallState) -> str:
-    exc = state.outcome.exception() if state.outcome is not None else None
-    return str(exc) if exc is not None else "unknown"
+    return _cause_of(state.outcome) if state.outcome is not None else "unknown"
 
 
 async def _sleep(seconds: float) -> None:
@@ -249,3 +187,61 @@ async def call_with_retry(
 def _cause_of(future: tenacity.Future) -> str:
     exc = future.exception()
     return str(exc) if exc is not None else "unknown"
+
+
+async def retry_until_done(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    retry_if: Callable[[BaseException], bool],
+    on_retry: Callable[[int, BaseException, float], None],
+    wait_first_s: float,
+    wait_max_s: float,
+) -> T:
+    """Run ``fn`` until it succeeds; an error ``retry_if`` accepts is retried without end, any other is raised.
+
+    For work that must happen eventually, where giving up would lose something: publishing an outcome (a
+    command without one keeps its offset stuck), reading a partition's follows back (taking its commands in
+    without them would cancel every batch again). Only cancellation stops it. Waits double from
+    ``wait_first_s`` up to ``wait_max_s``, each a random 50-100 % of that ceiling so that many callers failing
+    together do not retry together; ``set_testing`` zeroes them. ``on_retry(attempt, error, wait_s)`` is told
+    of every failure before its wait: the caller logs and counts (it knows which errors are worth an alarm).
+
+    Provider calls, which have a time budget and ``Retry-After``, use ``call_with_retry`` instead.
+    """
+    try:
+        # The common case runs bare: building tenacity's machinery per call is measurable CPU
+        # (docs/benchmarks.md), and this runs for every record the worker publishes.
+        return await fn()
+    except Exception as exc:
+        if not retry_if(exc):
+            raise
+        first_error = exc
+
+    def wait(attempt: int) -> float:
+        if _testing is not None:
+            return 0.0
+        ceiling = min(wait_max_s, wait_first_s * 2 ** min(attempt - 1, 30))
+        return random.uniform(ceiling / 2, ceiling)
+
+    first_wait = wait(1)
+    on_retry(1, first_error, first_wait)
+    await asyncio.sleep(first_wait)
+
+    # Attempt 1 ran above; tenacity counts its own attempts from 1, so its attempt n is our attempt n + 1.
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        on_retry(state.attempt_number + 1, error or RuntimeError("unknown"), sleep)
+
+    async def attempt() -> T:  # tenacity calls, without awaiting, anything not defined with ``async def``
+        return await fn()
+
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(retry_if),
+        wait=lambda state: wait(state.attempt_number + 1),
+        stop=tenacity.stop_never,
+        before_sleep=before_sleep,
+        sleep=asyncio.sleep,  # a zero wait still yields: a loop that never awaits would starve every other task
+        reraise=True,
+    )
+    return await retrying(attempt)

@@ -13,9 +13,9 @@ import uuid
 from collections import deque
 from typing import Any
 
-from tests.e2e.conftest import Stack, StackFactory
+from devstack.worker_process import WorkerProcess
 from tests.support.events import EventLog, publish_commands
-from tests.support.worker import WorkerProcess
+from tests.support.stack import Stack, StackFactory
 
 BUDGET = 40.0
 CONCURRENCY = 4

@@ -9,9 +9,10 @@ import uuid
 import pytest
 
 from devstack.broker import KafkaBroker
-from tests.e2e.conftest import FOLLOWS_TOPIC_CONFIG, StackFactory
+from devstack.topics import FOLLOWS_TOPIC_CONFIG
 from tests.e2e.test_publishers import CLI, run
 from tests.support.events import EventLog, publish_commands
+from tests.support.stack import StackFactory
 
 
 def bid() -> str:

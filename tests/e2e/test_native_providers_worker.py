@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from devstack.broker import KafkaBroker
-from tests.e2e.conftest import NATIVE, WRONG_KEY, Stack
 from tests.support.events import EventLog, publish_commands
+from tests.support.stack import NATIVE, WRONG_KEY, Stack
 from worker.emulator.testing import Emulator
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from devstack.prometheus import RULES, Prometheus, dashboard_queries
-from tests.e2e.conftest import Stack, StackFactory
 from tests.support.events import EventLog, publish_commands
+from tests.support.stack import Stack, StackFactory
 
 NAMESPACE = "e2e"
 POD = "worker-0"

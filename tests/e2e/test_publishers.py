@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Stack, StackFactory
 from tests.support.events import EventLog
+from tests.support.stack import Stack, StackFactory
 from worker.client import EventFollower, publish_cancel, publish_cancel_sync, wait_for_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,10 +105,11 @@ async def test_cli_publish_wait_exits_6_on_timeout_and_plain_publish_only_prints
     assert code == 0 and len(out) == 1 and UUID.match(out[0]), err
 
 
-def _default_sigint() -> None:
-    """Ctrl-C must reach the CLI even when the test run itself was started in the background (a shell
-    starts background jobs with SIGINT ignored, and children inherit that)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _inherit_ignored_signals() -> None:
+    """Start the CLI with SIGINT and SIGTERM ignored, as a shell's background job or a CI runner may: the CLI
+    must stop on them anyway, and the test no longer depends on how its own run was started."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 async def test_cli_watch_json_streams_events_live(shared_stack: Stack) -> None:
@@ -118,7 +119,7 @@ async def test_cli_watch_json_streams_events_live(shared_stack: Stack) -> None:
     proc = await asyncio.create_subprocess_exec(
         str(CLI), "watch", "--json", "--batch-id", batch,
         env={**os.environ, **s.env()}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_default_sigint,
+        preexec_fn=_inherit_ignored_signals,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     try:
@@ -135,6 +136,31 @@ async def test_cli_watch_json_streams_events_live(shared_stack: Stack) -> None:
         assert [e["status"] for e in events] == ["cancelling", "cancelled"]
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_cli_publish_wait_stops_on_a_signal_it_inherited_ignored(
+    shared_stack: Stack, sig: signal.Signals, code: int
+) -> None:
+    s = shared_stack
+    slow = s.emulator.create_batch("dashscope", bid(), cancelling_s=120.0)
+    proc = await asyncio.create_subprocess_exec(
+        str(CLI), "publish", "--provider", "dashscope", "--batch-id", slow, "--wait",
+        env={**os.environ, **s.env()}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_inherit_ignored_signals,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line.strip() and b"cancelling" not in line, "the command id, printed once published"
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert b"cancelling" in line, "waiting: the batch is cancelling and stays so for two minutes"
+        proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), 30) == code
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -21,7 +21,7 @@ from worker.emulator.testing import DEFAULT_KEY, Emulator
 STATUSES = ("validating", "in_progress", "finalizing", "cancelling", "completed", "failed", "expired", "cancelled")
 #: Fields whose documented values the SDK's model types refuse (so strict validation may fail on exactly these).
 DOCUMENTED_DEVIATIONS: dict[str, set[str]] = {
-    # seed 000: status "in_queue"; errors [] and request_counts {} on retrieve
+    # SiliconFlow's API reference: status "in_queue"; errors [] and request_counts {} on retrieve
     "openai-sdk:siliconflow": {"status", "errors", "request_counts"},
 }
 #: (scenario, adapter) → extra allowed deviations.

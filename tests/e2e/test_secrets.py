@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import uuid
 
-from tests.e2e.conftest import WRONG_KEY, StackFactory
 from tests.support.events import EventLog, publish_commands
+from tests.support.stack import WRONG_KEY, StackFactory
 
 GOOD_KEY = "sk-SECRET-canary-5f1d2c9e8b7a"
 

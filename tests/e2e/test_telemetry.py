@@ -17,8 +17,8 @@ from opentelemetry import propagate
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.e2e.conftest import StackFactory
 from tests.support.events import EventLog, publish_commands
+from tests.support.stack import StackFactory
 from worker import metrics
 from worker.health import HealthServer
 

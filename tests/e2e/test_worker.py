@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import DIALECTS, Stack, StackFactory
-from tests.support.events import EventLog, committed_vs_end, publish_commands
+from tests.support.events import EventLog, publish_commands
+from tests.support.stack import DIALECTS, Stack, StackFactory, wait_committed
 
 
 def bid(prefix: str = "batch") -> str:
@@ -19,18 +18,6 @@ def bid(prefix: str = "batch") -> str:
 
 def statuses(log: EventLog, command_id: str) -> list[tuple[str | None, bool]]:
     return [(p.value.get("status"), p.value["final"]) for p in log.by_command[command_id]]
-
-
-async def wait_committed(stack: Stack, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        committed, ends = await committed_vs_end(stack.bootstrap, stack.commands, stack.group)
-        if all(committed.get(p, 0) == end for p, end in ends.items()):
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"committed {committed} != end offsets {ends}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

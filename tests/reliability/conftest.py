@@ -1,7 +1,7 @@
 """Reliability fixtures: stacks on the session broker (or a private one), and the run's result table.
 
 Every scenario ends by recording one ``checker.Row``; ``pytest_terminal_summary`` prints them as one table
-(``make reliability``). The e2e fixtures (session emulator, ``make_stack``) are reused, not copied.
+(``make reliability``). The session's emulator and ``make_stack`` come from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from devstack.broker import KafkaBroker
-from tests.e2e.conftest import Stack, emulator, make_stack
 from tests.reliability.checker import Row, format_table
+from tests.support.stack import Stack
 from worker.emulator.testing import Emulator
-
-__all__ = ["emulator", "make_stack"]  # re-exported fixtures
 
 ROWS = pytest.StashKey[list[Row]]()
 

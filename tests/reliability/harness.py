@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -18,11 +16,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from devstack.broker import _die_with_parent
-from tests.e2e.conftest import Stack
+from devstack.worker_process import WorkerProcess
 from tests.reliability.checker import Row, check
-from tests.support.events import EventLog, committed_vs_end
-from tests.support.worker import WorkerProcess
+from tests.support.events import EventLog
+from tests.support.stack import Stack, wait_committed
 from worker.emulator.testing import DEFAULT_KEY
 
 __all__ = [
@@ -124,16 +121,6 @@ async def wait_for(predicate: Callable[[], bool], timeout: float, what: str, log
     return time.monotonic() - start
 
 
-async def wait_committed(stack: Stack, timeout: float = 60.0) -> tuple[dict[int, int], dict[int, int]]:
-    """Wait until the group's committed offsets reach the log end; returns the last reading either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        committed, ends = await committed_vs_end(stack.bootstrap, stack.commands, stack.group)
-        if all(committed.get(p, 0) == end for p, end in ends.items()) or time.monotonic() > deadline:
-            return committed, ends
-        await asyncio.sleep(0.3)
-
-
 def alive(workers: Iterable[WorkerProcess]) -> list[str]:
     """Names of workers that died on their own (the worker must never need a manual restart)."""
     return [str(w.log_path) for w in workers if w.proc is None or w.proc.poll() is not None]
@@ -155,23 +142,8 @@ class VariantWorker(WorkerProcess):
     """A worker process started from another entry module (a test-only variant of the real worker)."""
 
     def __init__(self, env: dict[str, str], module: str, name: str = "variant") -> None:
-        super().__init__(env, name=name)
-        self.module = module
+        super().__init__(env, name=name, module=module, args=(), cwd=REPO_ROOT)
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), self.env.get("PYTHONPATH")]))
-
-    def start(self, ready_timeout: float = 60.0) -> VariantWorker:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            env=self.env,
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
-        )
-        log.close()
-        self.wait_ready(ready_timeout)
-        return self
 
 
 _ASSIGNED = re.compile(r"partitions assigned: \[([\d, ]*)\]")

@@ -215,13 +215,14 @@ async def test_6_poison_and_hostile_input(private_stack: PrivateStack, record_ro
         await publish(s.bootstrap, s.commands, records)
         await wait_for(lambda: len(dlq.records) >= len(cases), 240, f"{len(cases)} dead letters", dlq)
         await wait_for(finished(events, [*valid, *answered]), 240, "every final event", events)
+        committed = await wait_committed(s, 60.0, fail=False)
         row = conclude(
             "6 poison + hostile input",
             s,
             events,
             [*valid, *answered],
             started,
-            committed=await wait_committed(s),
+            committed=committed,
             dlq=dlq,
             dead_letters=[c.value for c in cases],
             notes=f"seed {SEED}, {len(valid)} valid",

@@ -15,7 +15,6 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.conftest import StackFactory
 from tests.reliability.conftest import PrivateStack, RecordRow
 from tests.reliability.harness import (
     VariantWorker,
@@ -34,6 +33,7 @@ from tests.reliability.harness import (
     wait_for,
 )
 from tests.support.events import EventLog, committed_vs_end
+from tests.support.stack import StackFactory
 from worker.emulator.testing import key_id
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,8 @@ async def test_1_crash_mid_follow(make_stack: StackFactory, record_row: RecordRo
         victim.kill()
         replacement = s.start_worker(name="s1-replacement")
         await wait_for(finished(events, ids), 120, "every final event", events)
-        row = conclude("1 crash mid-follow (SIGKILL)", s, events, ids, started, committed=await wait_committed(s))
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("1 crash mid-follow (SIGKILL)", s, events, ids, started, committed=committed)
     record_row(row)
     assert not row.violations(), row.violations()
     assert {events.finals(c)[0]["outcome"] for c in ids if c} == {"cancelled"}
@@ -98,13 +99,14 @@ async def test_2_graceful_scale_down(make_stack: StackFactory, record_row: Recor
         second = await publish_commands(s, [command("openai", b) for b in batches[200:]])
         ids += ids_of(second)
         await wait_for(finished(events, ids), 120, "every final event", events)
+        settled = await wait_committed(s, 60.0, fail=False)
         row = conclude(
             "2 graceful scale-down (SIGTERM)",
             s,
             events,
             ids,
             started,
-            committed=await wait_committed(s),
+            committed=settled,
             notes=f"exit 0 in {took:.1f}s",
         )
     record_row(row)
@@ -131,7 +133,8 @@ async def test_3_rebalance_during_long_follows(make_stack: StackFactory, record_
         s.start_worker(name="s3-third")
         # Followed for longer than max_poll_interval_ms (5 s) several times over.
         await wait_for(finished(events, ids), 150, "every final event", events)
-        row = conclude("3 rebalance during long follows", s, events, ids, started, committed=await wait_committed(s))
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("3 rebalance during long follows", s, events, ids, started, committed=committed)
     record_row(row)
     assert not row.violations(), row.violations()
     assert not alive(s.workers), [w.log_tail() for w in s.workers]
@@ -167,13 +170,14 @@ async def test_4_broker_restart(private_stack: PrivateStack, record_row: RecordR
             recovery.append(await wait_for(finished(events, ids), 120, f"finals after {wave} restart", events))
         await wait_for(finished(events, ids), 120, "every final event", events)
         before = {p.value["event_id"] for p in events.records}
+        committed = await wait_committed(s, 60.0, fail=False)
         row = conclude(
             "4 broker restart (clean, SIGKILL)",
             s,
             events,
             ids,
             started,
-            committed=await wait_committed(s),
+            committed=committed,
             notes="finals " + ", ".join(f"{t:.1f}s" for t in recovery) + " after broker back",
         )
     record_row(row)
@@ -221,7 +225,8 @@ async def test_5_provider_outage(private_stack: PrivateStack, record_row: Record
         )
         ids = ids_of(sent)
         await wait_for(finished(events, ids), 150, "every final event", events)
-        row = conclude("5 provider outage (503/50505)", s, events, ids, started, committed=await wait_committed(s))
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("5 provider outage (503/50505)", s, events, ids, started, committed=committed)
     record_row(row)
     assert not row.violations(), row.violations()
     outcomes = Counter(events.finals(c)[0]["outcome"] for c in ids)
@@ -260,7 +265,7 @@ async def test_7_negative_control_blocked_loop(make_stack: StackFactory, record_
         ids = ids_of(sent)
         await wait_for(finished(events, ids), 120, "every final event", events)
         await wait_for(lambda: "UNBLOCKED" in blocker.log_text(), 60, "the blocked worker to wake up")
-        committed = await wait_committed(s)
+        committed = await wait_committed(s, 60.0, fail=False)
         await events.poll()
         row = conclude(
             "7 negative control: blocked loop", s, events, ids, started, committed=committed, notes="must redeliver"

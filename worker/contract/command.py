@@ -29,6 +29,7 @@ from worker.contract.types import (
     _bounded,
     batch_key,
 )
+from worker.validation import explain
 
 
 class CancelCommand(BaseModel):
@@ -144,7 +145,7 @@ def decode_command(value: bytes | None, *, max_bytes: int) -> CancelCommand:
             return CommandCloudEvent.model_validate_json(text, strict=True).data
         return CancelCommand.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        raise InvalidCommand(_reason(exc), _explain(exc), command_id=command_id, partial=partial) from None
+        raise InvalidCommand(_reason(exc), explain(exc, most=5), command_id=command_id, partial=partial) from None
     except RecursionError:
         raise InvalidCommand(
             DeadLetterReason.INVALID_JSON, "JSON is nested too deeply", command_id=command_id
@@ -221,12 +222,3 @@ def _reason(exc: ValidationError) -> DeadLetterReason:
     if tuple(first["loc"]) in _BATCH_ID_LOCS and first["type"] != "missing":
         return DeadLetterReason.INVALID_BATCH_ID
     return DeadLetterReason.SCHEMA_VIOLATION
-
-
-def _explain(exc: ValidationError) -> str:
-    """One clause per problem, naming the field; input values are left out, they may be hostile or huge."""
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False)[:5]:
-        where = ".".join(str(p)[:64] for p in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)

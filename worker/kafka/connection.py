@@ -5,8 +5,8 @@ Consumer, producer, the Python client and the ``batch-cancel`` CLI all build the
 
 Two kinds of failure are told apart on purpose, because they need different people at 3 a.m.:
 
-* ``ConfigError`` (exit 2): the settings contradict each other or name a file that is not there. Found
-  before any network traffic, by ``security_kwargs``.
+* ``ConfigError`` (exit 2): the settings contradict each other (``Settings`` refuses them) or name a file
+  that is not there (``security_kwargs``). Found before any network traffic.
 * ``KafkaStartError`` (exit 3): the settings are coherent but the broker refused them (wrong password,
   untrusted certificate, wrong port). Found by ``check_connection``, which opens one connection itself
   so that the real cause (``SSLCertVerificationError``, the broker's SASL message) is known; aiokafka's
@@ -32,7 +32,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from worker.config import ConfigError, Settings
+from worker.config import ConfigError, Settings, kafka_tls_files
 
 __all__ = ["KafkaStartError", "check_connection", "client_kwargs", "security_kwargs"]
 
@@ -51,66 +51,26 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def security_kwargs(settings: Settings) -> dict[str, Any]:
-    """aiokafka's security arguments, after checking the combination makes sense.
+    """aiokafka's security arguments, with the SASL password and TLS files read now; raises ``ConfigError``.
 
-    Settings that the chosen protocol would silently ignore are refused: an operator who sets a CA file
-    or a SASL user on a PLAINTEXT connection believes the traffic is protected, and it is not.
+    That the combination makes sense is checked where the settings are defined (``Settings``); what is left
+    here is what needs the file system.
     """
     protocol = settings.kafka_security_protocol
-    uses_sasl = protocol.startswith("SASL_")
-    uses_tls = protocol.endswith("SSL")
     kwargs: dict[str, Any] = {"security_protocol": protocol}
-
-    sasl_set = [
-        name
-        for name, value in (
-            ("BCW_KAFKA_SASL_MECHANISM", settings.kafka_sasl_mechanism),
-            ("BCW_KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
-            ("BCW_KAFKA_SASL_PASSWORD", settings.kafka_sasl_password),
-            ("BCW_KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file),
-        )
-        if value is not None
-    ]
-    tls_set = [
-        name
-        for name, value in (
-            ("BCW_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
-            ("BCW_KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
-            ("BCW_KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
-        )
-        if value is not None
-    ]
-    if sasl_set and not uses_sasl:
-        raise ConfigError(
-            f"{', '.join(sasl_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL (use SASL_SSL)"
-        )
-    if tls_set and not uses_tls:
-        raise ConfigError(
-            f"{', '.join(tls_set)} set but BCW_KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS "
-            "(use SSL or SASL_SSL)"
-        )
-    if uses_sasl:
+    if protocol.startswith("SASL_"):
         kwargs.update(_sasl(settings))
-    if uses_tls:
+    if protocol.endswith("SSL"):
         kwargs["ssl_context"] = _ssl_context(settings)
     return kwargs
 
 
 def _sasl(settings: Settings) -> dict[str, Any]:
-    protocol = settings.kafka_security_protocol
-    if settings.kafka_sasl_mechanism is None:
-        raise ConfigError(f"BCW_KAFKA_SECURITY_PROTOCOL={protocol} needs BCW_KAFKA_SASL_MECHANISM")
-    if not settings.kafka_sasl_username:
-        raise ConfigError(f"BCW_KAFKA_SECURITY_PROTOCOL={protocol} needs BCW_KAFKA_SASL_USERNAME")
-    if (settings.kafka_sasl_password is None) == (settings.kafka_sasl_password_file is None):
-        raise ConfigError("give exactly one of BCW_KAFKA_SASL_PASSWORD or BCW_KAFKA_SASL_PASSWORD_FILE")
     if settings.kafka_sasl_password is not None:
         password = settings.kafka_sasl_password.get_secret_value()
-        if not password:
-            raise ConfigError("BCW_KAFKA_SASL_PASSWORD is empty")
     else:
         path = settings.kafka_sasl_password_file
-        assert path is not None
+        assert path is not None  # Settings requires exactly one of the two
         try:
             # Only the line end a Secret mount or `echo` adds is dropped; inner whitespace is the password's.
             password = path.read_text().rstrip("\r\n")
@@ -127,15 +87,9 @@ def _sasl(settings: Settings) -> dict[str, Any]:
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext:
     """aiokafka's context: certificate and host name always verified (``check_hostname`` cannot be off)."""
-    for name, path in (
-        ("BCW_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
-        ("BCW_KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
-        ("BCW_KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
-    ):
+    for name, path in kafka_tls_files(settings):
         if path is not None:
             _readable(name, path)
-    if settings.kafka_ssl_keyfile is not None and settings.kafka_ssl_certfile is None:
-        raise ConfigError("BCW_KAFKA_SSL_KEYFILE needs BCW_KAFKA_SSL_CERTFILE (the client certificate)")
     try:
         context: ssl.SSLContext = create_ssl_context(
             cafile=settings.kafka_ssl_cafile,

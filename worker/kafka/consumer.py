@@ -22,19 +22,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CoordinatorNotAvailableError, KafkaError
 
 from worker import metrics
 from worker.config import Settings
-from worker.dispatch import Dispatcher
 from worker.kafka.connection import client_kwargs
-from worker.kafka.follow_store import FollowStore
 from worker.kafka.offsets import PartitionOffsets
+from worker.kafka.seams import CommandSink, ConsumerClient, FollowOwner, FollowReader
+from worker.retry import retry_until_done
 
-__all__ = ["CommandConsumer"]
+__all__ = ["CommandConsumer", "kafka_consumer"]
 
 log = logging.getLogger("worker.kafka.consumer")
 
@@ -44,12 +43,69 @@ MAX_INTAKE = 2_000
 RESUME_RATIO = 0.9
 #: At shutdown a commit gets this long; what it cannot commit is redelivered to the next owner.
 SHUTDOWN_COMMIT_TIMEOUT_S = 10.0
+#: A failed read of follows is retried after a wait doubling from the first to the last.
+RESTORE_WAIT_FIRST_S = 0.5
+RESTORE_WAIT_MAX_S = 5.0
+
+
+class _CoordinatorNotYetAvailable(logging.Filter):
+    """aiokafka logs "Group Coordinator Request failed: GroupCoordinatorNotAvailableError" as an ERROR and
+    retries. It is normal while a new group's coordinator is being set up (a fresh broker creating
+    ``__consumer_offsets``) or is moving, so it is said at INFO; a coordinator that never comes shows as
+    ``/readyz`` failing ``group_joined``. Every other coordinator error keeps its level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and any(isinstance(a, CoordinatorNotAvailableError) for a in _args(record)):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "group coordinator not available yet (%s); retrying", record.args
+        return True
+
+
+def _args(record: logging.LogRecord) -> tuple[object, ...]:
+    return record.args if isinstance(record.args, tuple) else ()
+
+
+_COORDINATOR_LOG = logging.getLogger("aiokafka.consumer.group_coordinator")
+_COORDINATOR_FILTER = _CoordinatorNotYetAvailable()
+
+
+def kafka_consumer(settings: Settings) -> ConsumerClient:
+    """The group member: commits only what ``CommandConsumer`` says, never on its own (no auto-commit)."""
+    _COORDINATOR_LOG.addFilter(_COORDINATOR_FILTER)  # adding the same filter again is a no-op
+    consumer: ConsumerClient = AIOKafkaConsumer(
+        **client_kwargs(settings),
+        group_id=settings.group_id,
+        group_instance_id=settings.group_instance_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        rebalance_timeout_ms=max(settings.session_timeout_ms, 30_000),
+        max_poll_records=500,
+    )
+    return consumer
 
 
 class CommandConsumer:
-    def __init__(self, settings: Settings, dispatcher: Dispatcher, store: FollowStore) -> None:
+    """Polls ``consumer``, hands records to ``sink``, and keeps ``follows`` in step with the assignment.
+
+    The worker passes ``kafka_consumer(settings)`` and its ``Dispatcher`` as both ``sink`` and ``follows``;
+    unit tests pass fakes of the protocols in ``seams.py``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: ConsumerClient,
+        *,
+        sink: CommandSink,
+        follows: FollowOwner,
+        store: FollowReader,
+    ) -> None:
         self._settings = settings
-        self._dispatcher = dispatcher
+        self._consumer = consumer
+        self._sink = sink
+        self._follows = follows
         self._store = store
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
         self._restoring: set[TopicPartition] = set()
@@ -57,26 +113,6 @@ class CommandConsumer:
         self._paused = False
         self._commit_lock = asyncio.Lock()
         self.joined = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            **client_kwargs(settings),
-            group_id=settings.group_id,
-            group_instance_id=settings.group_instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            session_timeout_ms=settings.session_timeout_ms,
-            rebalance_timeout_ms=max(settings.session_timeout_ms, 30_000),
-            max_poll_records=500,
-        )
-        self.on_commit: Callable[[dict[TopicPartition, int]], Awaitable[None] | None] | None = None
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    @property
-    def assignment(self) -> list[TopicPartition]:
-        return list(self._partitions)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -95,7 +131,7 @@ class CommandConsumer:
                 await committer
             for task in self._restores:
                 task.cancel()
-            await self._dispatcher.close()
+            await self._follows.close()
             await self._final_commit()
             await self._stop_consumer()
 
@@ -122,14 +158,14 @@ class CommandConsumer:
                 continue
             for record in records:
                 offsets.started(record.offset)
-                self._dispatcher.submit(record, offsets)
+                self._sink.submit(record, offsets)
 
     def _apply_backpressure(self) -> None:
-        in_flight = self._dispatcher.in_flight
+        in_flight = self._sink.in_flight
         limit = self._settings.max_in_flight
         # Records handed over but not yet decoded and joined are tasks; a burst of 100,000 would be 100,000
         # tasks at once. Taking in at most MAX_INTAKE at a time costs nothing in latency (they finish in ms).
-        if self._dispatcher.intake >= MAX_INTAKE:
+        if self._sink.intake >= MAX_INTAKE:
             in_flight = max(in_flight, limit)
         if not self._paused and in_flight >= limit:
             self._consumer.pause(*self._partitions)
@@ -149,12 +185,12 @@ class CommandConsumer:
         self._paused = True
         log.info(
             "stopping: %d follows hand over (up to %.0fs for calls on the wire)",
-            self._dispatcher.following,
+            self._follows.following,
             self._settings.shutdown_grace_s,
         )
         keepalive = asyncio.create_task(self._poll_while_draining(), name="drain poll")
         try:
-            await self._dispatcher.close(self._settings.shutdown_grace_s)
+            await self._follows.close(self._settings.shutdown_grace_s)
             await self._final_commit()
         finally:
             keepalive.cancel()
@@ -204,16 +240,12 @@ class CommandConsumer:
         for tp, offset in pending.items():
             if tp in self._partitions:
                 self._partitions[tp].committed(offset)
-        if self.on_commit is not None:
-            result = self.on_commit(pending)
-            if result is not None:
-                await result
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         for task in list(self._restores):
             task.cancel()
         await asyncio.gather(*self._restores, return_exceptions=True)
-        await self._dispatcher.stop_partitions(sorted(tp.partition for tp in revoked), self._settings.shutdown_grace_s)
+        await self._follows.stop_partitions(sorted(tp.partition for tp in revoked), self._settings.shutdown_grace_s)
         await self._commit(only=revoked)
         self._restoring -= revoked
         if self._restoring:  # kept partitions whose restore was interrupted above: read them again
@@ -246,28 +278,29 @@ class CommandConsumer:
         A failed read is retried: taking commands in without the follows would cancel every batch again.
         """
         started = time.monotonic()
-        delay = 0.5
-        while True:
-            try:
-                states = await self._store.read(tp.partition for tp in partitions)
-                break
-            except (KafkaError, OSError, TimeoutError) as exc:
-                log.warning("reading follows of %s failed (%s); retrying", sorted(p.partition for p in partitions), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        numbers = sorted(tp.partition for tp in partitions)
+
+        def failed(attempt: int, exc: BaseException, wait_s: float) -> None:
+            log.warning("reading follows of %s failed (%s); retrying in %.1fs", numbers, exc, wait_s)
+
+        states = await retry_until_done(
+            lambda: self._store.read(numbers),
+            retry_if=lambda exc: isinstance(exc, (KafkaError, OSError, TimeoutError)),
+            on_retry=failed,
+            wait_first_s=RESTORE_WAIT_FIRST_S,
+            wait_max_s=RESTORE_WAIT_MAX_S,
+        )
         resumed = 0
         for tp in partitions:
             if tp not in self._partitions or tp not in self._restoring:
                 continue  # revoked meanwhile
-            resumed += self._dispatcher.resume(tp.partition, states.get(tp.partition, []))
+            resumed += self._follows.resume(tp.partition, states.get(tp.partition, []))
             self._restoring.discard(tp)
             if not self._paused:
                 self._consumer.resume(tp)
         took = time.monotonic() - started
         metrics.RESTORE_SECONDS.observe(took)
-        log.info(
-            "resumed %d follows of partitions %s in %.2fs", resumed, sorted(tp.partition for tp in partitions), took
-        )
+        log.info("resumed %d follows of partitions %s in %.2fs", resumed, numbers, took)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

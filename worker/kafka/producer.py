@@ -3,16 +3,15 @@
 The producer is idempotent with ``acks=all``: its own retries after a broker hiccup cannot duplicate a
 record, and "published" means durable. A send this module repeats after a timeout is a new send and may
 duplicate one that did land; every event has a deterministic ``event_id`` for exactly that reason.
-A send that still fails (broker down longer than the client's own delivery timeout) is retried here with
-capped backoff until it succeeds or the command is cancelled, because the alternative — giving up — would
-leave a command without its outcome and its offset stuck.
+A send that still fails (broker down longer than the client's own delivery timeout) is retried with capped
+backoff (``worker.retry.retry_until_done``) until it succeeds or the command is cancelled, because the
+alternative — giving up — would leave a command without its outcome and its offset stuck.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from worker.contract import (
 )
 from worker.kafka.connection import client_kwargs
 from worker.record import Record
+from worker.retry import retry_until_done
 
 __all__ = ["EventProducer", "HeaderInjector"]
 
@@ -47,6 +47,9 @@ UNHEALTHY_AFTER_S = 30.0
 #: about a dozen events: under load every further send parked on ``wait_drain`` (``asyncio.wait`` per send),
 #: 7 % of the worker's CPU in a py-spy profile (docs/benchmarks.md).
 BATCH_BYTES = 256 * 1024
+#: A failed send is retried after a wait doubling from the first to the last (``worker.retry.retry_until_done``).
+SEND_WAIT_FIRST_S = 0.1
+SEND_WAIT_MAX_S = 5.0
 #: What is kept of a dead letter the DLQ topic refuses as too large.
 TRUNCATE_TO = 64 * 1024
 
@@ -132,26 +135,31 @@ class EventProducer:
         *,
         partition: int | None = None,
     ) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async with self._slots:
-                    await self._producer.send_and_wait(
-                        topic, value, key=key, headers=list(headers), partition=partition
-                    )
-                self.published += 1
-                self._failing_since = None
-                return
-            except (MessageSizeTooLargeError, RecordTooLargeError):
-                raise  # retrying cannot help; the caller decides
-            except KafkaError as exc:
-                self.failures += 1
-                if self._failing_since is None:
-                    self._failing_since = time.monotonic()
-                metrics.EVENT_PUBLISH_FAILURES.inc()
-                if isinstance(exc, TopicAuthorizationFailedError):
-                    log.error("not allowed to write to %s: grant this worker's principal WRITE on it", topic)
-                else:
-                    log.warning("publishing to %s failed (%s); retrying in %.1fs", topic, exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 5.0)
+        async def attempt() -> None:
+            async with self._slots:
+                await self._producer.send_and_wait(topic, value, key=key, headers=list(headers), partition=partition)
+
+        def failed(attempt_number: int, exc: BaseException, wait_s: float) -> None:
+            self.failures += 1
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            metrics.EVENT_PUBLISH_FAILURES.inc()
+            if isinstance(exc, TopicAuthorizationFailedError):
+                log.error("not allowed to write to %s: grant this worker's principal WRITE on it", topic)
+            else:
+                log.warning("publishing to %s failed (%s); retrying in %.1fs", topic, exc, wait_s)
+
+        await retry_until_done(
+            attempt,
+            retry_if=_worth_resending,
+            on_retry=failed,
+            wait_first_s=SEND_WAIT_FIRST_S,
+            wait_max_s=SEND_WAIT_MAX_S,
+        )
+        self.published += 1
+        self._failing_since = None
+
+
+def _worth_resending(exc: BaseException) -> bool:
+    """Kafka errors are, but a record too large for the topic stays too large: the caller decides."""
+    return isinstance(exc, KafkaError) and not isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError))

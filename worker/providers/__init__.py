@@ -8,7 +8,9 @@ to classify its errors. An OpenAI-compatible provider (Groq, a gateway) needs no
 
 from __future__ import annotations
 
-from worker.config import ConfigError, ProviderConfig, ProvidersFile
+import dataclasses
+
+from worker.config import ProviderConfig, ProvidersFile
 from worker.providers.anthropic import AnthropicDialect
 from worker.providers.azure import AzureDialect
 from worker.providers.base import Dialect
@@ -46,13 +48,10 @@ def dialect_for(name: str) -> Dialect:
 
 
 def base_url_for(name: str, config: ProviderConfig) -> str:
-    """The configured override or the dialect default; a URL that could carry a secret is refused."""
+    """The configured override (``ProviderConfig`` refuses one that could carry a secret) or the dialect default."""
     if config.base_url is None:
         return dialect_for(config.dialect).default_base_url
-    url = config.base_url
-    if url.username or url.password or url.query or url.fragment:
-        raise ConfigError(f"providers.{name}.base_url: credentials, query or fragment are not allowed in the URL")
-    return str(url).rstrip("/")
+    return str(config.base_url).rstrip("/")
 
 
 def build_clients(
@@ -78,7 +77,7 @@ def build_clients(
             keys,
             max_concurrency=config.max_concurrency,
             max_requests_per_s=config.max_requests_per_s,
-            policy=RetryPolicy(**{**base_policy.__dict__, "budget_s": config.retry_budget_s}),
+            policy=dataclasses.replace(base_policy, budget_s=config.retry_budget_s),
         )
     return clients
 

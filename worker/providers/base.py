@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from worker.contract import TIMESTAMP_FIELDS, BatchError, BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import AlreadyTerminal, ProviderError, Rejected, Retryable
-from worker.retry import parse_retry_after
+from worker.providers.headers import parse_retry_after
 
 __all__ = [
     "Dialect",

@@ -23,7 +23,8 @@ from worker.budget import AccountGate, Priority
 from worker.contract import BATCH_ID_PATTERN, BatchSnapshot, BatchStatus
 from worker.errors import AlreadyTerminal, Rejected, Retryable
 from worker.providers.base import Dialect, Op, decode_body
-from worker.retry import RetryPolicy, call_with_retry, parse_quota
+from worker.providers.headers import parse_quota
+from worker.retry import RetryPolicy, call_with_retry
 from worker.telemetry import TRACER, exporting
 
 __all__ = ["CancelResult", "ProviderClient"]

@@ -1,6 +1,7 @@
 """Alibaba DashScope / Qwen Cloud in OpenAI-compatible mode.
 
-Quirks from seed 001 and the research notes: absent timestamps are ``0`` (the base maps them to ``None``);
+Quirks, from Alibaba Cloud Model Studio's "Batch interfaces compatible with OpenAI" and Qwen Cloud's API
+reference ("Cancel batch", docs.qwencloud.com): absent timestamps are ``0`` (the base maps them to ``None``);
 ``errors`` is ``{object: "list", data: [...]}``; throttling is signalled by codes ``Throttling``,
 ``Throttling.RateQuota`` and ``Throttling.AllocationQuota`` — retried whatever the HTTP status, because the
 compatible-mode error shape is unconfirmed and may arrive as DashScope's native ``{"code", "message"}`` or as

@@ -1,6 +1,7 @@
 """DeepInfra's OpenAI-compatible batch API.
 
-Quirks from seed 002: ``status`` is typed as a free string (unknown values become ``unknown``, raw kept);
+Quirks, from DeepInfra's API reference ("Cancel Openai Batch", docs.deepinfra.com) and batch guide:
+``status`` is typed as a free string (unknown values become ``unknown``, raw kept);
 the object carries ``model`` and ``usage`` (kept in the snapshot). Two path prefixes are documented; the
 default is the guide's ``/v1/openai`` base that the OpenAI SDK uses. Error bodies are unconfirmed (FastAPI
 ``{"detail": …}`` is likely; ``error_info`` reads it), so only the generic status rules apply.

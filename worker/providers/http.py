@@ -91,8 +91,8 @@ def build_http_client(
         trust_env=False,
     )
     # One CLIENT span per HTTP attempt, children of the logical call's span (see ProviderClient._call) — only
-    # when spans are exported: the instrumentation costs ~1.7 ms CPU per command (docs/benchmarks.md), a
-    # quarter of the worker's whole budget, for spans nobody would see.
+    # when spans are exported: the instrumentation was the largest single cost per command (docs/benchmarks.md,
+    # "Changes made from the profile", item 1), too much to pay for spans nobody would see.
     if exporting():
         HTTPXClientInstrumentor.instrument_client(client)
     return client

@@ -2,7 +2,8 @@
 
 Quirks: cancelling a finished batch answers **409** ``Cannot cancel a batch with status 'completed'.`` (handled
 by the base as already-terminal); a 429 whose code is ``insufficient_quota`` is a billing problem, not load,
-so it is rejected rather than retried (the base rule; repeated here in a test, not in code).
+so it is rejected rather than retried. Both are the base's rules (``providers/base.py``); this dialect adds
+nothing to them.
 """
 
 from __future__ import annotations

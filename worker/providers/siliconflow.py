@@ -1,6 +1,7 @@
 """SiliconFlow (硅基流动): OpenAI-shaped batches with its own status word and its own error bodies.
 
-Quirks from seed 000 and the research notes:
+Quirks, from SiliconFlow's API reference ("Cancel a Batch", api-docs.siliconflow.cn, and the batch guide
+docs.siliconflow.cn/cn/userguide/guides/batch) and its legacy error-code table:
 
 * status ``in_queue`` means queued; ``errors`` is ``null`` on cancel and ``[]`` on retrieve, typed as a list
   of strings; ``request_counts`` is ``null`` then ``{}`` (both become ``None``).

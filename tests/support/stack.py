@@ -1,31 +1,37 @@
-"""End-to-end fixtures: the session's broker, one provider emulator, and worker processes wired to both."""
+"""The end-to-end stack: fresh topics, a providers file wired to the emulator, and worker processes.
+
+Used by tests/e2e and tests/reliability alike (their fixtures are in tests/conftest.py); the benchmarks have
+their own (bench/stack.py), and both run workers through ``devstack.worker_process``.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from devstack.broker import KafkaBroker
-from tests.support.worker import WorkerProcess
+from devstack.topics import WorkerTopics
+from devstack.worker_process import WorkerProcess
+from tests.support.events import committed_vs_end
 from worker.emulator.testing import DEFAULT_KEY, Emulator
 
+__all__ = [
+    "DIALECTS",
+    "NATIVE",
+    "WRONG_KEY",
+    "Stack",
+    "StackFactory",
+    "wait_committed",
+]
+
 DIALECTS = ("openai", "siliconflow", "dashscope", "deepinfra")
-#: What docs/durable-follows.md tells operators to create the follows topic with.
-FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 #: The providers that are not OpenAI-shaped (and Azure); a stack built with ``dialects=NATIVE`` configures them.
 NATIVE = ("anthropic", "mistral", "azure", "together", "xai")
 #: An account whose key the emulator does not accept: every call answers 401.
 WRONG_KEY = "sk-wrong-key-for-401-tests"
-
-
-@pytest.fixture(scope="session")
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        yield emu
 
 
 @dataclass
@@ -41,16 +47,9 @@ class Stack:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        tag = uuid.uuid4().hex[:8]
-        self.commands = f"commands-{tag}"
-        self.events = f"events-{tag}"
-        self.dlq = f"dlq-{tag}"
-        self.follows = f"follows-{tag}"
-        self.group = f"group-{tag}"
-        self.kafka.create_topic(self.commands, self.partitions)
-        self.kafka.create_topic(self.events, self.partitions)
-        self.kafka.create_topic(self.dlq, 1)
-        self.kafka.create_topic(self.follows, self.partitions, FOLLOWS_TOPIC_CONFIG)
+        self.topics = WorkerTopics(self.kafka, self.partitions)
+        t = self.topics
+        self.commands, self.events, self.dlq, self.follows, self.group = t.commands, t.events, t.dlq, t.follows, t.group
         lines = ["providers:"]
         for d in self.dialects:
             lines += [
@@ -71,12 +70,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         return {
-            "BCW_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "BCW_COMMANDS_TOPIC": self.commands,
-            "BCW_EVENTS_TOPIC": self.events,
-            "BCW_DLQ_TOPIC": self.dlq,
-            "BCW_FOLLOWS_TOPIC": self.follows,
-            "BCW_GROUP_ID": self.group,
+            **self.topics.env(),
             "BCW_PROVIDERS_FILE": str(self.providers_file),
             "BCW_FOLLOW_INITIAL_INTERVAL_S": "0.1",
             "BCW_FOLLOW_MAX_INTERVAL_S": "0.5",
@@ -100,24 +94,21 @@ class Stack:
 StackFactory = Callable[..., Stack]
 
 
-@pytest.fixture
-def make_stack(kafka: KafkaBroker, emulator: Emulator, tmp_path: Path) -> Iterator[StackFactory]:
-    stacks: list[Stack] = []
+async def wait_committed(
+    stack: Stack, timeout: float = 30.0, *, fail: bool = True
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Wait until the group's committed offsets reach the commands topic's end offsets.
 
-    def make(partitions: int = 3, **env: str) -> Stack:
-        s = Stack(kafka, emulator, tmp_path, partitions=partitions, env_overrides=env)
-        stacks.append(s)
-        return s
-
-    yield make
-    for s in stacks:
-        s.close()
-
-
-@pytest.fixture(scope="module")
-def shared_stack(kafka: KafkaBroker, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One worker for a module's independent scenarios: each test uses its own batch and command ids."""
-    s = Stack(kafka, emulator, tmp_path_factory.mktemp("stack"))
-    s.start_worker()
-    yield s
-    s.close()
+    Returns (committed, ends), the last reading; past ``timeout`` it raises, or with ``fail=False`` returns
+    the reading all the same (the reliability scenarios report it in their table rather than stop there).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        committed, ends = await committed_vs_end(stack.bootstrap, stack.commands, stack.group)
+        if all(committed.get(p, 0) == end for p, end in ends.items()):
+            return committed, ends
+        if time.monotonic() > deadline:
+            if fail:
+                raise AssertionError(f"committed {committed} != end offsets {ends}")
+            return committed, ends
+        await asyncio.sleep(0.2)

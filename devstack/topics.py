@@ -1,0 +1,55 @@
+"""A fresh set of the worker's topics on a broker: what every stack that runs workers starts from.
+
+The end-to-end tests (tests/support/stack.py) and the benchmarks (bench/stack.py) each make one per test or
+run, so no two ever share a topic or a consumer group.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from devstack.broker import KafkaBroker
+
+__all__ = ["FOLLOWS_TOPIC_CONFIG", "WorkerTopics"]
+
+#: What docs/durable-follows.md tells operators to create the follows topic with.
+FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
+
+
+@dataclass
+class WorkerTopics:
+    """Commands, events and follows topics of ``partitions`` each, a one-partition DLQ, and a group name."""
+
+    broker: KafkaBroker
+    partitions: int = 3
+    prefix: str = ""
+    follows_config: Mapping[str, str] = field(default_factory=lambda: dict(FOLLOWS_TOPIC_CONFIG))
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        self.commands = f"{self.prefix}commands-{self.tag}"
+        self.events = f"{self.prefix}events-{self.tag}"
+        self.dlq = f"{self.prefix}dlq-{self.tag}"
+        self.follows = f"{self.prefix}follows-{self.tag}"
+        self.group = f"{self.prefix}group-{self.tag}"
+        self.broker.create_topic(self.commands, self.partitions)
+        self.broker.create_topic(self.events, self.partitions)
+        self.broker.create_topic(self.dlq, 1)
+        self.broker.create_topic(self.follows, self.partitions, dict(self.follows_config))
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def env(self) -> dict[str, str]:
+        """The ``BCW_`` variables that point a worker at these topics and this group."""
+        return {
+            "BCW_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "BCW_COMMANDS_TOPIC": self.commands,
+            "BCW_EVENTS_TOPIC": self.events,
+            "BCW_DLQ_TOPIC": self.dlq,
+            "BCW_FOLLOWS_TOPIC": self.follows,
+            "BCW_GROUP_ID": self.group,
+        }

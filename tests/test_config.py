@@ -1,0 +1,43 @@
+"""Configuration refused where it is defined, and explained in one line naming the key, never the value."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from worker import config, providers
+from worker.config import ConfigError, ProvidersFile, Settings
+from worker.validation import explain
+
+
+def test_every_configurable_dialect_has_an_implementation_and_no_other() -> None:
+    assert set(config.DIALECTS) == set(providers.DIALECTS)
+
+
+def test_a_bad_setting_is_explained_as_the_variable_that_sets_it() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(max_in_flight=0, log_level="LOUD")
+    line = explain(info.value, env_prefix="BCW_")
+    assert line.startswith("BCW_MAX_IN_FLIGHT: ") and "; BCW_LOG_LEVEL: " in line and "LOUD" not in line
+
+
+def test_a_bad_providers_file_is_explained_by_dotted_key_without_the_value() -> None:
+    raw = {"providers": {"p": {"dialect": "openai", "accounts": {"a": {"api_key_env": "K", "api_key_file": "/k"}}}}}
+    raw["providers"]["p"]["base_url"] = "https://user:hunter2@gateway.example/v1"
+    with pytest.raises(ValidationError) as info:
+        ProvidersFile.model_validate(raw)
+    line = explain(info.value)
+    assert "providers.p.base_url: " in line and "providers.p.accounts.a: " in line and "hunter2" not in line
+    assert explain(info.value, most=1).count(": ") == 1
+
+
+def test_incoherent_kafka_security_is_refused_when_the_settings_are_made() -> None:
+    with pytest.raises(ConfigError, match=r"BCW_KAFKA_SASL_USERNAME set but .*PLAINTEXT does not use SASL"):
+        Settings(kafka_sasl_username="u")
+    with pytest.raises(ConfigError, match="BCW_KAFKA_SASL_PASSWORD is empty"):
+        Settings(
+            kafka_security_protocol="SASL_SSL",
+            kafka_sasl_mechanism="PLAIN",
+            kafka_sasl_username="u",
+            kafka_sasl_password="",
+        )
