@@ -67,3 +67,37 @@ def test_starting_the_worker_loads_neither_the_emulator_nor_its_server() -> None
     modules = loaded.stdout.split()
     assert "worker.app" in modules and "worker.kafka.consumer" in modules
     assert [m for m in modules if _within(m, (*EMULATOR, *PUBLISHER, "uvicorn"))] == []
+
+
+#: Dependencies point one way (docs/architecture.md): what handles commands never reaches down into the Kafka
+#: plumbing, the HTTP stack or the wiring; the contract knows none of them.
+LAYERS = {
+    "contract": (
+        "worker.kafka",
+        "worker.providers",
+        "worker.dispatch",
+        "worker.follow",
+        "worker.app",
+        "aiokafka",
+        "httpx",
+    ),
+    "follow.py": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.app", "aiokafka", "httpx"),
+    "scheduler.py": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.follow", "aiokafka", "httpx"),
+    "budget.py": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.follow", "aiokafka", "httpx"),
+    "dispatch.py": ("worker.kafka", "worker.providers", "worker.app", "aiokafka", "httpx"),
+    "providers": ("worker.kafka", "worker.dispatch", "worker.follow", "worker.app", "aiokafka"),
+    "kafka": ("worker.dispatch", "worker.follow", "worker.providers", "worker.app", "httpx"),
+}
+
+
+def test_dependencies_point_one_way() -> None:
+    wrong: dict[str, list[str]] = {}
+    for place, forbidden in LAYERS.items():
+        target = PACKAGE / place
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        assert files, place
+        for path in files:
+            bad = sorted(n for n in _imports(path) if _within(n, forbidden))
+            if bad:
+                wrong[str(path.relative_to(ROOT))] = bad
+    assert wrong == {}

@@ -4,7 +4,7 @@ The consumer hands every record to ``Dispatcher.submit`` and goes straight back 
 blocks the poll loop. A command's short task decodes and authorises it (anything wrong goes to the
 dead-letter topic, plus a final ``invalid`` event when its ``command_id`` could be read), then joins the one
 ``Follow`` of its batch in its partition and ends. The follow releases the record's offset in its
-partition's ``PartitionOffsets`` once the command's intent is durable on the follow-state topic or its
+partition's offsets (``Done``) once the command's intent is durable on the follow-state topic or its
 final event is published, whichever comes first; the commit loop does the rest.
 
 Follows belong to a commands partition: its follow-state records live in the same partition number of the
@@ -36,11 +36,10 @@ from worker.contract import (
     failure_event,
 )
 from worker.follow import Follow, FollowPolicy, Persist, Provider, StateWrites, Subscriber
-from worker.kafka.offsets import PartitionOffsets
-from worker.record import Record
+from worker.record import Done, Record
 from worker.scheduler import PollScheduler
 from worker.signing import SignatureVerifier
-from worker.telemetry import CommandContext, CommandTracing, trace_carrier
+from worker.telemetry import CommandContext, CommandTracing
 
 __all__ = ["Dispatcher", "EventSink", "Record", "StateSink"]
 
@@ -68,12 +67,6 @@ def _command_id(record: Record) -> str | None:
         return decode_command(record.value, max_bytes=1 << 30).command_id
     except Exception:  # noqa: BLE001 - best effort, for the event only
         return None
-
-
-def _trace_of(context: object) -> tuple[str | None, str | None, float | None]:
-    carrier = trace_carrier(context)
-    received = context.produced_at if isinstance(context, CommandContext) else None
-    return carrier.get("traceparent"), carrier.get("tracestate"), received
 
 
 FollowKey = tuple[int, str]  # (commands partition, batch key)
@@ -129,7 +122,7 @@ class Dispatcher:
         return max((time.time() - f.since for f in self._follows.values()), default=0.0)
 
     # --- intake ---------------------------------------------------------------------------------------------
-    def submit(self, record: Record, offsets: PartitionOffsets) -> None:
+    def submit(self, record: Record, offsets: Done) -> None:
         """Decode, authorise and join a record's follow now; only a record going to the DLQ gets a task.
 
         The poll loop calls this for every record, so the common path allocates no task and awaits nothing:
@@ -182,7 +175,6 @@ class Dispatcher:
                 publish=self._publish,
                 persist=self._persist_to(partition),
                 policy=self._policy,
-                trace_of=_trace_of,
                 context_of=self._resumed_context,
                 cap=self._policy.max_follow,
                 scheduler=self._scheduler_for(state.provider, state.account),
@@ -239,20 +231,18 @@ class Dispatcher:
         await self._writes.close()
 
     # --- one command ----------------------------------------------------------------------------------------
-    async def _invalid(
-        self, record: Record, offsets: PartitionOffsets, exc: InvalidCommand, context: CommandContext
-    ) -> None:
+    async def _invalid(self, record: Record, offsets: Done, exc: InvalidCommand, context: CommandContext) -> None:
         await self._reject(record, exc, context)
         self._finished(record, offsets, Outcome.INVALID, context)
 
-    def _finished(self, record: Record, offsets: PartitionOffsets, outcome: Outcome, context: CommandContext) -> None:
+    def _finished(self, record: Record, offsets: Done, outcome: Outcome, context: CommandContext) -> None:
         metrics.COMMANDS.labels(outcome.value).inc()
         metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
         context.span.end()
         if not offsets.revoked:
             offsets.finished(record.offset)
 
-    def _join(self, record: Record, offsets: PartitionOffsets, command: CancelCommand, context: CommandContext) -> None:
+    def _join(self, record: Record, offsets: Done, command: CancelCommand, context: CommandContext) -> None:
         limit = min(command.follow_timeout_s or float("inf"), self._policy.max_follow)
         offset = record.offset  # the closure keeps the offset, not the record (its bytes and headers)
 
@@ -298,12 +288,12 @@ class Dispatcher:
             log.info("command %s is already being followed; not following it twice", command.command_id)
             context.span.end()
 
-    def _final(self, event: BatchStateEvent, context: object) -> Outcome:
+    def _final(self, event: BatchStateEvent, context: CommandContext | None) -> Outcome:
         """What every final event of a followed command counts: its outcome, its latency, one fewer waiting."""
         self._waiting -= 1
         outcome = event.outcome or Outcome.ACCEPTED
         metrics.COMMANDS.labels(outcome.value).inc()
-        if isinstance(context, CommandContext):
+        if context is not None:
             metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
         return outcome
 
@@ -335,7 +325,6 @@ class Dispatcher:
             persist=self._persist_to(partition),
             policy=self._policy,
             scheduler=self._scheduler_for(command.provider, command.account),
-            trace_of=_trace_of,
             writes=self._writes,
             after=current if current is not None and current.pending_write else None,
             on_end=self._ended,
@@ -384,14 +373,14 @@ class Dispatcher:
         return persist
 
     async def _publish(self, sub: Subscriber, event: BatchStateEvent) -> None:
-        ctx = sub.context if isinstance(sub.context, CommandContext) else None
+        ctx = sub.context
         await self._sink.publish(event, ctx)
         if ctx is not None and ctx.first_event_at is None:
             ctx.first_event_at = time.time()
             metrics.CANCEL_ACCEPTED_SECONDS.observe(max(0.0, ctx.first_event_at - ctx.produced_at))
 
     # --- invalid input --------------------------------------------------------------------------------------
-    async def _park(self, record: Record, offsets: PartitionOffsets, error: Exception, context: CommandContext) -> None:
+    async def _park(self, record: Record, offsets: Done, error: Exception, context: CommandContext) -> None:
         """Dead-letter a record the worker failed on (``internal_error``), so its partition moves on.
 
         The exception went to the log with its traceback; the dead letter names only its type, because an

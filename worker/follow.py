@@ -48,6 +48,7 @@ from worker.contract import (
     observed_event,
 )
 from worker.errors import GaveUp, Rejected
+from worker.telemetry import CommandContext
 
 __all__ = [
     "Follow",
@@ -114,7 +115,7 @@ class Subscriber:
 
     command_id: str
     follow: bool = True
-    context: Any = None  # the command's trace context, handed back to ``publish``
+    context: CommandContext | None = None  # its trace context (the events continue it) and Kafka timestamp
     deadline: float = float("inf")  # Unix seconds
     last_status: BatchStatus | None = None
     release: Callable[[], None] = _noop
@@ -137,8 +138,6 @@ class Subscriber:
 Publish = Callable[[Subscriber, BatchStateEvent], Awaitable[None]]
 #: Write the follow's state (``None``: a tombstone) to its partition; returns once it is durable.
 Persist = Callable[[str, FollowState | None], Awaitable[None]]
-#: What a ``WaitingCommand`` keeps of a subscriber's context: traceparent, tracestate, Kafka timestamp.
-TraceOf = Callable[[Any], tuple[str | None, str | None, float | None]]
 
 
 def command_failure(
@@ -179,7 +178,6 @@ class Follow:
         "_queued",
         "_scheduler",
         "_then",
-        "_trace_of",
         "_writes",
         "_writing",
         "account",
@@ -207,7 +205,6 @@ class Follow:
         policy: FollowPolicy,
         scheduler: Scheduler,
         writes: Writes,
-        trace_of: TraceOf = lambda _: (None, None, None),
         after: Follow | None = None,
         on_end: Callable[[Follow], None] | None = None,
     ) -> None:
@@ -219,7 +216,6 @@ class Follow:
         self._publish = publish
         self._persist = persist
         self._policy = policy
-        self._trace_of = trace_of
         self.subscribers: list[Subscriber] = []
         self.last_status: BatchStatus | None = None
         self.provider_status: str | None = None
@@ -252,8 +248,7 @@ class Follow:
         publish: Publish,
         persist: Persist,
         policy: FollowPolicy,
-        trace_of: TraceOf,
-        context_of: Callable[[WaitingCommand], Any],
+        context_of: Callable[[WaitingCommand], CommandContext],
         cap: float,
         scheduler: Scheduler,
         writes: Writes,
@@ -274,7 +269,6 @@ class Follow:
             policy=policy,
             scheduler=scheduler,
             writes=writes,
-            trace_of=trace_of,
             on_end=on_end,
         )
         follow.cancel_accepted = state.cancel_accepted
@@ -321,7 +315,7 @@ class Follow:
         )
 
     def _waiting(self, sub: Subscriber) -> WaitingCommand:
-        traceparent, tracestate, received_at = self._trace_of(sub.context)
+        traceparent, tracestate, received_at = sub.context.trace_fields() if sub.context else (None, None, None)
         return WaitingCommand(
             command_id=sub.command_id,
             deadline=_utc(sub.deadline),

@@ -1,11 +1,15 @@
-"""What the worker reads of a consumed Kafka record: aiokafka's ``ConsumerRecord`` fits, and so do test fakes."""
+"""What the worker reads of a consumed Kafka record, and how it says a record is done.
+
+aiokafka's ``ConsumerRecord`` fits ``Record``, and ``worker.kafka.offsets.PartitionOffsets`` fits ``Done``;
+so do test fakes. They are protocols so that dispatch and following never import the Kafka plumbing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["Record"]
+__all__ = ["Done", "Record"]
 
 
 class Record(Protocol):
@@ -23,3 +27,14 @@ class Record(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def timestamp(self) -> int: ...
+
+
+class Done(Protocol):
+    """A partition's offset bookkeeping: ``finished`` marks a record done (its offset may be committed)."""
+
+    @property
+    def revoked(self) -> bool:
+        """The partition moved to another member: marking is pointless, the next owner decides."""
+        ...
+
+    def finished(self, offset: int) -> None: ...

@@ -134,6 +134,10 @@ class CommandContext:
     carrier: dict[str, str] = field(default_factory=dict)
     headers: tuple[tuple[str, bytes], ...] = ()
 
+    def trace_fields(self) -> tuple[str | None, str | None, float]:
+        """What a follow-state record keeps of the command: traceparent, tracestate, Kafka timestamp."""
+        return self.carrier.get("traceparent"), self.carrier.get("tracestate"), self.produced_at
+
     @classmethod
     def of(cls, span: trace.Span, parent: otel_context.Context, produced_at: float) -> CommandContext:
         carrier = _w3c(span.get_span_context())
