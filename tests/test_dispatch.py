@@ -205,3 +205,42 @@ async def test_a_bug_parks_the_record_in_the_dlq_instead_of_stalling_its_partiti
     assert sorted(e.command_id for e in finals) == ["boom", "next"]
     assert {e.outcome for e in finals} == {Outcome.INVALID}
     assert provider.cancels == 0
+
+
+class _TracingProvider(FakeProvider):
+    """Records the trace current while each batch's cancel is on the wire."""
+
+    def __init__(self) -> None:
+        super().__init__(polls=["cancelled"])
+        self.trace_of: dict[str, str] = {}
+
+    async def cancel(self, account: str, batch_id: str) -> Any:
+        from opentelemetry import trace
+
+        self.trace_of[batch_id] = format(trace.get_current_span().get_span_context().trace_id, "032x")
+        return await super().cancel(account, batch_id)
+
+
+async def test_each_command_keeps_its_own_trace_in_provider_calls_and_its_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The scheduler and the state writers start while the first command is taken in; they must not carry its
+    trace into every later command's provider calls and log lines."""
+    traces = {"a": "0af7651916cd43dd8448eb211c80319c", "b": "4bf92f3577b34da6a3ce929d0e0e4736"}
+    records = [
+        Rec(
+            command(cid, batch=f"batch_{cid}"),
+            offset=i,
+            headers=[("traceparent", f"00-{t}-b7ad6b7169203331-01".encode())],
+        )
+        for i, (cid, t) in enumerate(traces.items())
+    ]
+    provider, sink = _TracingProvider(), Sink()
+    d = make(provider, sink)
+    caplog.set_level("INFO", logger="worker.dispatch")
+    offsets = submit_all(d, records)
+    await until(lambda: offsets.to_commit() == 2 and sum(e.final for e in sink.events) == 2)
+    assert provider.trace_of == {"batch_a": traces["a"], "batch_b": traces["b"]}
+    finished = {r.__dict__["command_id"]: r.__dict__["trace_id"] for r in caplog.records if "finished" in r.msg}
+    assert finished == traces
+    await d.close()

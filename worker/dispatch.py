@@ -270,6 +270,7 @@ class Dispatcher:
                     "account": account,
                     "batch_id": batch_id,
                     "status": event.status.value if event.status else None,
+                    **context.log_ids,  # the line is written in the follow's context, not this command's
                 },
             )
 
@@ -308,7 +309,12 @@ class Dispatcher:
             log.info(
                 "command finished: %s (resumed)",
                 outcome.value,
-                extra={"command_id": command_id, "batch_id": batch_id, "partition": partition},
+                extra={
+                    "command_id": command_id,
+                    "batch_id": batch_id,
+                    "partition": partition,
+                    **(context.log_ids if context is not None else {}),
+                },
             )
 
         sub.on_final = on_final

@@ -25,12 +25,15 @@ geometrically to ``max_interval`` while the batch sits in ``cancelling``. This m
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
 
 from worker import faults
 from worker.budget import Priority
@@ -432,8 +435,14 @@ class Follow:
         else:
             self._scheduler.schedule(self, 0.0, cancel=True)
 
+    def _in_trace(self) -> contextvars.Token[otel_context.Context] | None:
+        """Make the first waiting command's span current: the provider call's spans become its children."""
+        context = next((s.context for s in self.subscribers if s.context is not None), None)
+        return otel_context.attach(context.otel) if context is not None else None
+
     async def _cancel(self) -> None:
         self.busy = True
+        token = self._in_trace()
         try:
             result = await self._provider.cancel(self.account, self.batch_id)
             self.cancel_accepted = True
@@ -447,6 +456,8 @@ class Follow:
             await self._failed(exc)
         finally:
             self.busy = False
+            if token is not None:
+                otel_context.detach(token)
         self._continue(self._policy.initial_interval, urgent=True)
 
     async def poll(self) -> float | None:
@@ -460,6 +471,7 @@ class Follow:
             return None
         self.busy = True
         changed = False
+        token = self._in_trace()
         try:
             await self._expire_subscribers()
             if self.live and not self.stopping:
@@ -476,6 +488,8 @@ class Follow:
             await self._failed(exc)
         finally:
             self.busy = False
+            if token is not None:
+                otel_context.detach(token)
         if self.stopping:
             return None
         if not self.live:
@@ -617,7 +631,11 @@ class StateWrites:
 
     def enqueue(self, follow: Follow) -> None:
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self._run(), name=f"state writer #{i}") for i in range(self._writers)]
+            # A fresh context: the first enqueue happens while a command is taken in (see scheduler.py).
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"state writer #{i}", context=contextvars.Context())
+                for i in range(self._writers)
+            ]
         self._queue.put_nowait(follow)
 
     async def _run(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
@@ -64,9 +65,14 @@ class PollScheduler:
         polls = (self._urgent, self._routine)
         self._cancel_slots = asyncio.Semaphore(CANCELS_AT_ONCE)
         self._cancel_tasks: set[asyncio.Task[None]] = set()
+        # A fresh context each: the scheduler is made while a command is being taken in, and a task copies the
+        # context it is created in; the runners would otherwise carry that one command's trace forever.
         self._runners = [
-            *(asyncio.create_task(self._run(polls), name=f"poll {name} #{i}") for i in range(runners)),
-            asyncio.create_task(self._dispatch_cancels(), name=f"cancels {name}"),
+            *(
+                asyncio.create_task(self._run(polls), name=f"poll {name} #{i}", context=contextvars.Context())
+                for i in range(runners)
+            ),
+            asyncio.create_task(self._dispatch_cancels(), name=f"cancels {name}", context=contextvars.Context()),
         ]
 
     def schedule(self, follow: Pollable, delay: float, *, urgent: bool = False, cancel: bool = False) -> None:

@@ -134,6 +134,11 @@ class CommandContext:
     carrier: dict[str, str] = field(default_factory=dict)
     headers: tuple[tuple[str, bytes], ...] = ()
 
+    @property
+    def log_ids(self) -> dict[str, str]:
+        """``trace_id``/``span_id`` for a log line about this command written outside its span's context."""
+        return _ids(self.span.get_span_context())
+
     def trace_fields(self) -> tuple[str | None, str | None, float]:
         """What a follow-state record keeps of the command: traceparent, tracestate, Kafka timestamp."""
         return self.carrier.get("traceparent"), self.carrier.get("tracestate"), self.produced_at
@@ -239,11 +244,19 @@ def trace_carrier(context: Any) -> dict[str, str]:
 LOG_FIELDS = ("command_id", "provider", "account", "batch_id", "partition", "offset", "status", "attempt", "cause")
 
 
-def _trace_ids() -> dict[str, str]:
-    ctx = trace.get_current_span().get_span_context()
+def _ids(ctx: SpanContext) -> dict[str, str]:
     if not ctx.is_valid:
         return {}
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+def _trace_ids(record: logging.LogRecord) -> dict[str, str]:
+    """The ids a caller passed in ``extra`` (a line about one command, written where another is current),
+    else those of the current span."""
+    given = record.__dict__.get("trace_id")
+    if isinstance(given, str):
+        return {"trace_id": given, "span_id": str(record.__dict__.get("span_id", ""))}
+    return _ids(trace.get_current_span().get_span_context())
 
 
 class JsonFormatter(logging.Formatter):
@@ -254,7 +267,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        out.update(_trace_ids())
+        out.update(_trace_ids(record))
         for name in LOG_FIELDS:
             value = record.__dict__.get(name)
             if value is not None:
