@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from worker import config, providers
-from worker.config import ConfigError, ProvidersFile, Settings
+from worker.config import ConfigError, ProvidersFile, Settings, trace_exporters
 from worker.validation import explain
 
 
@@ -41,3 +41,25 @@ def test_incoherent_kafka_security_is_refused_when_the_settings_are_made() -> No
             kafka_sasl_username="u",
             kafka_sasl_password="",
         )
+
+
+def test_trace_exporters_default_to_none_and_follow_an_otlp_endpoint() -> None:
+    assert trace_exporters({}) == ()
+    assert trace_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}) == ("otlp",)
+    assert trace_exporters({"OTEL_TRACES_EXPORTER": "console, otlp,none"}) == ("console", "otlp")
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "OTEL_TRACES_EXPORTER"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ],
+)
+def test_an_exporter_this_build_cannot_run_fails_the_settings(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], named: str
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named):
+        Settings()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -274,6 +275,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _trace_exporters_are_known(self) -> Settings:
+        """``OTEL_*`` is OpenTelemetry's own configuration, read from the environment like these settings: an
+        exporter this build cannot run fails the start (exit 2) instead of silently exporting nothing."""
+        trace_exporters(os.environ)
+        return self
+
+    @model_validator(mode="after")
     def _kafka_security_is_coherent(self) -> Settings:
         """Refuse settings the chosen protocol would silently ignore, and protocols missing what they need.
 
@@ -329,3 +337,22 @@ def kafka_tls_files(settings: Settings) -> tuple[tuple[str, Path | None], ...]:
         ("BCW_KAFKA_SSL_CERTFILE", settings.kafka_ssl_certfile),
         ("BCW_KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile),
     )
+
+
+def trace_exporters(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The span exporters ``OTEL_TRACES_EXPORTER`` names (``console``, ``otlp``), none for ``none``.
+
+    OpenTelemetry's default is ``otlp``; ours is ``none`` unless an OTLP endpoint is configured, because a
+    worker that tries to reach ``localhost:4318`` by default logs export errors forever in most clusters.
+    OTLP is exported over http/protobuf only (the ``[otlp]`` extra).
+    """
+    endpoint_set = any(k in environ for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint_set else "none").split(",")]
+    names = [n for n in names if n and n != "none"]
+    unknown = [n for n in names if n not in ("console", "otlp")]
+    if unknown:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: unsupported exporter {unknown[0]!r} (use otlp, console or none)")
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    if "otlp" in names and protocol not in (None, "http/protobuf"):
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: this build exports OTLP over http/protobuf")
+    return tuple(dict.fromkeys(names))

@@ -291,8 +291,10 @@ class Dispatcher:
 
     def _final(self, event: BatchStateEvent, context: CommandContext | None) -> Outcome:
         """What every final event of a followed command counts: its outcome, its latency, one fewer waiting."""
+        outcome = event.outcome
+        if outcome is None:  # the contract's validator makes every final event carry one
+            raise ValueError(f"event {event.event_id} is final without an outcome")
         self._waiting -= 1
-        outcome = event.outcome or Outcome.ACCEPTED
         metrics.COMMANDS.labels(outcome.value).inc()
         if context is not None:
             metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))

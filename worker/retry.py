@@ -134,7 +134,7 @@ async def call_with_retry(
     ``on_retry(attempt, error, wait_s)`` is told of every retry (metrics and span events hang off it).
 
     The first attempt runs bare: nearly every call succeeds at once, and building tenacity's machinery per
-    call was 6 % of the worker's CPU (docs/benchmarks.md). A first ``Retryable`` is handed to tenacity as its
+    call is measurable CPU (the profile in docs/benchmarks.md). A first ``Retryable`` is handed to tenacity as its
     attempt 1 (re-raised, not re-sent), so numbering, waits, logs and the budget's clock behave as before —
     the budget starts counting when that first attempt failed.
     """

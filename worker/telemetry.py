@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from worker.config import ConfigError
+from worker.config import trace_exporters
 
 __all__ = [
     "LOG_FIELDS",
@@ -55,19 +55,13 @@ log = logging.getLogger("worker.telemetry")
 
 
 def configure_tracing() -> TracerProvider | None:
-    """Install the SDK tracer provider with the exporters ``OTEL_TRACES_EXPORTER`` names, if any.
+    """Install the SDK tracer provider with the exporters ``OTEL_TRACES_EXPORTER`` names, if any
+    (``config.trace_exporters`` reads and validates them).
 
-    The OpenTelemetry default is ``otlp``; ours is ``none`` unless an OTLP endpoint is configured, because a
-    worker that tries to reach ``localhost:4318`` by default logs export errors forever in most clusters.
-    With no exporter no SDK provider is installed at all: recording spans nobody exports cost a third of the
-    worker's CPU per command (docs/benchmarks.md). Trace context still flows: see ``CommandTracing``.
+    With no exporter no SDK provider is installed at all: recording spans nobody exports costs CPU per
+    command for nothing (docs/benchmarks.md). Trace context still flows: see ``CommandTracing``.
     """
-    endpoint_set = any(k in os.environ for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint_set else "none").split(",")]
-    names = [n for n in names if n and n != "none"]
-    unknown = [n for n in names if n not in ("console", "otlp")]
-    if unknown:
-        raise ConfigError(f"OTEL_TRACES_EXPORTER: unsupported exporter {unknown[0]!r} (use otlp, console or none)")
+    names = trace_exporters(os.environ)
     if not names:
         return None
     os.environ.setdefault("OTEL_SERVICE_NAME", "batch-cancel-worker")
@@ -90,9 +84,6 @@ def exporting() -> bool:
 
 
 def _otlp_exporter() -> Any:
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL"))
-    if protocol not in (None, "http/protobuf"):
-        raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: this build exports OTLP over http/protobuf")
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
