@@ -1,0 +1,177 @@
+"""The emulator's cloud credentials, checked for real: Google OAuth2 access tokens and AWS SigV4 signatures.
+
+Google: ``POST /google/token`` is an OAuth2 token endpoint for the service-account flow (RFC 7523 JWT bearer
+grant), the one google-auth runs with a key file whose ``token_uri`` points here. A test registers the public
+half of a throw-away key (``/_admin/google/keys``); the endpoint verifies the assertion's RS256 signature with it
+(google-auth's own JWT verifier), its issuer, audience (Google's token endpoint, or this one), scope and times, and issues an
+opaque access token living ``lifetime_s`` (``/_admin/google/tokens``; default 3600 s as Google's). Vertex
+requests must carry an issued, unexpired token; ``/_admin/google/revoke`` forgets every token, as a revocation
+or a server-side expiry the client did not see coming.
+
+AWS: a Bedrock request's ``Authorization: AWS4-HMAC-SHA256 …`` is verified by recomputing the signature with
+botocore's own SigV4 signer over the request as received (method, raw path, query, the signed headers, the body)
+with the secret of the access key it names (``/_admin/aws/credentials`` adds one). The scope's service must be
+``bedrock`` and its date the request's; ``x-amz-date`` may be at most 15 minutes off, as AWS allows.
+
+Both libraries are imported on first use, so an emulator without them still serves every other dialect.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+__all__ = ["DEFAULT_AWS_KEY", "AwsKeys", "GoogleTokens"]
+
+#: The access key (id, secret) the emulator knows from the start; tests may add others.
+DEFAULT_AWS_KEY = ("AKIAEMULATOR00000001", "emulator/secret+access+key/000000000000")
+_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+_CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+#: The audience google-auth's service-account flow writes whatever ``token_uri`` it posts to (Google's own).
+_GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
+_SKEW_S = 15 * 60
+_AUTH = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
+    r"\s*SignedHeaders=(?P<signed>[a-z0-9;-]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
+)
+
+
+def _oauth_error(error: str, description: str) -> tuple[int, dict[str, str]]:
+    return 400, {"error": error, "error_description": description}
+
+
+@dataclass
+class GoogleTokens:
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # key id → (client email, public key PEM)
+    lifetime_s: float = 3600.0
+    tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # token → (monotonic expiry, client email)
+    issued: int = 0
+    refused: int = 0
+
+    def register(self, key_id: str, client_email: str, public_key_pem: str) -> None:
+        self.keys[key_id] = (client_email, public_key_pem)
+
+    def revoke(self) -> None:
+        self.tokens.clear()
+
+    def check(self, token: str | None) -> tuple[str | None, str | None]:
+        """``(service account, None)`` for an issued, unexpired access token; else ``(None, error kind)``."""
+        issued = self.tokens.get(token) if token is not None else None
+        if issued is None:
+            return None, "unauthorized"
+        if time.monotonic() >= issued[0]:
+            return None, "token_expired"
+        return issued[1], None
+
+    def exchange(self, form_body: bytes, endpoint_url: str) -> tuple[int, dict[str, Any]]:
+        """The token endpoint: a JWT-bearer grant in, an access token (or an RFC 6749 error) out."""
+        status, body = self._exchange(form_body, endpoint_url)
+        if status == 200:
+            self.issued += 1
+        else:
+            self.refused += 1
+        return status, body
+
+    def _exchange(self, form_body: bytes, endpoint_url: str) -> tuple[int, dict[str, Any]]:  # noqa: PLR0911 - one answer per RFC 6749 error
+        from google.auth import exceptions, jwt
+
+        form = {k: v[0] for k, v in parse_qs(form_body.decode("latin-1")).items()}
+        if form.get("grant_type") != _JWT_BEARER:
+            return _oauth_error("unsupported_grant_type", "only the JWT bearer grant is emulated")
+        assertion = form.get("assertion", "")
+        try:
+            header = jwt.decode_header(assertion)  # type: ignore[no-untyped-call]
+        except (ValueError, exceptions.GoogleAuthError):
+            return _oauth_error("invalid_request", "assertion is not a JWT")
+        known = self.keys.get(str(header.get("kid")))
+        if known is None:
+            return _oauth_error("invalid_grant", "Invalid JWT Signature.")  # Google's words for an unknown key
+        email, public_pem = known
+        try:
+            claims = jwt.decode(  # type: ignore[no-untyped-call]
+                assertion, certs={str(header["kid"]): public_pem}, audience=[_GOOGLE_AUDIENCE, endpoint_url]
+            )
+        except (ValueError, exceptions.GoogleAuthError) as exc:
+            return _oauth_error("invalid_grant", f"Invalid JWT: {exc}")
+        if claims.get("iss") != email:
+            return _oauth_error("invalid_grant", "Invalid JWT: iss is not the key's service account")
+        if _CLOUD_PLATFORM not in str(claims.get("scope", "")).split():
+            return _oauth_error("invalid_scope", "the cloud-platform scope is required")
+        token = "ya29.emulator-" + secrets.token_urlsafe(24)
+        self.tokens[token] = (time.monotonic() + self.lifetime_s, email)
+        return 200, {"access_token": token, "expires_in": _whole(self.lifetime_s), "token_type": "Bearer"}
+
+
+@dataclass
+class AwsKeys:
+    secrets: dict[str, str] = field(default_factory=lambda: dict([DEFAULT_AWS_KEY]))
+    verified: int = 0
+    refused: int = 0
+
+    def add(self, access_key_id: str, secret_access_key: str) -> None:
+        self.secrets[access_key_id] = secret_access_key
+
+    def check(
+        self, method: str, raw_path: str, query: str, headers: list[tuple[bytes, bytes]], *, body: bytes, service: str
+    ) -> tuple[str | None, str | None]:
+        """``(region, None)`` for a valid signature; ``(None, error kind)`` for anything else."""
+        region, problem = self._check(method, raw_path, query, headers, body=body, service=service)
+        if problem is None:
+            self.verified += 1
+        else:
+            self.refused += 1
+        return region, problem
+
+    def _check(  # noqa: PLR0911 - one answer per way a signature can be wrong, in the order AWS checks
+        self, method: str, raw_path: str, query: str, headers: list[tuple[bytes, bytes]], *, body: bytes, service: str
+    ) -> tuple[str | None, str | None]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        values: dict[str, list[str]] = {}
+        for name, value in headers:
+            values.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        authorization = (values.get("authorization") or [""])[0]
+        match = _AUTH.match(authorization)
+        if match is None:
+            return None, "unauthorized"
+        secret = self.secrets.get(match["akid"])
+        if secret is None:
+            return None, "unknown_key"
+        amz_date = (values.get("x-amz-date") or [""])[0]
+        if match["service"] != service or match["date"] != amz_date[:8]:
+            return None, "bad_signature"
+        try:
+            sent = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return None, "bad_signature"
+        if abs((datetime.now(UTC) - sent).total_seconds()) > _SKEW_S:
+            return None, "signature_expired"
+        signed_names = match["signed"].split(";")
+        if "host" not in signed_names or any(name not in values for name in signed_names):
+            return None, "bad_signature"
+        host = values["host"][0]
+        url = f"http://{host}{raw_path}" + (f"?{query}" if query else "")
+        request = AWSRequest(
+            method=method, url=url, data=body, headers={name: ",".join(values[name]) for name in signed_names}
+        )
+        request.context["timestamp"] = amz_date
+        token = values["x-amz-security-token"][0] if "x-amz-security-token" in values else None
+        signer = SigV4Auth(Credentials(match["akid"], secret, token), service, match["region"])
+        if signer.signed_headers(signer.headers_to_sign(request)) != match["signed"]:
+            return None, "bad_signature"
+        expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+        if not hmac.compare_digest(expected, match["signature"]):
+            return None, "bad_signature"
+        return match["region"], None
+
+
+def _whole(value: float) -> int | float:
+    return int(value) if value == int(value) else value
