@@ -122,7 +122,7 @@ class AccountConfig(BaseModel):
         present = {name for name in self.model_fields_set if getattr(self, name) not in (None, False)}
         foreign = sorted(present & {f for d, fields in _CLOUD_FIELDS.items() if d != dialect for f in fields})
         if foreign:
-            return f"{', '.join(foreign)} do(es) not apply to dialect {dialect}"
+            return f"{', '.join(foreign)}: not a setting of dialect {dialect}"
         has_key = self.api_key_env is not None or self.api_key_file is not None
         if dialect == "vertex":
             if has_key:
