@@ -134,7 +134,7 @@ def _google_error(code: int, status: str, message: str, reason: str | None = Non
 
 
 @pytest.mark.parametrize(
-    ("dialect", "status", "body", "headers", "op", "expected", "code"),
+    "case",
     [
         ("gemini", 400, _google_error(400, "INVALID_ARGUMENT", "API key not valid.", "API_KEY_INVALID"), {},
          "cancel", Rejected, "API_KEY_INVALID"),
@@ -164,15 +164,8 @@ def _google_error(code: int, status: str, message: str, reason: str | None = Non
          Rejected, "ResourceNotFoundException"),
     ],
 )  # fmt: skip
-def test_classify(
-    dialect: str,
-    status: int,
-    body: Any,
-    headers: dict[str, str],
-    op: Any,
-    expected: type[ProviderError],
-    code: str | None,
-) -> None:
+def test_classify(case: tuple[str, int, Any, dict[str, str], Any, type[ProviderError], str | None]) -> None:
+    dialect, status, body, headers, op, expected, code = case
     verdict = dialect_for(dialect).classify(status, httpx.Headers(headers), body, op)
     assert type(verdict) is expected, verdict
     if isinstance(verdict, Rejected):

@@ -2,9 +2,10 @@
 
 Google: ``POST /google/token`` is an OAuth2 token endpoint for the service-account flow (RFC 7523 JWT bearer
 grant), the one google-auth runs with a key file whose ``token_uri`` points here. A test registers the public
-half of a throw-away key (``/_admin/google/keys``); the endpoint verifies the assertion's RS256 signature with it
-(google-auth's own JWT verifier), its issuer, audience (Google's token endpoint, or this one), scope and times, and issues an
-opaque access token living ``lifetime_s`` (``/_admin/google/tokens``; default 3600 s as Google's). Vertex
+half of a throw-away key (``/_admin/google/keys``); the endpoint verifies the assertion's RS256 signature with
+it (google-auth's own JWT verifier), its issuer, audience (Google's token endpoint, or this one), scope and
+times, and issues an opaque access token living ``lifetime_s`` (``/_admin/google/tokens``; default 3600 s as
+Google's). Vertex
 requests must carry an issued, unexpired token; ``/_admin/google/revoke`` forgets every token, as a revocation
 or a server-side expiry the client did not see coming.
 
