@@ -10,7 +10,8 @@ Endpoints (JSON in, JSON out):
 * ``POST /_admin/quota`` ``{dialect, requests_per_s, retry_after_s?}`` → answer 429 beyond that rate (null lifts it)
 * ``POST /_admin/keys`` ``{dialect, key}`` → accept one more API key; ``POST /_admin/reset`` → forget all but keys
 * ``POST /_admin/google/keys`` ``{key_id, client_email, public_key_pem}`` → trust a service-account key at the
-  token endpoint; ``POST /_admin/google/tokens`` ``{lifetime_s}`` → how long new access tokens live;
+  token endpoint; ``POST /_admin/google/tokens`` ``{lifetime_s, accept?}`` → how long new access tokens live
+  (``accept: false``: the API refuses every token, even fresh ones);
   ``POST /_admin/google/revoke`` → forget every issued token (the next Vertex request answers 401)
 * ``POST /_admin/aws/credentials`` ``{access_key_id, secret_access_key}`` → accept one more SigV4 signing key
 """
@@ -171,6 +172,7 @@ def _google_tokens(app: App, body: dict[str, Any], _: Query) -> Answer:
     if not 0 < lifetime <= 86_400:
         return _bad("lifetime_s must be in (0, 86400]")
     app.google.lifetime_s = lifetime
+    app.google.accept = bool(body.get("accept", True))
     return _ok({"ok": True})
 
 

@@ -51,6 +51,7 @@ def _oauth_error(error: str, description: str) -> tuple[int, dict[str, str]]:
 class GoogleTokens:
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # key id → (client email, public key PEM)
     lifetime_s: float = 3600.0
+    accept: bool = True  # False: the API refuses even the tokens issued here (a disabled account, a lost grant)
     tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # token → (monotonic expiry, client email)
     issued: int = 0
     refused: int = 0
@@ -64,7 +65,7 @@ class GoogleTokens:
     def check(self, token: str | None) -> tuple[str | None, str | None]:
         """``(service account, None)`` for an issued, unexpired access token; else ``(None, error kind)``."""
         issued = self.tokens.get(token) if token is not None else None
-        if issued is None:
+        if issued is None or not self.accept:
             return None, "unauthorized"
         if time.monotonic() >= issued[0]:
             return None, "token_expired"

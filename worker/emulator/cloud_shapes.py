@@ -220,7 +220,7 @@ ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
     },
     "vertex": _GOOGLE_COMMON
     | {
-        "unauthorized": (401, _google(401, "UNAUTHENTICATED", _UNAUTHENTICATED, "ACCESS_TOKEN_TYPE_UNSUPPORTED")),
+        "unauthorized": (401, _google(401, "UNAUTHENTICATED", _UNAUTHENTICATED)),
         "token_expired": (401, _google(401, "UNAUTHENTICATED", _UNAUTHENTICATED, "ACCESS_TOKEN_EXPIRED")),
     },
     "bedrock": {

@@ -163,8 +163,9 @@ class Emulator:
             "/_admin/google/keys", {"key_id": key_id, "client_email": client_email, "public_key_pem": public_key_pem}
         )
 
-    def set_google_token_lifetime(self, lifetime_s: float) -> None:
-        self._post("/_admin/google/tokens", {"lifetime_s": lifetime_s})
+    def set_google_tokens(self, lifetime_s: float = 3600.0, *, accept: bool = True) -> None:
+        """How long access tokens issued from now on live; ``accept=False``: the API refuses every token."""
+        self._post("/_admin/google/tokens", {"lifetime_s": lifetime_s, "accept": accept})
 
     def revoke_google_tokens(self) -> None:
         self._post("/_admin/google/revoke", {})

@@ -60,8 +60,10 @@ class GoogleDialect(Dialect):
         word, reason = _status_and_reason(body)
         message = error_info(body).message
         if status in (401, 403) or word in _REFUSED or reason in _KEY_REASONS:
-            what = "API key refused" if reason in _KEY_REASONS else "credentials refused"
-            return Rejected(status, reason or word, f"{what}: {message}")
+            if reason in _KEY_REASONS:
+                return Rejected(status, reason, f"API key refused: {message}")
+            detail = f" ({reason})" if reason else ""
+            return Rejected(status, word or reason, f"credentials refused{detail}: {message}")
         verdict = super().classify(status, headers, body, op)
         if isinstance(verdict, Rejected) and verdict.code in (None, str(status)):
             return Rejected(verdict.http_status, word or verdict.code, verdict.message)
