@@ -33,6 +33,9 @@ from worker.errors import Rejected, Retryable
 __all__ = ["SigV4Auth", "load_aws_credentials"]
 
 log = logging.getLogger("worker.providers.aws")
+#: Never below WARNING, whatever BCW_LOG_LEVEL says: botocore's DEBUG logs print what a secret can be part of
+#: (canonical requests with session tokens, token-endpoint exchanges).
+logging.getLogger("botocore").setLevel(logging.WARNING)
 
 _SIGNATURE_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
 _TRANSIENT = (

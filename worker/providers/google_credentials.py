@@ -40,6 +40,9 @@ from worker.errors import Rejected, Retryable
 __all__ = ["CLOUD_PLATFORM", "GoogleTokenAuth", "load_google_credentials"]
 
 log = logging.getLogger("worker.providers.google")
+#: Never below WARNING, whatever BCW_LOG_LEVEL says: google's DEBUG logs print what a secret can be part of
+#: (canonical requests with session tokens, token-endpoint exchanges).
+logging.getLogger("google").setLevel(logging.WARNING)
 
 #: The scope Vertex AI's REST API needs (its docs for ``batchPredictionJobs.cancel``).
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
