@@ -7,9 +7,11 @@ SDK: each emulator answer is seen exactly as sent. xAI's SDK speaks gRPC only, s
 REST JSON with httpx and parses it into the SDK's own protobuf ``Batch`` message, unknown fields refused.
 
 The cloud providers: google-genai for the Gemini API and for Vertex AI
-(its Vertex mode, with google-auth credentials from the emulator's token endpoint), botocore's own Bedrock
-client; strictness from the Gemini batch resource's documented fields, Vertex AI's discovery document and
-botocore's service model, because none of those SDKs refuses an unknown field itself.
+(its Vertex mode), google-cloud-aiplatform's own ``JobServiceClient`` (REST transport) for Vertex AI, both
+with google-auth credentials from the emulator's token endpoint, and botocore's own Bedrock client.
+Strictness comes from the Gemini batch resource's documented fields, Vertex AI's discovery document (plus
+aiplatform's proto parse with unknown fields refused) and botocore's service model, because those SDKs
+accept an unknown field silently.
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 import google.auth.credentials
-import google.oauth2.credentials
 import groq
 import httpx
 import httpx2
 import mistralai.client
 import openai
 import pydantic
+import requests
 import together
 from anthropic.types import ErrorResponse as AnthropicErrorResponse
 from anthropic.types.messages import MessageBatch
 from google import genai
+from google.api_core import exceptions as google_exceptions
+from google.cloud import aiplatform_v1
+from google.cloud.aiplatform_v1.services.job_service.transports.rest import JobServiceRestTransport
 from google.genai import _transformers as genai_transformers
 from google.genai import batches as genai_batches
 from google.genai import errors as genai_errors
@@ -316,11 +321,23 @@ def _gemini(emu: Emulator, key: str) -> Adapter:
 VERTEX_PROJECT, VERTEX_LOCATION = "bcw-sdk-project", "us-central1"
 
 
+class _RefusedToken(google.auth.credentials.Credentials):
+    """A token the API refuses, which "refreshes" to itself: after a 401 the SDK refreshes once, resends, and
+    then raises its own error for the second 401, as with any revoked credential."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.token = token
+
+    def refresh(self, request: Any) -> None:
+        return None
+
+
 def _vertex_credentials(emu: Emulator, key: str) -> google.auth.credentials.Credentials:
     """For the default key, a throw-away service account the emulator trusts (google-auth mints its tokens at
     the emulator's token endpoint); for any other, a static token the API will refuse."""
     if key != DEFAULT_KEY:
-        return google.oauth2.credentials.Credentials(token=key)  # type: ignore[no-untyped-call]
+        return _RefusedToken(key)
     sa = make_service_account_key(Path(tempfile.mkdtemp(prefix="bcw-sdk-")), emu.google_token_uri, name="bcw-sdk")
     emu.trust_google_key(sa.key_id, sa.client_email, sa.public_pem)
     credentials: google.auth.credentials.Credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
@@ -395,6 +412,48 @@ def _vertex(emu: Emulator, key: str) -> Adapter:
         lambda b: _genai_call(lambda: client.batches.cancel(name=b), bodies),
         lambda b: _genai_call(lambda: client.batches.get(name=b), bodies),
         _vertex_problems,
+        lambda m: str(m.name).rsplit("/", 1)[-1],
+        cancel_answers_batch=False,
+        absent_id="1234567890123",
+    )
+
+
+def _aiplatform_call(call: Callable[[], Any], bodies: list[bytes]) -> Answer:
+    try:
+        parsed = call()
+    except google_exceptions.GoogleAPICallError as exc:
+        raise SdkError(type(exc), exc.code, bodies[-1] if bodies else b"") from exc
+    except requests.RequestException as exc:  # the REST transport's session is requests'
+        raise SdkError(type(exc), None, b"") from exc
+    return Answer(parsed, bodies[-1])
+
+
+def _aiplatform_problems(raw: bytes) -> set[str]:
+    """The discovery document's field-level problems, and the library's own proto parse with unknown fields
+    refused (``BatchPredictionJob.from_json``), which must agree that the answer is clean."""
+    problems = _vertex_problems(raw)
+    try:
+        aiplatform_v1.BatchPredictionJob.from_json(raw, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        problems = problems or {f"(proto) {exc}"}
+    return problems
+
+
+def _aiplatform(emu: Emulator, key: str) -> Adapter:
+    """google-cloud-aiplatform's own JobServiceClient over its REST transport (the emulator speaks no gRPC)."""
+    transport = JobServiceRestTransport(
+        host=emu.url.removeprefix("http://") + "/vertex", credentials=_vertex_credentials(emu, key), url_scheme="http"
+    )
+    bodies: list[bytes] = []
+    transport._session.hooks["response"].append(lambda r, *_, **__: bodies.append(r.content))
+    client = aiplatform_v1.JobServiceClient(transport=transport)
+    scope = f"projects/{VERTEX_PROJECT}/locations/{VERTEX_LOCATION}/batchPredictionJobs"
+    return Adapter(
+        "aiplatform:vertex",
+        "vertex",
+        lambda b: _aiplatform_call(lambda: client.cancel_batch_prediction_job(name=f"{scope}/{b}", retry=None), bodies),
+        lambda b: _aiplatform_call(lambda: client.get_batch_prediction_job(name=f"{scope}/{b}", retry=None), bodies),
+        _aiplatform_problems,
         lambda m: str(m.name).rsplit("/", 1)[-1],
         cancel_answers_batch=False,
         absent_id="1234567890123",
@@ -503,6 +562,7 @@ ADAPTERS: dict[str, Callable[[Emulator, str], Adapter]] = {
     "xai-sdk:proto": _xai,
     "google-genai:gemini": _gemini,
     "google-genai:vertex": _vertex,
+    "aiplatform:vertex": _aiplatform,
     "botocore:bedrock": _bedrock,
 }
 

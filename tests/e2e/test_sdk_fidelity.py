@@ -67,6 +67,10 @@ def _refuses(sdk: Adapter, error: SdkError, status: int | None, sdk_class: str |
         assert error.sdk_class.__name__ == ("ClientError" if status < 500 else "ServerError"), error.sdk_class
     elif sdk.name == "botocore:bedrock":
         _botocore_refuses(error)
+    elif sdk.name == "aiplatform:vertex":  # google.api_core's exception for the HTTP status, e.g. NotFound
+        from google.api_core import exceptions
+
+        assert issubclass(error.sdk_class, exceptions.GoogleAPICallError) and error.sdk_class.code == status
     if sdk.name == "anthropic-sdk":
         assert anthropic_error_problems(error.body) == set(), error.body
 
@@ -187,12 +191,13 @@ def test_gemini_sdk_reads_the_states_and_counts_as_its_own(emulator: Emulator) -
         assert json.loads(answer.raw)["metadata"]["batchStats"]["requestCount"] == "10"
 
 
-def test_vertex_sdk_reads_paused_and_partial_states(emulator: Emulator) -> None:
-    sdk = ADAPTERS["google-genai:vertex"](emulator, DEFAULT_KEY)
+@pytest.mark.parametrize("name", ["google-genai:vertex", "aiplatform:vertex"])
+def test_vertex_sdks_read_paused_and_partial_states(emulator: Emulator, name: str) -> None:
+    sdk = ADAPTERS[name](emulator, DEFAULT_KEY)
     for state in ("JOB_STATE_PAUSED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_UPDATING"):
         batch = emulator.create_batch("vertex", status=state)
         answer = sdk.retrieve(batch)
-        assert answer.parsed.state.value == state and sdk.strict_problems(answer.raw) == set()
+        assert answer.parsed.state.name == state and sdk.strict_problems(answer.raw) == set()
 
 
 @pytest.mark.filterwarnings("ignore:RUNNING is not a valid JobState")  # google-genai's own warning for the drift
@@ -202,6 +207,7 @@ def test_vertex_sdk_reads_paused_and_partial_states(emulator: Emulator) -> None:
         ("google-genai:vertex", {"state": "CANCELLED", "completionStats": {"successfulCount": 4}}, {"state",
                                                                                                        "completionStats"}),
         ("google-genai:vertex", {"state": "JOB_STATE_RUNNING", "cancelTime": "2026-12-01T00:00:00Z"}, {"cancelTime"}),
+        ("aiplatform:vertex", {"state": "JOB_STATE_RUNNING", "cancelTime": "2026-12-01T00:00:00Z"}, {"cancelTime"}),
         ("google-genai:gemini", {"name": "batches/x", "metadata": {"state": "BATCH_STATE_RUNNING",
                                  "batchStats": {"requestCount": 10}}}, {"metadata.batchStats.requestCount"}),
         ("google-genai:gemini", {"name": "batches/x", "metadata": {"state": "RUNNING", "status": "x"}},
