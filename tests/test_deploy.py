@@ -907,8 +907,16 @@ def test_dockerfile_runs_the_scripts_ci_runs() -> None:
     assert any("install-wheels.sh /opt/venv /wheels" in r for r in runs["runtime"])
     # Only the useradd and the install run in the final image: no compiler, no network, no pip left behind.
     assert len(runs["runtime"]) == 2 and "useradd" in runs["runtime"][0]
+    # A build argument in a source path is read at its default (RUNTIME_SET=runtime: the lean runtime export)
+    defaults = dict(a.split("=", 1) for s, i, a in steps if s == "build" and i == "ARG" and "=" in a)
     copied = [a.split()[:-1] for s, i, a in steps if s == "build" and i == "COPY"]
-    sources = {src for srcs in copied for src in srcs if not src.startswith("deploy/")}
+    sources = {
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], src)
+        for srcs in copied
+        for src in srcs
+        if not src.startswith("deploy/")
+    }
+    assert "!requirements/runtime-cloud.txt" in (REPO / ".dockerignore").read_text()  # RUNTIME_SET=runtime-cloud
     smoke = (REPO / "deploy" / "image-smoke.sh").read_text()
     (context,) = re.findall(r'^CONTEXT="([^"]*)"', smoke, re.MULTILINE)
     assert sources == set(context.split()), "deploy/image-smoke.sh must copy what the Dockerfile copies"
