@@ -342,3 +342,13 @@ def test_no_aws_credentials_anywhere_fails_at_start(monkeypatch: pytest.MonkeyPa
     )
     with pytest.raises(ConfigError, match=r"providers\.b\.accounts\.a: no AWS credentials found"):
         build_clients(providers)
+
+
+def test_account_access_never_shows_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BCW_TEST_KEY", "sk-must-not-show")
+    providers = ProvidersFile.model_validate(
+        {"providers": {"p": {"dialect": "gemini", "accounts": {"a": {"api_key_env": "BCW_TEST_KEY"}}}}}
+    )
+    client = build_clients(providers)["p"]
+    text = repr(client._access) + str(client.__dict__)
+    assert "sk-must-not-show" not in text and "x-goog-api-key" in text

@@ -25,7 +25,7 @@ from worker.providers.base import Dialect
 __all__ = ["AccountAccess", "account_access", "require_extra"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class AccountAccess:
     """What ``ProviderClient`` adds to every request of one account.
 
@@ -37,6 +37,11 @@ class AccountAccess:
     headers: Mapping[str, str] | None
     auth: httpx.Auth | None = None
     url_prefix: str = ""
+
+    def __repr__(self) -> str:  # the headers hold the key: name them, never show them
+        names = sorted(self.headers) if self.headers is not None else None
+        auth = type(self.auth).__name__ if self.auth is not None else None
+        return f"AccountAccess(headers={names}, auth={auth}, url_prefix={self.url_prefix!r})"
 
 
 def require_extra(extra: str, module: str, what: str) -> None:
