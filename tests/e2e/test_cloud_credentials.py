@@ -12,6 +12,7 @@ import itertools
 import json
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,60 @@ def test_the_emulator_refuses_a_tampered_request(emu: Emulator) -> None:
     assert good.status_code == 200 and json.loads(good.content)["jobArn"].endswith(job)
     assert (moved.status_code, moved.headers["x-amzn-errortype"]) == (403, "InvalidSignatureException")
     assert wrong_service.status_code == 403
+
+
+async def test_irsa_web_identity_credentials_are_assumed_and_renewed(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What an EKS pod with an IRSA-annotated service account has: a projected web-identity token and a role.
+    botocore's chain exchanges the token at STS (the emulator's); credentials living 14 minutes fall inside
+    botocore's renewal window, so each request first renews them, then signs with the new session token."""
+    token_file = tmp_path / "token"
+    web_token = "eyJemulator.web-identity." + uuid.uuid4().hex
+    token_file.write_text(web_token)
+    role = "arn:aws:iam::123456789012:role/bcw-bedrock"
+    emu.trust_web_identity(web_token, role, session_lifetime_s=14 * 60)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ROLE_ARN", role)
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("AWS_ROLE_SESSION_NAME", "bcw-test")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", emu.aws_sts_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    start = time.monotonic()
+    client = _bedrock_with_env(emu)
+    job = emu.create_batch("bedrock")
+    for _ in range(3):
+        await client.retrieve("a", job)
+    await client.aclose()
+    log = emu.requests(batch_id=job)
+    assert [r["status"] for r in log] == [200, 200, 200]
+    assert all(r["headers"]["x-amz-security-token"] == "[redacted]" for r in log)
+    exchanges = [r for r in emu.requests(dialect="aws_sts") if r["t_mono"] >= start]
+    assert len(exchanges) >= 3 and {r["status"] for r in exchanges} == {200}
+
+
+async def test_an_untrusted_web_identity_token_is_rejected_with_the_sts_reason(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("eyJnot-trusted")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/bcw-bedrock")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", emu.aws_sts_url)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    client = _bedrock_with_env(emu)
+    job = emu.create_batch("bedrock")
+    with pytest.raises(Rejected) as refused:
+        await client.retrieve("a", job)
+    await client.aclose()
+    assert refused.value.code == "credentials_refused" and "InvalidIdentityToken" in refused.value.message
+    assert emu.requests(batch_id=job) == []

@@ -13,7 +13,8 @@ Endpoints (JSON in, JSON out):
   token endpoint; ``POST /_admin/google/tokens`` ``{lifetime_s, accept?}`` → how long new access tokens live
   (``accept: false``: the API refuses every token, even fresh ones);
   ``POST /_admin/google/revoke`` → forget every issued token (the next Vertex request answers 401)
-* ``POST /_admin/aws/credentials`` ``{access_key_id, secret_access_key}`` → accept one more SigV4 signing key
+* ``POST /_admin/aws/credentials`` ``{access_key_id, secret_access_key}`` → accept one more SigV4 signing key;
+  ``POST /_admin/aws/web_identity`` ``{token, role_arn, session_lifetime_s?}`` → STS trusts that IRSA token
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _stats(app: App, _: dict[str, Any], __: Query) -> Answer:
             "statuses": dict(app.statuses),
             "batches": len(app.store.batches),
             "google_tokens": {"issued": app.google.issued, "refused": app.google.refused},
-            "aws_signatures": {"verified": app.aws.verified, "refused": app.aws.refused},
+            "aws_signatures": {"verified": app.aws.verified, "refused": app.aws.refused, "assumed": app.aws.assumed},
         }
     )
 
@@ -186,6 +187,13 @@ def _aws_credentials(app: App, body: dict[str, Any], _: Query) -> Answer:
     return _ok({"ok": True})
 
 
+def _web_identity(app: App, body: dict[str, Any], _: Query) -> Answer:
+    app.aws.web_identities[str(body["token"])] = str(body["role_arn"])
+    if body.get("session_lifetime_s") is not None:
+        app.aws.session_lifetime_s = float(body["session_lifetime_s"])
+    return _ok({"ok": True})
+
+
 def _reset(app: App, _: dict[str, Any], __: Query) -> Answer:
     app.reset()
     return _ok({"ok": True})
@@ -224,4 +232,5 @@ _ROUTES: dict[tuple[str, str], Callable[[App, dict[str, Any], Query], Answer]] =
     ("POST", "google/tokens"): _google_tokens,
     ("POST", "google/revoke"): _google_revoke,
     ("POST", "aws/credentials"): _aws_credentials,
+    ("POST", "aws/web_identity"): _web_identity,
 }

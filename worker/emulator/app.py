@@ -39,6 +39,7 @@ _SECRET_HEADERS = frozenset(
 #: Dialects whose requests carry cloud credentials (checked by ``cloud_auth``), not a key from ``App.keys``.
 _CLOUD_AUTH = frozenset({"vertex", "bedrock"})
 _TOKEN_PATH = "/google/token"  # noqa: S105 - a path, not a password
+_STS_PATH = "/aws/sts"
 _VERTEX_SCOPE = re.compile(
     r"(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20})/locations/(?P<location>[a-z]+(-[a-z]+)*[0-9]{0,2})"
     r"/batchPredictionJobs/"
@@ -122,6 +123,9 @@ class App:
         if path == _TOKEN_PATH:
             await self._token(scope, receive, send)
             return
+        if path == _STS_PATH:
+            await self._sts(scope, receive, send)
+            return
         await self._provider(scope, receive, send)
 
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -145,6 +149,17 @@ class App:
         await _respond(
             send, status, json.dumps(answer).encode(), b"application/json", [(b"cache-control", b"no-store")]
         )
+
+    async def _sts(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """AWS STS for IRSA (``cloud_auth.AwsKeys.assume_role_with_web_identity``); logged like a provider request."""
+        entry = self._log_entry(
+            scope["method"], path=_STS_PATH, query=b"", dialect="aws_sts", batch_id=None, op="assume_role",
+            headers=scope["headers"],
+        )  # fmt: skip
+        status, answer = self.aws.assume_role_with_web_identity(await _body(receive))
+        entry["status"] = status
+        entry["t_done_mono"] = time.monotonic()
+        await _respond(send, status, answer, b"text/xml")
 
     def _log_entry(
         self,

@@ -9,9 +9,13 @@ Google's). Vertex
 requests must carry an issued, unexpired token; ``/_admin/google/revoke`` forgets every token, as a revocation
 or a server-side expiry the client did not see coming.
 
-AWS: a Bedrock request's ``Authorization: AWS4-HMAC-SHA256 …`` is verified by recomputing the signature with
-botocore's own SigV4 signer over the request as received (method, raw path, query, the signed headers, the body)
-with the secret of the access key it names (``/_admin/aws/credentials`` adds one). The scope's service must be
+AWS: ``POST /aws/sts`` is STS's ``AssumeRoleWithWebIdentity``, what botocore's credential chain calls in an IRSA
+pod (``AWS_ROLE_ARN``, ``AWS_WEB_IDENTITY_TOKEN_FILE``, with ``AWS_ENDPOINT_URL_STS`` pointing here): a registered
+web-identity token (``/_admin/aws/web_identity``) buys temporary credentials living ``session_lifetime_s``, which
+Bedrock routes accept only with their session token and only until they expire. A Bedrock request's
+``Authorization: AWS4-HMAC-SHA256 …`` is verified by recomputing the signature with botocore's own SigV4 signer
+over the request as received (method, raw path, query, the signed headers, the body) with the secret of the
+access key it names (``/_admin/aws/credentials`` adds one). The scope's service must be
 ``bedrock`` and its date the request's; ``x-amz-date`` may be at most 15 minutes off, as AWS allows.
 
 Both libraries are imported on first use, so an emulator without them still serves every other dialect.
@@ -113,11 +117,46 @@ class GoogleTokens:
 @dataclass
 class AwsKeys:
     secrets: dict[str, str] = field(default_factory=lambda: dict([DEFAULT_AWS_KEY]))
+    #: temporary credentials STS issued: access key id → (session token, time.monotonic() they expire)
+    sessions: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: web-identity tokens (what EKS projects into an IRSA pod) → the role they may assume
+    web_identities: dict[str, str] = field(default_factory=dict)
+    session_lifetime_s: float = 3600.0
     verified: int = 0
     refused: int = 0
+    assumed: int = 0
 
     def add(self, access_key_id: str, secret_access_key: str) -> None:
         self.secrets[access_key_id] = secret_access_key
+
+    def assume_role_with_web_identity(self, form_body: bytes) -> tuple[int, bytes]:
+        """STS ``AssumeRoleWithWebIdentity`` (query protocol, XML answer), as botocore's IRSA provider calls it."""
+        form = {k: v[0] for k, v in parse_qs(form_body.decode("latin-1")).items()}
+        if form.get("Action") != "AssumeRoleWithWebIdentity":
+            return _sts_error(400, "InvalidAction", "only AssumeRoleWithWebIdentity is emulated")
+        role = self.web_identities.get(form.get("WebIdentityToken", ""))
+        if role is None or role != form.get("RoleArn"):
+            return _sts_error(400, "InvalidIdentityToken", "The web identity token is not valid for this role.")
+        access_key_id = "ASIA" + secrets.token_hex(8).upper()
+        secret, token = secrets.token_urlsafe(30), "IQoJemulator" + secrets.token_urlsafe(40)
+        self.secrets[access_key_id] = secret
+        self.sessions[access_key_id] = (token, time.monotonic() + self.session_lifetime_s)
+        self.assumed += 1
+        expires = datetime.fromtimestamp(time.time() + self.session_lifetime_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        session = form.get("RoleSessionName", "bcw")
+        body = (
+            '<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            "<AssumeRoleWithWebIdentityResult><Credentials>"
+            f"<AccessKeyId>{access_key_id}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>"
+            f"<SessionToken>{token}</SessionToken><Expiration>{expires}</Expiration></Credentials>"
+            "<SubjectFromWebIdentityToken>system:serviceaccount:bcw:batch-cancel-worker</SubjectFromWebIdentityToken>"
+            f"<AssumedRoleUser><Arn>{role.replace(':iam::', ':sts::').replace(':role/', ':assumed-role/')}/{session}"
+            f"</Arn><AssumedRoleId>AROAEMULATOR:{session}</AssumedRoleId></AssumedRoleUser>"
+            "</AssumeRoleWithWebIdentityResult>"
+            "<ResponseMetadata><RequestId>emulator</RequestId></ResponseMetadata>"
+            "</AssumeRoleWithWebIdentityResponse>"
+        )
+        return 200, body.encode()
 
     def check(
         self, method: str, raw_path: str, query: str, headers: list[tuple[bytes, bytes]], *, body: bytes, service: str
@@ -147,6 +186,12 @@ class AwsKeys:
         secret = self.secrets.get(match["akid"])
         if secret is None:
             return None, "unknown_key"
+        session = self.sessions.get(match["akid"])
+        if session is not None:  # temporary credentials: only with their own token, and only until they expire
+            if (values.get("x-amz-security-token") or [""])[0] != session[0]:
+                return None, "unknown_key"
+            if time.monotonic() >= session[1]:
+                return None, "expired_token"
         amz_date = (values.get("x-amz-date") or [""])[0]
         if match["service"] != service or match["date"] != amz_date[:8]:
             return None, "bad_signature"
@@ -173,6 +218,14 @@ class AwsKeys:
         if not hmac.compare_digest(expected, match["signature"]):
             return None, "bad_signature"
         return match["region"], None
+
+
+def _sts_error(status: int, code: str, message: str) -> tuple[int, bytes]:
+    body = (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+        f"<Code>{code}</Code><Message>{message}</Message></Error><RequestId>emulator</RequestId></ErrorResponse>"
+    )
+    return status, body.encode()
 
 
 def _whole(value: float) -> int | float:

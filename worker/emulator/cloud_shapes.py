@@ -238,6 +238,7 @@ ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
             ),
         ),
         "signature_expired": (403, _aws("InvalidSignatureException", "Signature expired.")),
+        "expired_token": (403, _aws("ExpiredTokenException", "The security token included in the request is expired")),
         "not_found": (404, _aws("ResourceNotFoundException", "The specified job $ID was not found.")),
         "overload": (503, _aws("ServiceUnavailableException", "Service is temporarily unavailable.")),
         "rate_limit": (429, _aws("ThrottlingException", "Too many requests, please wait before trying again.")),

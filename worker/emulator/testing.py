@@ -170,5 +170,14 @@ class Emulator:
     def revoke_google_tokens(self) -> None:
         self._post("/_admin/google/revoke", {})
 
+    @property
+    def aws_sts_url(self) -> str:
+        """``AWS_ENDPOINT_URL_STS`` for botocore's web-identity (IRSA) provider."""
+        return self.url + "/aws/sts"
+
+    def trust_web_identity(self, token: str, role_arn: str, *, session_lifetime_s: float | None = None) -> None:
+        body = {"token": token, "role_arn": role_arn, "session_lifetime_s": session_lifetime_s}
+        self._post("/_admin/aws/web_identity", body)
+
     def add_aws_credentials(self, access_key_id: str, secret_access_key: str) -> None:
         self._post("/_admin/aws/credentials", {"access_key_id": access_key_id, "secret_access_key": secret_access_key})
