@@ -123,7 +123,6 @@ class GoogleTokenAuth(httpx.Auth):
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0  # time.monotonic() after which the token counts as about to expire
-        self.refreshes = 0
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         token = await self._fresh_token()
@@ -167,7 +166,6 @@ class GoogleTokenAuth(httpx.Auth):
         lifetime = _seconds_left(self._credentials.expiry)
         self._token = token
         self._refresh_at = started + lifetime - min(_MAX_MARGIN_S, lifetime / 4)
-        self.refreshes += 1
         log.info("google access token refreshed for %s (valid %.0f s)", self._where, lifetime)
 
 
