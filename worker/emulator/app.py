@@ -152,10 +152,10 @@ class App:
 
     async def _sts(self, scope: Scope, receive: Receive, send: Send) -> None:
         """AWS STS for IRSA (``cloud_auth.AwsKeys.assume_role_with_web_identity``); logged like a provider request."""
+        headers = scope["headers"]
         entry = self._log_entry(
-            scope["method"], path=_STS_PATH, query=b"", dialect="aws_sts", batch_id=None, op="assume_role",
-            headers=scope["headers"],
-        )  # fmt: skip
+            scope["method"], path=_STS_PATH, query=b"", dialect="aws_sts", batch_id=None, op="sts", headers=headers
+        )
         status, answer = self.aws.assume_role_with_web_identity(await _body(receive))
         entry["status"] = status
         entry["t_done_mono"] = time.monotonic()
