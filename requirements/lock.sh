@@ -3,7 +3,9 @@
 # runtime, each extra, the `build` group), with a hash for every file, for any platform and Python >= 3.11.
 # pip cannot read it, so the sets that get installed are exported here as hash-pinned requirements files:
 # dev.txt for `make dev`, `make test` and CI; uv.txt, the locked uv alone, which the interpreter's own pip installs
-# first to sync dev.txt (the Makefile); runtime.txt and build.txt for the image (deploy/build-wheels.sh, pip only).
+# first to sync dev.txt (the Makefile); runtime.txt and build.txt for the image (deploy/build-wheels.sh, pip only);
+# runtime-cloud.txt, the runtime with the [google] and [aws] extras, for an image that serves Vertex AI or Bedrock
+# (the Dockerfile's RUNTIME_SET build argument).
 #
 #   lock.sh            refresh after a pyproject.toml change: re-resolve what changed, keep every other pin
 #   lock.sh --upgrade  the newest versions pyproject.toml allows, for everything (or --upgrade-package NAME)
@@ -36,6 +38,7 @@ export_set() {
 
 export_all() {
   export_set runtime >"$1/runtime.txt"
+  export_set runtime-cloud --extra google --extra aws >"$1/runtime-cloud.txt"
   export_set dev --extra dev --group build --group lock >"$1/dev.txt"
   export_set build --only-group build >"$1/build.txt"
   export_set uv --only-group lock >"$1/uv.txt"
@@ -50,7 +53,7 @@ if [ "${1:-}" = "--check" ]; then
     exit 1
   fi
   export_all "$tmp"
-  for set_file in runtime.txt dev.txt build.txt uv.txt; do
+  for set_file in runtime.txt runtime-cloud.txt dev.txt build.txt uv.txt; do
     if ! cmp -s "$tmp/$set_file" "requirements/$set_file"; then
       echo "requirements/$set_file is not the export of uv.lock: $refresh" >&2
       exit 1
@@ -62,7 +65,7 @@ fi
 "$uv" lock --quiet "$@"
 export_all "$tmp"
 # An export is replaced only when it changed: the Makefile reinstalls the venv when dev.txt is newer than it.
-for set_file in runtime.txt dev.txt build.txt uv.txt; do
+for set_file in runtime.txt runtime-cloud.txt dev.txt build.txt uv.txt; do
   cmp -s "$tmp/$set_file" "requirements/$set_file" || cp "$tmp/$set_file" "requirements/$set_file"
 done
 echo "uv.lock and requirements/*.txt match pyproject.toml; commit any change to them with it"

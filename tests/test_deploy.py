@@ -284,6 +284,45 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "existing-configmap": {
         "providers": {"existingConfigMap": "my-providers", "existingConfigMapKey": "providers.toml"}
     },
+    # Gemini API by key; Vertex AI by a mounted service-account key and by workload identity; Bedrock by IRSA
+    "cloud": {
+        "providers": {
+            "config": {
+                "providers": {
+                    "gemini": {"dialect": "gemini", "accounts": {"default": {"api_key_env": "GEMINI_API_KEY"}}},
+                    "vertex": {
+                        "dialect": "vertex",
+                        "accounts": {
+                            "keyfile": {
+                                "project": "my-project",
+                                "location": "europe-west4",
+                                "google_service_account_file": "/var/run/secrets/vertex/key.json",
+                            },
+                            "identity": {
+                                "project": "my-project",
+                                "location": "us-central1",
+                                "google_application_default": True,
+                            },
+                        },
+                    },
+                    "bedrock": {"dialect": "bedrock", "accounts": {"default": {"region": "us-east-1"}}},
+                }
+            }
+        },
+        "apiKeys": {
+            "env": [
+                {"name": "OPENAI_API_KEY", "secretName": "llm-api-keys", "secretKey": "OPENAI_API_KEY"},
+                {"name": "GEMINI_API_KEY", "secretName": "llm-api-keys", "secretKey": "GEMINI_API_KEY"},
+            ],
+            "files": [{"secretName": "vertex-sa", "mountPath": "/var/run/secrets/vertex"}],
+        },
+        "serviceAccount": {
+            "annotations": {
+                "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/bcw-bedrock",
+                "iam.gke.io/gcp-service-account": "bcw@my-project.iam.gserviceaccount.com",
+            }
+        },
+    },
 }
 AUTOSCALED = {"keda", "keda-sasl", "hpa"}
 
@@ -585,8 +624,12 @@ def test_replicas_never_exceed_partitions_unless_asked(chart: Renderer) -> None:
     assert hpa["spec"]["maxReplicas"] == 3
 
 
-# Account fields that name where a key is (env var, file), never the key: the only ones the chart accepts.
+# Account fields that name where a key is (env var, file), never the key: the only ones the chart accepts. The
+# cloud accounts add where their jobs live (project, location, region) and where their credentials come from
+# (a key file, the pod's identity, an AWS profile's name): references too, never a credential.
 REFERENCE_FIELDS = {"api_key_env", "api_key_file", "signing_keys_env", "signing_keys_file"}
+REFERENCE_FIELDS |= {"project", "location", "google_service_account_file", "google_application_default"}
+REFERENCE_FIELDS |= {"region", "aws_profile"}
 SECRETISH = re.compile(r"KEY|PASSWORD|TOKEN|SECRET|CREDENTIAL", re.IGNORECASE)
 
 
@@ -906,8 +949,16 @@ def test_dockerfile_runs_the_scripts_ci_runs() -> None:
     assert any("install-wheels.sh /opt/venv /wheels" in r for r in runs["runtime"])
     # Only the useradd and the install run in the final image: no compiler, no network, no pip left behind.
     assert len(runs["runtime"]) == 2 and "useradd" in runs["runtime"][0]
+    # A build argument in a source path is read at its default (RUNTIME_SET=runtime: the lean runtime export)
+    defaults = dict(a.split("=", 1) for s, i, a in steps if s == "build" and i == "ARG" and "=" in a)
     copied = [a.split()[:-1] for s, i, a in steps if s == "build" and i == "COPY"]
-    sources = {src for srcs in copied for src in srcs if not src.startswith("deploy/")}
+    sources = {
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], src)
+        for srcs in copied
+        for src in srcs
+        if not src.startswith("deploy/")
+    }
+    assert "!requirements/runtime-cloud.txt" in (REPO / ".dockerignore").read_text()  # RUNTIME_SET=runtime-cloud
     smoke = (REPO / "deploy" / "image-smoke.sh").read_text()
     (context,) = re.findall(r'^CONTEXT="([^"]*)"', smoke, re.MULTILINE)
     assert sources == set(context.split()), "deploy/image-smoke.sh must copy what the Dockerfile copies"
@@ -1036,3 +1087,20 @@ def test_dockerfile_ships_and_labels_the_sbom() -> None:
     copies = [a.split() for s, i, a in steps if s == "runtime" and i == "COPY" and a.startswith("--from=build")]
     assert ["--from=build", "/wheels/sbom.cdx.json", path] in copies
     assert "sbom.cdx.json" in (REPO / "deploy" / "build-wheels.sh").read_text()
+
+
+def test_cloud_credentials_are_references(chart: Renderer) -> None:
+    """A service-account key file comes from a mounted Secret, the pod's cloud identity from the service
+    account's annotations; a key file outside every mount fails at install."""
+    docs = chart.render(VARIANTS["cloud"])
+    annotations = _one(docs, "ServiceAccount")["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/role-arn"].endswith(":role/bcw-bedrock")
+    mounts = {m["mountPath"]: m for m in _container(docs)["volumeMounts"]}
+    assert mounts["/var/run/secrets/vertex"]["readOnly"] is True
+    volumes = _one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"vertex-sa"} <= {v.get("secret", {}).get("secretName") for v in volumes}
+    values = json.loads(json.dumps(VARIANTS["cloud"]))
+    values["apiKeys"]["files"] = []
+    assert "google_service_account_file /var/run/secrets/vertex/key.json, which is under no apiKeys.files" in (
+        chart.fails(values)
+    )

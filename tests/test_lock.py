@@ -28,6 +28,7 @@ LOCK_SH = EXPORTS / "lock.sh"
 # Each export and the selection of uv.lock it must hold (requirements/lock.sh's `uv export` flags).
 SETS: dict[str, Callable[[Lock], set[tuple[str, str]]]] = {
     "runtime.txt": lambda lock: lock.closure(),
+    "runtime-cloud.txt": lambda lock: lock.closure(extras=["google", "aws"]),
     "dev.txt": lambda lock: lock.closure(extras=["dev"], groups=["build", "lock"]),
     "build.txt": lambda lock: lock.closure(runtime=False, groups=["build"]),
     "uv.txt": lambda lock: lock.closure(runtime=False, groups=["lock"]),
@@ -54,7 +55,7 @@ def test_sets_agree_where_they_overlap() -> None:
     """One resolution: the runtime and the image's build tools are installed in dev at the very same pins (a
     marker may differ: a package one set needs only on old Pythons, another may need everywhere)."""
     dev = {p.name: (p.version, p.hashes) for p in read_export(EXPORTS / "dev.txt")}
-    for export in ("runtime.txt", "build.txt", "uv.txt"):
+    for export in ("runtime.txt", "runtime-cloud.txt", "build.txt", "uv.txt"):
         for pin in read_export(EXPORTS / export):
             assert dev[pin.name] == (pin.version, pin.hashes), f"{export} and dev.txt disagree on {pin.name}"
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cloud import CLOUD_BODIES
 from worker import retry
 from worker.config import ProvidersFile
 from worker.contract import BatchStatus
@@ -357,6 +358,8 @@ def test_the_mapping_table_covers_every_dialect_with_a_status_word() -> None:
 def test_the_contract_mapping_table_is_what_the_dialects_do(dialect: str, raw: str, ours: str) -> None:
     if dialect == "anthropic":
         body: dict[str, Any] = ANTHROPIC_BATCH | {"processing_status": raw}
+    elif dialect in CLOUD_BODIES:
+        body = CLOUD_BODIES[dialect](raw)
     else:
         body = {"mistral": MISTRAL_JOB, "together": TOGETHER_BATCH}.get(dialect, AZURE_EXAMPLE) | {"status": raw}
     snap = dialect_for(dialect).parse_batch(body)

@@ -46,7 +46,10 @@ __all__ = [
     "load_providers",
 ]
 
-Dialect = Literal["openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai"]
+Dialect = Literal[
+    "openai", "siliconflow", "dashscope", "deepinfra", "anthropic", "mistral", "azure", "together", "xai",
+    "gemini", "vertex", "bedrock",
+]  # fmt: skip
 #: The dialect names, listed once (in ``Dialect``); ``worker.providers.DIALECTS`` holds their implementations.
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -67,8 +70,19 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and why (never a secret value)."""
 
 
+#: Dialects whose accounts authenticate with cloud credentials instead of an API key (see ``_CLOUD_FIELDS``).
+CLOUD_CREDENTIALS: dict[str, str] = {"vertex": "google", "bedrock": "aws"}
+#: Account settings that belong to one dialect only: where the account's resources live and how it signs in.
+_CLOUD_FIELDS = {
+    "vertex": ("project", "location", "google_service_account_file", "google_application_default"),
+    "bedrock": ("region", "aws_profile"),
+}
+
+
 class AccountConfig(BaseModel):
-    """Where one credential comes from: exactly one of an environment variable or a file."""
+    """Where one credential comes from: an API key (an environment variable or a file), or, for ``vertex`` and
+    ``bedrock``, the cloud's own credentials plus where the account's resources live. Which fields a dialect
+    needs is checked by ``ProviderConfig``, which knows the dialect."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -84,11 +98,60 @@ class AccountConfig(BaseModel):
         None, description="Require signed commands: a file with one publishing key per line (Secret mount)."
     )
 
+    # --- vertex (Google Cloud) and bedrock (AWS): account settings, never part of a command -----------------
+    project: Annotated[str, StringConstraints(pattern=r"^([a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20})$")] | None = Field(
+        None, description="vertex: the Google Cloud project id (or number) that owns the batch jobs."
+    )
+    location: Annotated[str, StringConstraints(pattern=r"^[a-z]+(-[a-z]+)*[0-9]{0,2}$", max_length=40)] | None = Field(
+        None, description="vertex: the region of the batch jobs, e.g. us-central1 (also picks the API host)."
+    )
+    google_service_account_file: Path | None = Field(
+        None,
+        description="vertex: a service-account JSON key file (a Secret mount); google-auth mints and refreshes "
+        "access tokens from it.",
+    )
+    google_application_default: bool = Field(
+        False,
+        description="vertex: Application Default Credentials instead (GKE workload identity, the metadata server, "
+        "GOOGLE_APPLICATION_CREDENTIALS).",
+    )
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")] | None = Field(
+        None, description="bedrock: the AWS region of the jobs, e.g. us-east-1 (the endpoint and the SigV4 scope)."
+    )
+    aws_profile: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+@-]{1,64}$")] | None = Field(
+        None, description="bedrock: a named profile of the AWS config files; unset = the standard credential chain."
+    )
+
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> AccountConfig:
-        if (self.api_key_env is None) == (self.api_key_file is None):
+    def _one_key_source(self) -> AccountConfig:
+        if self.api_key_env is not None and self.api_key_file is not None:
             raise ValueError("give exactly one of api_key_env or api_key_file")
+        if self.google_service_account_file is not None and self.google_application_default:
+            raise ValueError("give at most one of google_service_account_file or google_application_default")
         return self
+
+    def dialect_problem(self, dialect: str) -> str | None:  # noqa: PLR0911 - one answer per misfit
+        """What is missing or out of place for ``dialect``; None when the account fits it."""
+        present = {name for name in self.model_fields_set if getattr(self, name) not in (None, False)}
+        foreign = sorted(present & {f for d, fields in _CLOUD_FIELDS.items() if d != dialect for f in fields})
+        if foreign:
+            return f"{', '.join(foreign)}: not a setting of dialect {dialect}"
+        has_key = self.api_key_env is not None or self.api_key_file is not None
+        if dialect == "vertex":
+            if has_key:
+                return "dialect vertex takes Google credentials, not an API key"
+            if self.project is None or self.location is None:
+                return "dialect vertex needs project and location"
+            if self.google_service_account_file is None and not self.google_application_default:
+                return "dialect vertex needs google_service_account_file or google_application_default: true"
+        elif dialect == "bedrock":
+            if has_key:
+                return "dialect bedrock signs with AWS credentials (the standard chain), not an API key"
+            if self.region is None:
+                return "dialect bedrock needs region"
+        elif not has_key:
+            return "give exactly one of api_key_env or api_key_file"
+        return None
 
     @model_validator(mode="after")
     def _one_signing_source(self) -> AccountConfig:
@@ -160,6 +223,14 @@ class ProviderConfig(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
     retry_budget_s: float = Field(120.0, gt=0, description="Total time one logical call may spend retrying.")
+
+    @model_validator(mode="after")
+    def _accounts_fit_the_dialect(self) -> ProviderConfig:
+        for name, account in self.accounts.items():
+            problem = account.dialect_problem(self.dialect)
+            if problem is not None:
+                raise ValueError(f"accounts.{name}: {problem}")
+        return self
 
     @model_validator(mode="after")
     def _azure_needs_its_resource(self) -> ProviderConfig:

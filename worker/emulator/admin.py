@@ -9,6 +9,12 @@ Endpoints (JSON in, JSON out):
 * ``GET  /_admin/stats`` → counts, current and max in-flight per ``dialect:…`` and per ``key:dialect:key_id``
 * ``POST /_admin/quota`` ``{dialect, requests_per_s, retry_after_s?}`` → answer 429 beyond that rate (null lifts it)
 * ``POST /_admin/keys`` ``{dialect, key}`` → accept one more API key; ``POST /_admin/reset`` → forget all but keys
+* ``POST /_admin/google/keys`` ``{key_id, client_email, public_key_pem}`` → trust a service-account key at the
+  token endpoint; ``POST /_admin/google/tokens`` ``{lifetime_s, accept?}`` → how long new access tokens live
+  (``accept: false``: the API refuses every token, even fresh ones);
+  ``POST /_admin/google/revoke`` → forget every issued token (the next Vertex request answers 401)
+* ``POST /_admin/aws/credentials`` ``{access_key_id, secret_access_key}`` → accept one more SigV4 signing key;
+  ``POST /_admin/aws/web_identity`` ``{token, role_arn, session_lifetime_s?}`` → STS trusts that IRSA token
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ def _create(app: App, body: dict[str, Any], _: Query) -> Answer:
     from worker.emulator.app import valid_batch_id
 
     dialect = _dialect(body)
-    batch_id = str(body.get("id") or f"batch_{uuid.uuid4().hex[:20]}")
+    batch_id = str(body.get("id") or _new_id(dialect))
     if not valid_batch_id(batch_id):
         return _bad("id does not match the batch id pattern")
     app.store.create(dialect, batch_id, _scenario(dialect, body))
@@ -95,6 +101,17 @@ def _bulk(app: App, body: dict[str, Any], _: Query) -> Answer:
     for batch_id in ids:
         app.store.create(dialect, batch_id, scenario)
     return _ok({"dialect": dialect, "ids": ids}, 201)
+
+
+def _new_id(dialect: str) -> str:
+    """A fresh id in the dialect's own form (Vertex: a number; Bedrock: 12 lowercase letters/digits)."""
+    if dialect == "vertex":
+        return str(uuid.uuid4().int % 10**19)
+    if dialect == "bedrock":
+        return uuid.uuid4().hex[:12]
+    if dialect == "gemini":
+        return f"batch-{uuid.uuid4().hex[:20]}"
+    return f"batch_{uuid.uuid4().hex[:20]}"
 
 
 def _scenario(dialect: str, body: dict[str, Any]) -> Scenario:
@@ -122,6 +139,8 @@ def _stats(app: App, _: dict[str, Any], __: Query) -> Answer:
             "max_in_flight": dict(s.max_in_flight),
             "statuses": dict(app.statuses),
             "batches": len(app.store.batches),
+            "google_tokens": {"issued": app.google.issued, "refused": app.google.refused},
+            "aws_signatures": {"verified": app.aws.verified, "refused": app.aws.refused, "assumed": app.aws.assumed},
         }
     )
 
@@ -141,6 +160,37 @@ def _quota(app: App, body: dict[str, Any], _: Query) -> Answer:
         from worker.emulator.app import Quota  # app imports this module lazily; no import cycle at load time
 
         app.quotas[dialect] = Quota(float(rate), float(body.get("retry_after_s", 1.0)))
+    return _ok({"ok": True})
+
+
+def _google_key(app: App, body: dict[str, Any], _: Query) -> Answer:
+    app.google.register(str(body["key_id"]), str(body["client_email"]), str(body["public_key_pem"]))
+    return _ok({"ok": True})
+
+
+def _google_tokens(app: App, body: dict[str, Any], _: Query) -> Answer:
+    lifetime = float(body["lifetime_s"])
+    if not 0 < lifetime <= 86_400:
+        return _bad("lifetime_s must be in (0, 86400]")
+    app.google.lifetime_s = lifetime
+    app.google.accept = bool(body.get("accept", True))
+    return _ok({"ok": True})
+
+
+def _google_revoke(app: App, _: dict[str, Any], __: Query) -> Answer:
+    app.google.revoke()
+    return _ok({"ok": True})
+
+
+def _aws_credentials(app: App, body: dict[str, Any], _: Query) -> Answer:
+    app.aws.add(str(body["access_key_id"]), str(body["secret_access_key"]))
+    return _ok({"ok": True})
+
+
+def _web_identity(app: App, body: dict[str, Any], _: Query) -> Answer:
+    app.aws.web_identities[str(body["token"])] = str(body["role_arn"])
+    if body.get("session_lifetime_s") is not None:
+        app.aws.session_lifetime_s = float(body["session_lifetime_s"])
     return _ok({"ok": True})
 
 
@@ -178,4 +228,9 @@ _ROUTES: dict[tuple[str, str], Callable[[App, dict[str, Any], Query], Answer]] =
     ("GET", "stats"): _stats,
     ("POST", "keys"): _add_key,
     ("POST", "reset"): _reset,
+    ("POST", "google/keys"): _google_key,
+    ("POST", "google/tokens"): _google_tokens,
+    ("POST", "google/revoke"): _google_revoke,
+    ("POST", "aws/credentials"): _aws_credentials,
+    ("POST", "aws/web_identity"): _web_identity,
 }

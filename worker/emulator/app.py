@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import time
 from collections import Counter, deque
@@ -20,6 +21,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from worker.contract import BATCH_ID_PATTERN
+from worker.emulator import cloud_shapes
+from worker.emulator.cloud_auth import AwsKeys, GoogleTokens
 from worker.emulator.model import Fault, Store
 from worker.emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
 
@@ -30,7 +33,17 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 DEFAULT_KEY = "sk-emulator"
-_SECRET_HEADERS = frozenset({b"authorization", b"x-api-key", b"xi-api-key", b"api-key"})
+_SECRET_HEADERS = frozenset(
+    {b"authorization", b"x-api-key", b"xi-api-key", b"api-key", b"x-goog-api-key", b"x-amz-security-token"}
+)
+#: Dialects whose requests carry cloud credentials (checked by ``cloud_auth``), not a key from ``App.keys``.
+_CLOUD_AUTH = frozenset({"vertex", "bedrock"})
+_TOKEN_PATH = "/google/token"  # noqa: S105 - a path, not a password
+_STS_PATH = "/aws/sts"
+_VERTEX_SCOPE = re.compile(
+    r"(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20})/locations/(?P<location>[a-z]+(-[a-z]+)*[0-9]{0,2})"
+    r"/batchPredictionJobs/"
+)
 _BATCH_ID = re.compile(BATCH_ID_PATTERN)
 _AZURE_CLASSIC = "/azure/openai/batches/"
 _LOG_MAX = 2_000_000
@@ -85,6 +98,8 @@ class App:
         self.keys: dict[str, set[str]] = {d: {DEFAULT_KEY} for d in PREFIXES.values()}
         for dialect, extra in (keys or {}).items():
             self.keys.setdefault(dialect, set()).update(extra)
+        self.google = GoogleTokens()  # like keys, kept across resets
+        self.aws = AwsKeys()
         self.reset()
 
     def reset(self) -> None:
@@ -105,14 +120,58 @@ class App:
             status, body, ctype = await handle_admin(self, scope, receive)
             await _respond(send, status, body, ctype)
             return
-        await self._provider(scope, send)
+        if path == _TOKEN_PATH:
+            await self._token(scope, receive, send)
+            return
+        if path == _STS_PATH:
+            await self._sts(scope, receive, send)
+            return
+        await self._provider(scope, receive, send)
 
-    async def _provider(self, scope: Scope, send: Send) -> None:
-        method: str = scope["method"]
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        path = raw_path.decode("latin-1")
-        dialect, batch_id, op = _route(path)
-        query: bytes = scope.get("query_string", b"")
+    async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Google's OAuth2 token endpoint (``cloud_auth.GoogleTokens``); logged like a provider request."""
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        entry = self._log_entry(
+            scope["method"],
+            path=_TOKEN_PATH,
+            query=b"",
+            dialect="google_token",
+            batch_id=None,
+            op="token",
+            headers=scope["headers"],
+        )
+        if scope["method"] != "POST":
+            status, answer = 405, {"error": "invalid_request", "error_description": "POST only"}
+        else:
+            status, answer = self.google.exchange(await _body(receive), f"http://{host}{_TOKEN_PATH}")
+        entry["status"] = status
+        entry["t_done_mono"] = time.monotonic()
+        await _respond(
+            send, status, json.dumps(answer).encode(), b"application/json", [(b"cache-control", b"no-store")]
+        )
+
+    async def _sts(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """AWS STS for IRSA (``cloud_auth.AwsKeys.assume_role_with_web_identity``); logged like a provider request."""
+        headers = scope["headers"]
+        entry = self._log_entry(
+            scope["method"], path=_STS_PATH, query=b"", dialect="aws_sts", batch_id=None, op="sts", headers=headers
+        )
+        status, answer = self.aws.assume_role_with_web_identity(await _body(receive))
+        entry["status"] = status
+        entry["t_done_mono"] = time.monotonic()
+        await _respond(send, status, answer, b"text/xml")
+
+    def _log_entry(
+        self,
+        method: str,
+        *,
+        path: str,
+        query: bytes,
+        dialect: str | None,
+        batch_id: str | None,
+        op: str | None,
+        headers: list[tuple[bytes, bytes]],
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "method": method,
             "path": path,
@@ -120,29 +179,54 @@ class App:
             "dialect": dialect,
             "batch_id": batch_id,
             "op": op,
-            "headers": _redacted(scope["headers"]),
+            "headers": _redacted(headers),
             "t_mono": time.monotonic(),
             "t_wall": time.time(),
             "status": None,
         }
         self.log.append(entry)
         self.logged += 1
-        key = _presented_key(scope["headers"], dialect)
+        return entry
+
+    async def _provider(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1")
+        dialect, batch_id, op = _route(path)
+        query: bytes = scope.get("query_string", b"")
+        entry = self._log_entry(
+            method, path=path, query=query, dialect=dialect, batch_id=batch_id, op=op, headers=scope["headers"]
+        )
+        vertex_scope = _vertex_scope(path) if dialect == "vertex" else None
+        auth_error: str | None = None
+        if dialect == "vertex":
+            entry["scope"] = vertex_scope
+            key, auth_error = self.google.check(_bearer(scope["headers"]))
+        elif dialect == "bedrock":
+            body = await _body(receive)
+            region, auth_error = self.aws.check(
+                method, path, query.decode("latin-1"), scope["headers"], body=body, service="bedrock"
+            )
+            entry["region"] = region
+            key = _access_key_id(scope["headers"]) if auth_error is None else None
+        else:
+            key = _presented_key(scope["headers"], dialect)
         names = [f"dialect:{dialect or '-'}"] + ([f"key:{dialect}:{key_id(key)}"] if key and dialect else [])
         self.stats.enter(*names)
         try:
             versionless = dialect == "azure" and path.startswith(_AZURE_CLASSIC) and b"api-version=" not in query
-            status, body, ctype, extra, drop = await self._answer(
-                dialect, batch_id, op, method, key, versionless=versionless
+            status, answer, ctype, extra, drop = await self._answer(
+                dialect, batch_id, op, method, key, versionless=versionless, auth_error=auth_error, scope=vertex_scope
             )
+            extra = [*extra, *cloud_shapes.error_headers(dialect, status, answer)]
             entry["status"] = status
             entry["dropped"] = drop
             entry["t_done_mono"] = time.monotonic()
             self.statuses[f"{dialect}:{status}"] += 1
             if drop:
-                await _respond_partial(send, status, body, ctype)
+                await _respond_partial(send, status, answer, ctype)
                 raise DroppedConnection(path)
-            await _respond(send, status, body, ctype, extra)
+            await _respond(send, status, answer, ctype, extra)
         finally:
             self.stats.leave(*names)
 
@@ -155,6 +239,8 @@ class App:
         key: str | None,
         *,
         versionless: bool = False,
+        auth_error: str | None = None,
+        scope: tuple[str, str] | None = None,
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bool]:
         if versionless:  # Azure's classic API needs ``?api-version=``
             return (*error_response("azure", "no_version"), [], False)
@@ -162,8 +248,12 @@ class App:
             return (*error_response(dialect or "openai", "no_route", batch_id=batch_id or ""), [], False)
         if method != ("POST" if op == "cancel" else "GET"):
             return 405, b'{"error":{"message":"method not allowed"}}', b"application/json", [], False
-        if key is None or key not in self.keys.get(dialect, ()):
-            return (*error_response(dialect, "unauthorized"), [], False)
+        if (
+            auth_error is not None
+            or key is None
+            or (dialect not in _CLOUD_AUTH and key not in self.keys.get(dialect, ()))
+        ):
+            return (*error_response(dialect, auth_error or "unauthorized"), [], False)
         quota = self.quotas.get(dialect)
         if quota is not None and not quota.allow(time.monotonic()):
             status, body, ctype = error_response(dialect, "rate_limit")
@@ -179,11 +269,14 @@ class App:
         elif fault is not None and fault.kind != "drop":
             return _fault_answer(dialect, fault)
         if op == "cancel" and not batch.cancel() and batch.scenario.finished_answer == "error":
-            answer = error_response(dialect, "finished", batch_id=batch_id, state=batch.status)
+            conflict = dialect == "bedrock" and batch.scenario.bedrock_finished == "ConflictException"
+            answer = error_response(
+                dialect, "finished_conflict" if conflict else "finished", batch_id=batch_id, state=batch.status
+            )
             return (*answer, [], False)
         if op == "retrieve":
             batch.retrieve()
-        body = batch_body(batch, op)
+        body = batch_body(batch, op, scope)
         return 200, body, b"application/json", [], fault is not None and fault.kind == "drop"
 
 
@@ -207,11 +300,17 @@ def valid_batch_id(batch_id: str) -> bool:
     return bool(_BATCH_ID.fullmatch(batch_id)) and ".." not in batch_id
 
 
-def _route(path: str) -> tuple[str | None, str | None, str | None]:
+def _route(path: str) -> tuple[str | None, str | None, str | None]:  # noqa: PLR0911 - one return per path shape
     """``(dialect, batch_id, op)`` for a well-formed provider path, else Nones (an unknown path)."""
     for prefix, dialect in PREFIXES.items():
         if path.startswith(prefix):
-            segment, slash, rest = path[len(prefix) :].partition("/")
+            remainder = path[len(prefix) :]
+            if dialect == "vertex":  # the account's project and location come first
+                scope = _VERTEX_SCOPE.match(remainder)
+                if scope is None:
+                    return dialect, None, None
+                remainder = remainder[scope.end() :]
+            segment, slash, rest = remainder.partition("/")
             # A custom-method cancel (``{id}:cancel``): the literal colon before decoding is the separator,
             # so an id that itself holds ':' (sent as %3A) is never mistaken for one.
             colon_cancel = dialect in COLON_CANCEL and not slash and segment.endswith(":cancel")
@@ -228,8 +327,39 @@ def _route(path: str) -> tuple[str | None, str | None, str | None]:
                 return dialect, batch_id, None
             if not slash:
                 return dialect, batch_id, "retrieve"
-            return (dialect, batch_id, "cancel") if rest == "cancel" else (dialect, batch_id, None)
+            cancel_word = "stop" if dialect == "bedrock" else "cancel"
+            return (dialect, batch_id, "cancel") if rest == cancel_word else (dialect, batch_id, None)
     return None, None, None
+
+
+def _vertex_scope(path: str) -> tuple[str, str] | None:
+    """The (project, location) a Vertex path names."""
+    match = _VERTEX_SCOPE.match(path[len(cloud_shapes.VERTEX_PREFIX) :])
+    return (match["project"], match["location"]) if match else None
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].decode("latin-1").strip()
+    return None
+
+
+def _access_key_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The access key id a SigV4 ``Authorization`` names (an identifier, not a secret)."""
+    for name, value in headers:
+        if name == b"authorization":
+            return value.decode("latin-1").partition("Credential=")[2].partition("/")[0] or None
+    return None
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 #: Key headers besides ``Authorization: Bearer`` that a dialect's real API accepts.
@@ -237,13 +367,14 @@ _KEY_HEADERS = {
     "deepinfra": (b"x-api-key", b"xi-api-key"),
     "anthropic": (b"x-api-key",),  # the documented header; the 2.x SDK sends Bearer, also accepted
     "azure": (b"api-key",),
+    "gemini": (b"x-goog-api-key",),
 }
 
 
 def _presented_key(headers: list[tuple[bytes, bytes]], dialect: str | None) -> str | None:
     """The key a request presents; Azure takes only ``api-key`` (a bearer there is an Entra token, not a key)."""
     for name, value in headers:
-        if name == b"authorization" and value[:7].lower() == b"bearer " and dialect != "azure":
+        if name == b"authorization" and value[:7].lower() == b"bearer " and dialect not in ("azure", "gemini"):
             return value[7:].decode("latin-1").strip()
         if name in _KEY_HEADERS.get(dialect or "", ()):
             return value.decode("latin-1").strip()

@@ -51,6 +51,11 @@ class Scenario(BaseModel):
     finished_answer: Literal["error", "batch"] = Field(
         "error", description="cancel of a finished batch: the dialect's refusal, or 200 with the batch unchanged"
     )
+    bedrock_finished: Literal["ValidationException", "ConflictException"] = Field(
+        "ValidationException",
+        description="bedrock: how a stop of a finished job is refused (undocumented; LiteLLM assumes the first, "
+        "AWS documents the second for the stop)",
+    )
     doc_example_shape: bool = Field(
         False, description="azure: answer like Microsoft's reference examples (ISO times, 'Validating', null counts)"
     )

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.contract import TIMESTAMP_FIELDS
-from worker.emulator import native_shapes
+from worker.emulator import cloud_shapes, native_shapes
 from worker.emulator.model import Batch
 
 __all__ = ["COLON_CANCEL", "PREFIXES", "batch_body", "error_response", "has_error"]
@@ -30,17 +30,24 @@ PREFIXES: dict[str, str] = {
     "/azure/openai/batches/": "azure",  # the classic API: ``?api-version=`` required
     "/together/v1/batches/": "together",
     "/xai/v1/batches/": "xai",
+    "/gemini/v1beta/batches/": "gemini",
+    # Vertex: ``/vertex/v1/projects/{p}/locations/{l}/batchPredictionJobs/`` (app._route reads the scope first)
+    cloud_shapes.VERTEX_PREFIX: "vertex",
+    "/bedrock/model-invocation-job/": "bedrock",  # ``{id}/stop`` instead of ``{id}/cancel``
 }
 #: Dialects whose cancel is ``{batch_id}:cancel`` (a custom method), not ``{batch_id}/cancel``.
-COLON_CANCEL = frozenset({"xai"})
+COLON_CANCEL = frozenset({"xai", "gemini", "vertex"})
 _TIMESTAMPS = tuple(name for name in TIMESTAMP_FIELDS if name not in ("created_at", "expires_at"))
 Response = tuple[int, bytes, bytes]  # status, body, content-type
 
 
-def batch_body(batch: Batch, op: str) -> bytes:
-    """The batch object ``batch`` answers with, in its dialect's shape, as a cancel or a retrieve shows it."""
+def batch_body(batch: Batch, op: str, scope: tuple[str, str] | None = None) -> bytes:
+    """The batch object ``batch`` answers with, in its dialect's shape, as a cancel or a retrieve shows it
+    (``scope``: the project and location a Vertex request named)."""
     if batch.dialect in native_shapes.DIALECTS:
         return json.dumps(native_shapes.batch_object(batch)).encode()
+    if batch.dialect in cloud_shapes.DIALECTS:
+        return cloud_shapes.batch_body(batch, op, scope=scope or ("emulator-project", "us-central1"))
     return json.dumps(_openai_like(batch, op)).encode()
 
 
@@ -165,7 +172,7 @@ _ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
 
 def has_error(dialect: str, kind: str) -> bool:
     """Whether the emulator knows what ``dialect`` answers for ``kind`` (``quota`` is known for few)."""
-    return kind in _ERRORS.get(dialect, native_shapes.ERRORS.get(dialect, {}))
+    return kind in _ERRORS.get(dialect, native_shapes.ERRORS.get(dialect, cloud_shapes.ERRORS.get(dialect, {})))
 
 
 def error_response(dialect: str, kind: str, *, batch_id: str = "", status: int = 500, state: str = "") -> Response:
@@ -175,8 +182,11 @@ def error_response(dialect: str, kind: str, *, batch_id: str = "", status: int =
         if dialect == "siliconflow":  # Go's default mux answer: plain text
             return 404, b"404 page not found", b"text/plain; charset=utf-8"
         kind = "not_found"
-    code, body = _ERRORS[dialect][kind] if dialect in _ERRORS else native_shapes.ERRORS[dialect][kind]
+    errors = _ERRORS.get(dialect) or native_shapes.ERRORS.get(dialect) or cloud_shapes.ERRORS[dialect]
+    code, body = errors[kind]
     if dialect in native_shapes.DIALECTS:
         state = native_shapes.status_word(dialect, state)
+    elif dialect in cloud_shapes.DIALECTS:
+        state = cloud_shapes.status_word(dialect, state)
     text = json.dumps(body).replace("$ID", batch_id).replace("$STATE", state)
     return code if code is not None else status, text.encode(), b"application/json"

@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 
 from worker.emulator.app import DEFAULT_KEY, key_id
+from worker.emulator.cloud_auth import DEFAULT_AWS_KEY
 from worker.emulator.shapes import PREFIXES
 
-__all__ = ["DEFAULT_KEY", "Emulator", "key_id"]
+__all__ = ["DEFAULT_AWS_KEY", "DEFAULT_KEY", "Emulator", "key_id"]
 
 #: Dialect → the base URL path the worker is configured with; each dialect adds its own resource path.
 _BASES = {
@@ -32,6 +33,9 @@ _BASES = {
     "azure": "/azure/openai/v1",  # the v1 API; the classic one is azure_classic_base_url()
     "together": "/together/v1",
     "xai": "/xai/v1",
+    "gemini": "/gemini/v1beta",
+    "vertex": "/vertex/v1",  # + /projects/{p}/locations/{l}, from the account's settings
+    "bedrock": "/bedrock",
 }
 assert set(_BASES) == set(PREFIXES.values()), "every emulated dialect needs its base URL here"
 
@@ -147,3 +151,33 @@ class Emulator:
 
     def reset(self) -> None:
         self._post("/_admin/reset", {})
+
+    # --- cloud credentials -----------------------------------------------------------------------------------
+    @property
+    def google_token_uri(self) -> str:
+        """The ``token_uri`` for a test's service-account key file."""
+        return self.url + "/google/token"
+
+    def trust_google_key(self, key_id: str, client_email: str, public_key_pem: str) -> None:
+        self._post(
+            "/_admin/google/keys", {"key_id": key_id, "client_email": client_email, "public_key_pem": public_key_pem}
+        )
+
+    def set_google_tokens(self, lifetime_s: float = 3600.0, *, accept: bool = True) -> None:
+        """How long access tokens issued from now on live; ``accept=False``: the API refuses every token."""
+        self._post("/_admin/google/tokens", {"lifetime_s": lifetime_s, "accept": accept})
+
+    def revoke_google_tokens(self) -> None:
+        self._post("/_admin/google/revoke", {})
+
+    @property
+    def aws_sts_url(self) -> str:
+        """``AWS_ENDPOINT_URL_STS`` for botocore's web-identity (IRSA) provider."""
+        return self.url + "/aws/sts"
+
+    def trust_web_identity(self, token: str, role_arn: str, *, session_lifetime_s: float | None = None) -> None:
+        body = {"token": token, "role_arn": role_arn, "session_lifetime_s": session_lifetime_s}
+        self._post("/_admin/aws/web_identity", body)
+
+    def add_aws_credentials(self, access_key_id: str, secret_access_key: str) -> None:
+        self._post("/_admin/aws/credentials", {"access_key_id": access_key_id, "secret_access_key": secret_access_key})

@@ -119,6 +119,9 @@ class Dialect:
     #: looks like: the client then reads the batch once, and only a finished (or finishing) batch turns the
     #: refusal into an outcome; anything else stays rejected. 409 always counts, 400 when its words say so.
     unclear_refusals: ClassVar[frozenset[int]] = frozenset()
+    #: False when a successful cancel answers with no batch (``{}`` or an empty body: Gemini, Vertex, Bedrock):
+    #: the client then reads the batch once to report the state the cancel left it in.
+    cancel_answer_is_batch: ClassVar[bool] = True
 
     def cancel_path(self, quoted_id: str) -> str:
         return f"/batches/{quoted_id}/cancel"

@@ -16,12 +16,12 @@ from urllib.parse import quote
 
 import httpx
 from opentelemetry.trace import SpanKind
-from pydantic import SecretStr
 
 from worker import metrics
 from worker.budget import AccountGate, Priority
 from worker.contract import BATCH_ID_PATTERN, BatchSnapshot, BatchStatus
 from worker.errors import AlreadyTerminal, Rejected, Retryable
+from worker.providers.access import AccountAccess
 from worker.providers.base import Dialect, Op, decode_body
 from worker.providers.headers import parse_quota
 from worker.retry import RetryPolicy, call_with_retry
@@ -43,14 +43,18 @@ class CancelResult:
 
 
 class ProviderClient:
-    """One configured provider: its dialect, its HTTP client, its accounts' keys and concurrency bounds."""
+    """One configured provider: its dialect, its HTTP client, its accounts' access and concurrency bounds.
+
+    ``access`` is per account (``worker.providers.access``): static key headers, or an ``httpx.Auth`` that
+    httpx runs for every attempt (cloud credentials: fresh token, new signature) plus the account's URL prefix.
+    """
 
     def __init__(
         self,
         name: str,
         dialect: Dialect,
         http: httpx.AsyncClient,
-        keys: Mapping[str, SecretStr],
+        access: Mapping[str, AccountAccess],
         *,
         max_concurrency: int,
         policy: RetryPolicy,
@@ -61,8 +65,8 @@ class ProviderClient:
         self._dialect = dialect
         self._http = http
         self._base = str(http.base_url)  # httpx keeps a base URL's path with a trailing slash
-        self._keys = dict(keys)
-        self.gates = {account: AccountGate(max_concurrency, max_requests_per_s) for account in keys}
+        self._access = dict(access)
+        self.gates = {account: AccountGate(max_concurrency, max_requests_per_s) for account in access}
         self._policy = policy
 
     async def cancel(self, account: str, batch_id: str) -> CancelResult:
@@ -78,34 +82,41 @@ class ProviderClient:
             if snapshot.status in _MOVING_TO_END:
                 return CancelResult(snapshot, already_terminal=False)
             raise Rejected(refused.http_status, None, refused.message) from None
+        if snapshot is None:  # the answer held no batch (Gemini, Vertex, Bedrock): read what the cancel left
+            snapshot = await self.retrieve(account, batch_id, priority=Priority.CANCEL)
         # A 200 that already shows completed/failed/expired means the batch finished before our cancel landed.
         finished_first = snapshot.terminal and snapshot.status is not BatchStatus.CANCELLED
         return CancelResult(snapshot, already_terminal=finished_first)
 
     async def retrieve(self, account: str, batch_id: str, *, priority: Priority = Priority.POLL) -> BatchSnapshot:
-        return await self._call("GET", self._dialect.retrieve_path, account, batch_id, op="retrieve", priority=priority)
+        snapshot = await self._call(
+            "GET", self._dialect.retrieve_path, account, batch_id, op="retrieve", priority=priority
+        )
+        assert snapshot is not None  # only a cancel's answer can hold no batch
+        return snapshot
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _call(
         self, method: str, path_for: Callable[[str], str], account: str, batch_id: str, *, op: Op, priority: Priority
-    ) -> BatchSnapshot:
-        key = self._keys.get(account)
-        if key is None:
+    ) -> BatchSnapshot | None:
+        access = self._access.get(account)
+        if access is None:
             raise Rejected(None, "unknown_account", f"account {account!r} is not configured for {self.name}")
         # Defence in depth: the contract already validated the id, but it is about to become part of a URL.
         if not _BATCH_ID.fullmatch(batch_id) or ".." in batch_id:
             raise Rejected(None, "invalid_batch_id", "batch id does not match the allowed pattern")
-        # An absolute URL: httpx would otherwise parse and re-join the relative path with base_url on every call.
-        url = self._base + path_for(quote(batch_id, safe="")).lstrip("/")
+        # Absolute URLs: httpx would otherwise parse and re-join a relative path with base_url on every call.
+        path = path_for(quote(batch_id, safe=""))
+        url = access.url_prefix + path if access.url_prefix else self._base + path.lstrip("/")
         gate = self.gates[account]
-        headers = self._dialect.auth_headers(key.get_secret_value())
+        headers, auth = access.headers, access.auth
 
-        async def attempt() -> BatchSnapshot:
+        async def attempt() -> BatchSnapshot | None:
             async with gate.enter(priority):
                 try:
-                    response = await self._http.request(method, url, headers=headers)
+                    response = await self._http.request(method, url, headers=headers, auth=auth)
                 except httpx.UnsupportedProtocol as exc:
                     raise Rejected(None, "unsupported_protocol", str(exc)) from None
                 except httpx.TransportError as exc:  # refused, reset, timed out, cut off mid-body
@@ -121,6 +132,8 @@ class ProviderClient:
             if 200 <= response.status_code < 300:
                 self._count(str(response.status_code), "ok")
                 gate.succeeded()
+                if op == "cancel" and not self._dialect.cancel_answer_is_batch:
+                    return None
                 return self._dialect.parse_batch(body)
             error = self._dialect.classify(response.status_code, response.headers, body, op)
             if response.status_code == 429:

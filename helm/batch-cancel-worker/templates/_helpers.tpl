@@ -112,7 +112,8 @@ rounded up, plus a margin for the final commit, producer flush and exit. */}}
 {{- end }}
 {{- end }}
 
-{{/* Every key the rendered providers file refers to (API keys, command-signing keys) must reach the pod:
+{{/* Every key the rendered providers file refers to (API keys, command-signing keys, Google service-account
+key files) must reach the pod:
 an env var the chart sets, or a file under a mounted Secret. Checked at install, since the worker would
 only find out at start. */}}
 {{- define "bcw.validateApiKeys" -}}
@@ -133,6 +134,7 @@ only find out at start. */}}
 {{- $files := list }}
 {{- with $a.api_key_file }}{{ $files = append $files (list "api_key_file" .) }}{{ end }}
 {{- with $a.signing_keys_file }}{{ $files = append $files (list "signing_keys_file" .) }}{{ end }}
+{{- with $a.google_service_account_file }}{{ $files = append $files (list "google_service_account_file" .) }}{{ end }}
 {{- range $files }}
 {{- $file := index . 1 }}
 {{- $found := false }}
