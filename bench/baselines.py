@@ -20,7 +20,7 @@ import time
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from worker.emulator.testing import DEFAULT_KEY
+from batch_cancel_emulator.testing import DEFAULT_KEY
 
 TERMINAL = frozenset({"cancelled", "completed", "failed", "expired"})
 MAX_POLLS = 1000

@@ -19,7 +19,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from worker.emulator.testing import DEFAULT_KEY, Emulator
+from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
 from worker.providers.transport import LeanAiohttpTransport
 
 Fetch = Callable[[], Awaitable[int]]

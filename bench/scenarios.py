@@ -25,6 +25,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
 from bench.stack import (
     PROVIDER,
     Observer,
@@ -38,7 +39,6 @@ from bench.stack import (
     rss_mb,
 )
 from devstack.broker import KafkaBroker
-from worker.emulator.testing import DEFAULT_KEY, Emulator
 from worker.providers.transport import LeanAiohttpTransport
 
 __all__ = [

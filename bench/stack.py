@@ -18,9 +18,9 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
 from devstack.topics import WorkerTopics
 from devstack.worker_process import ChildProcess, WorkerProcess
-from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 __all__ = [
     "CLK_TCK",

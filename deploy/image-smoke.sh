@@ -53,4 +53,6 @@ if [ "$rc" -ne 2 ]; then
   echo "check-config without the API key exited $rc, expected 2" >&2
   exit 1
 fi
+echo "== the image holds the worker, not the emulator (a test tool of its own package)"
+run python -I -c "import importlib.util as u, sys; sys.exit(u.find_spec('batch_cancel_emulator') is not None or u.find_spec('uvicorn') is not None)"
 echo "image smoke OK"

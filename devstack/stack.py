@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         for topic, partitions in DEV_TOPICS.items():
             broker.create_topic(topic, partitions, TOPIC_CONFIGS.get(topic))
         print(f"[stack] Kafka {broker.version()} ready; topics: {', '.join(DEV_TOPICS)}", flush=True)
-        emulator_args = [sys.executable, "-m", "worker.emulator", "--host", "127.0.0.1", "--port", str(EMULATOR_PORT)]
+        emulator_args = [sys.executable, "-m", "batch_cancel_emulator", "--host", "127.0.0.1"]
+        emulator_args += ["--port", str(EMULATOR_PORT)]
         children.append(_spawn("emulator", emulator_args))
         _wait_port(EMULATOR_PORT)
         _preload_demo_batches()

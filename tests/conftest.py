@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from batch_cancel_emulator.testing import Emulator
 from devstack.broker import KafkaBroker
 from tests.support.stack import Stack, StackFactory
-from worker.emulator.testing import Emulator
 
 
 @pytest.fixture(scope="session")

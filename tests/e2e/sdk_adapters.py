@@ -55,8 +55,8 @@ from mistralai.client import errors as mistral_errors
 from mistralai.client.models import BatchJob
 from xai_sdk.proto import batch_pb2
 
+from batch_cancel_emulator.testing import DEFAULT_AWS_KEY, DEFAULT_KEY, Emulator
 from tests.support.cloud import make_service_account_key
-from worker.emulator.testing import DEFAULT_AWS_KEY, DEFAULT_KEY, Emulator
 
 __all__ = ["ADAPTERS", "Adapter", "Answer", "SdkError"]
 

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from batch_cancel_emulator.testing import DEFAULT_AWS_KEY, Emulator
 from tests.support.cloud import ServiceAccountKey, make_service_account_key
 from worker.config import ProvidersFile
-from worker.emulator.testing import DEFAULT_AWS_KEY, Emulator
 from worker.errors import GaveUp, Rejected
 from worker.providers import ProviderClient, build_clients
 

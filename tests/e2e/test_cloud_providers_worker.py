@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from batch_cancel_emulator.testing import DEFAULT_AWS_KEY, DEFAULT_KEY, Emulator
 from devstack.broker import KafkaBroker
 from tests.support.cloud import ServiceAccountKey, make_service_account_key
 from tests.support.events import EventLog, publish_commands
 from tests.support.stack import WRONG_KEY, Stack
-from worker.emulator.testing import DEFAULT_AWS_KEY, DEFAULT_KEY, Emulator
 
 CLOUD = ("gemini", "vertex", "bedrock")
 PROJECT, LOCATION, REGION = "bcw-test-project", "us-central1", "eu-west-1"

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from batch_cancel_emulator.testing import Emulator
 from devstack.broker import KafkaBroker
 from tests.support.events import EventLog, publish_commands
 from tests.support.stack import NATIVE, WRONG_KEY, Stack
-from worker.emulator.testing import Emulator
 
 
 @pytest.fixture(scope="module")

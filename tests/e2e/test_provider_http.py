@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
+from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator, key_id
 from worker.config import ProvidersFile
 from worker.contract import BatchStatus
-from worker.emulator.testing import DEFAULT_KEY, Emulator, key_id
 from worker.errors import GaveUp, Rejected
 from worker.providers import ProviderClient, build_clients
 from worker.retry import RetryPolicy

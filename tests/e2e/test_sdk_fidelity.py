@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
 from tests.e2e.sdk_adapters import ADAPTERS, STAINLESS_ERRORS, Adapter, SdkError, anthropic_error_problems
-from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 STATUSES = ("validating", "in_progress", "finalizing", "cancelling", "completed", "failed", "expired", "cancelled")
 #: Fields whose documented values the SDK's model types refuse (so strict validation may fail on exactly these).

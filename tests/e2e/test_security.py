@@ -27,11 +27,11 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
+from batch_cancel_emulator.testing import Emulator
 from tests.support.events import EventLog
 from tests.support.security import SecureKafka
 from tests.support.stack import Stack
 from worker.config import ConfigError, Settings
-from worker.emulator.testing import Emulator
 from worker.kafka.connection import KafkaStartError, check_connection, client_kwargs, security_kwargs
 from worker.signing import sign
 

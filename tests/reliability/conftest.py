@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from batch_cancel_emulator.testing import Emulator
 from devstack.broker import KafkaBroker
 from tests.reliability.checker import Row, format_table
 from tests.support.stack import Stack
-from worker.emulator.testing import Emulator
 
 ROWS = pytest.StashKey[list[Row]]()
 

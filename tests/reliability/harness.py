@@ -16,11 +16,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from batch_cancel_emulator.testing import DEFAULT_KEY
 from devstack.worker_process import WorkerProcess
 from tests.reliability.checker import Row, check
 from tests.support.events import EventLog
 from tests.support.stack import Stack, wait_committed
-from worker.emulator.testing import DEFAULT_KEY
 
 __all__ = [
     "Sent",

@@ -22,10 +22,10 @@ from urllib.parse import unquote
 
 import pytest
 
+from batch_cancel_emulator.shapes import PREFIXES
 from tests.reliability.conftest import PrivateStack, RecordRow
 from tests.reliability.harness import alive, conclude, finished, publish, wait_committed, wait_for
 from tests.support.events import EventLog
-from worker.emulator.shapes import PREFIXES
 
 pytestmark = pytest.mark.slow
 

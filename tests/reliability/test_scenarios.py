@@ -15,6 +15,7 @@ from collections import Counter
 
 import pytest
 
+from batch_cancel_emulator.testing import key_id
 from tests.reliability.conftest import PrivateStack, RecordRow
 from tests.reliability.harness import (
     VariantWorker,
@@ -34,7 +35,6 @@ from tests.reliability.harness import (
 )
 from tests.support.events import EventLog, committed_vs_end
 from tests.support.stack import StackFactory
-from worker.emulator.testing import key_id
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
 from devstack.broker import KafkaBroker
 from devstack.topics import WorkerTopics
 from devstack.worker_process import WorkerProcess
 from tests.support.events import committed_vs_end
-from worker.emulator.testing import DEFAULT_KEY, Emulator
 
 __all__ = [
     "DIALECTS",

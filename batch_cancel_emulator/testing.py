@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from worker.emulator.app import DEFAULT_KEY, key_id
-from worker.emulator.cloud_auth import DEFAULT_AWS_KEY
-from worker.emulator.shapes import PREFIXES
+from batch_cancel_emulator.app import DEFAULT_KEY, key_id
+from batch_cancel_emulator.cloud_auth import DEFAULT_AWS_KEY
+from batch_cancel_emulator.shapes import PREFIXES
 
 __all__ = ["DEFAULT_AWS_KEY", "DEFAULT_KEY", "Emulator", "key_id"]
 
@@ -56,7 +56,7 @@ class Emulator:
         self.stop()
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "worker.emulator", "--host", "127.0.0.1", "--port", "0", *self._args]
+        cmd = [sys.executable, "-m", "batch_cancel_emulator", "--host", "127.0.0.1", "--port", "0", *self._args]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             self.url = self._read_url()

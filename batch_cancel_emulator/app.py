@@ -20,11 +20,11 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
+from batch_cancel_emulator import cloud_shapes
+from batch_cancel_emulator.cloud_auth import AwsKeys, GoogleTokens
+from batch_cancel_emulator.model import Fault, Store
+from batch_cancel_emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
 from worker.contract import BATCH_ID_PATTERN
-from worker.emulator import cloud_shapes
-from worker.emulator.cloud_auth import AwsKeys, GoogleTokens
-from worker.emulator.model import Fault, Store
-from worker.emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
 
 __all__ = ["DEFAULT_KEY", "App", "DroppedConnection", "key_id"]
 
@@ -115,7 +115,7 @@ class App:
             return
         path: str = scope["path"]
         if path.startswith("/_admin/"):
-            from worker.emulator.admin import handle_admin
+            from batch_cancel_emulator.admin import handle_admin
 
             status, body, ctype = await handle_admin(self, scope, receive)
             await _respond(send, status, body, ctype)

@@ -27,11 +27,11 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
-from worker.emulator.model import Scenario
-from worker.emulator.shapes import PREFIXES, has_error
+from batch_cancel_emulator.model import Scenario
+from batch_cancel_emulator.shapes import PREFIXES, has_error
 
 if TYPE_CHECKING:
-    from worker.emulator.app import App, Receive, Scope
+    from batch_cancel_emulator.app import App, Receive, Scope
 
 __all__ = ["handle_admin"]
 
@@ -81,7 +81,7 @@ Query = dict[str, list[str]]
 
 
 def _create(app: App, body: dict[str, Any], _: Query) -> Answer:
-    from worker.emulator.app import valid_batch_id
+    from batch_cancel_emulator.app import valid_batch_id
 
     dialect = _dialect(body)
     batch_id = str(body.get("id") or _new_id(dialect))
@@ -157,7 +157,7 @@ def _quota(app: App, body: dict[str, Any], _: Query) -> Answer:
     if rate is None:
         app.quotas.pop(dialect, None)
     else:
-        from worker.emulator.app import Quota  # app imports this module lazily; no import cycle at load time
+        from batch_cancel_emulator.app import Quota  # app imports this module lazily; no import cycle at load time
 
         app.quotas[dialect] = Quota(float(rate), float(body.get("retry_after_s", 1.0)))
     return _ok({"ok": True})

@@ -21,7 +21,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.emulator.model import Batch
+from batch_cancel_emulator.model import Batch
 
 __all__ = ["DIALECTS", "ERRORS", "VERTEX_PREFIX", "batch_body", "error_headers", "status_word"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.emulator.model import Batch
+from batch_cancel_emulator.model import Batch
 
 __all__ = ["DIALECTS", "ERRORS", "batch_object", "status_word"]
 

@@ -1,4 +1,4 @@
-"""``python -m worker.emulator --host 127.0.0.1 --port 0 [--api-key dialect=KEY ...]``.
+"""``python -m batch_cancel_emulator --host 127.0.0.1 --port 0 [--api-key dialect=KEY ...]``.
 
 Binds the socket itself so ``--port 0`` works: the first stdout line is ``emulator listening on http://H:P``,
 which the test helper reads to learn the port (no free-port race between choosing and binding).
@@ -14,8 +14,8 @@ import sys
 
 import uvicorn
 
-from worker.emulator.app import App, DroppedConnection
-from worker.emulator.shapes import PREFIXES
+from batch_cancel_emulator.app import App, DroppedConnection
+from batch_cancel_emulator.shapes import PREFIXES
 
 
 class _QuietDrops(logging.Filter):
@@ -36,7 +36,7 @@ def _keys(values: list[str]) -> dict[str, set[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m worker.emulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m batch_cancel_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", action="append", default=[], help="dialect=KEY, repeatable")

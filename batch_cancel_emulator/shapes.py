@@ -12,9 +12,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from batch_cancel_emulator import cloud_shapes, native_shapes
+from batch_cancel_emulator.model import Batch
 from worker.contract import TIMESTAMP_FIELDS
-from worker.emulator import cloud_shapes, native_shapes
-from worker.emulator.model import Batch
 
 __all__ = ["COLON_CANCEL", "PREFIXES", "batch_body", "error_response", "has_error"]
 
