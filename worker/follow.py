@@ -60,7 +60,6 @@ __all__ = [
     "Publish",
     "StateWrites",
     "Subscriber",
-    "command_failure",
     "next_interval",
 ]
 
@@ -141,21 +140,6 @@ class Subscriber:
 Publish = Callable[[Subscriber, BatchStateEvent], Awaitable[None]]
 #: Write the follow's state (``None``: a tombstone) to its partition; returns once it is durable.
 Persist = Callable[[str, FollowState | None], Awaitable[None]]
-
-
-def command_failure(
-    command: CancelCommand, outcome: Outcome, detail: FailureDetail, *, last_status: BatchStatus | None = None
-) -> BatchStateEvent:
-    """The final failure event of a decoded command (rejected, gave up)."""
-    return failure_event(
-        command_id=command.command_id,
-        outcome=outcome,
-        detail=detail,
-        provider=command.provider,
-        account=command.account,
-        batch_id=command.batch_id,
-        last_status=last_status,
-    )
 
 
 def _utc(seconds: float) -> datetime | None:
