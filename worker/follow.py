@@ -421,7 +421,7 @@ class Follow:
 
     def _in_trace(self) -> contextvars.Token[otel_context.Context] | None:
         """Make the first waiting command's span current: the provider call's spans become its children."""
-        context = next((s.context for s in self.subscribers if s.context is not None), None)
+        context = self.subscribers[0].context if self.subscribers else None
         return otel_context.attach(context.otel) if context is not None else None
 
     async def _cancel(self) -> None:
