@@ -88,7 +88,9 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         out.append((f"p99 publish→cancel call < 100 ms at {lat['rate']:.0f}/s", f"{p99:.0f} ms", p99 < 100))
     o = r.get("overload")
     if o:
-        ok = o["finals"] == o["commands"] and o["worker_alive"] and o["peaks"]["in_flight"] <= o["max_in_flight"] * 1.1
+        # The bound is checked before each fetch, so the batch in hand (up to 500 records) still goes in.
+        bounded = o["peaks"]["in_flight"] <= o["max_in_flight"] + 500 and o["peaks"]["paused_samples"] > 0
+        ok = o["finals"] == o["commands"] and o["worker_alive"] and bounded
         measured = f"{o['finals']:,}/{o['commands']:,} finals, peak {o['peaks']['rss_mb']:.0f} MB"
         out.append(("at 1.5 × capacity: intake paused, bounded, every command ends", measured, ok))
     return out
