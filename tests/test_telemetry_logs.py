@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,6 +22,17 @@ def test_repeated_client_errors_are_kept_once_per_interval_with_a_count() -> Non
     assert f.filter(other), "only the prefixed loggers are limited"
 
 
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """configure_logging replaces the root handlers (here: one on capsys' stderr); later tests get theirs back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("own_logging")
 def test_json_lines_carry_command_fields(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("json", "INFO")
     logging.getLogger("worker.test").info(
