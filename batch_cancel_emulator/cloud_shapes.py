@@ -11,7 +11,7 @@ model. What the sources leave open is the emulator's own rendering, marked here:
   documented); Bedrock answers 400 ``ValidationException`` (what LiteLLM treats as "already terminal") or, with
   the scenario's ``bedrock_finished: ConflictException``, the error AWS documents for the stop.
 * Gemini's refused API key: 400 ``INVALID_ARGUMENT`` with ``ErrorInfo.reason`` ``API_KEY_INVALID`` (what the
-  API is widely reported to answer; not in the research notes). Every other error body is google.rpc.Status
+  API is widely reported to answer; Google does not document it). Every other error body is google.rpc.Status
   (Google) or rest-json's ``x-amzn-ErrorType`` + ``{"message"}`` (AWS), with messages of the emulator's own.
 """
 

@@ -1,9 +1,9 @@
 """Each dialect's batch object and error bodies, as the providers' documentation shows them.
 
 This module holds the OpenAI-shaped dialects (OpenAI, SiliconFlow, DashScope, DeepInfra, Azure) and routes
-the others to ``native_shapes``. Where a shape is unconfirmed in the research notes (cancel of a finished
-batch on SiliconFlow, DashScope, DeepInfra or Azure; DeepInfra's and Azure's error bodies) the emulator picks
-a plausible one and says so here, so a test never mistakes an emulator guess for a provider fact.
+the others to ``native_shapes``. Where no public document shows a shape (cancel of a finished batch on
+SiliconFlow, DashScope, DeepInfra or Azure; DeepInfra's and Azure's error bodies) the emulator picks a
+plausible one and says so here, so a test never mistakes an emulator guess for a provider fact.
 """
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ def _openai_like(batch: Batch, op: str) -> dict[str, Any]:
     }
     if dialect == "openai":
         body |= {"model": "gpt-4o-mini", "usage": None}
-    elif dialect == "siliconflow":  # seed 000: null on cancel, [] / {} on retrieve
+    elif dialect == "siliconflow":  # docs.siliconflow.cn batch API reference: null on cancel, [] / {} on retrieve
         body["errors"] = None if op == "cancel" else []
         body["request_counts"] = None if op == "cancel" else {}
         body["metadata"] = {"description": "nightly eval job"}
-    elif dialect == "dashscope":  # seed 001
+    elif dialect == "dashscope":  # help.aliyun.com/en/model-studio/batch-interfaces-compatible-with-openai
         body["errors"] = {"object": "list", "data": []}
         body["metadata"] = {"ds_name": "emulator", "ds_description": "emulated batch"}
-    elif dialect == "deepinfra":  # seed 002
+    elif dialect == "deepinfra":  # docs.deepinfra.com/api-reference/files-&-batches/cancel-openai-batch
         body["errors"] = {"object": "list", "data": []}
         body["model"] = "meta-llama/Meta-Llama-3.1-8B-Instruct"
         body["usage"] = {
@@ -125,10 +125,10 @@ _ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
         "not_found": (404, _oai("No batch found with id '$ID'.", "invalid_request_error", None)),
         "overload": (503, _oai("The server is overloaded.", "service_unavailable_error", "server_is_overloaded")),
         "rate_limit": (429, _oai("Rate limit reached for requests.", "requests", "rate_limit_exceeded")),
-        # research notes section 1, verbatim
+        # verbatim as openai-python's callers see it (litellm's batch tests expect this ConflictError message)
         "finished": (409, _oai("Cannot cancel a batch with status '$STATE'.", "invalid_request_error", None)),
         "server_error": (None, _oai("The server had an error processing your request.", "server_error", None)),
-        # research notes section 1: a billing stop, not load
+        # OpenAI's documented error codes: insufficient_quota is a billing stop, not load
         "quota": (429, _oai("You exceeded your current quota.", "insufficient_quota", "insufficient_quota")),
     },
     "azure": {  # all the emulator's rendering of Azure's {"error": {code, message}}; finished presumed as OpenAI's
@@ -140,7 +140,7 @@ _ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
         "server_error": (None, _az("InternalServerError", "The server had an error processing your request.")),
         "no_version": (400, _az("BadRequest", "Missing required query parameter: api-version.")),
     },
-    "siliconflow": {  # seed 000 and the research notes; "finished" is the emulator's guess (unconfirmed)
+    "siliconflow": {  # docs.siliconflow.cn error codes and API reference; "finished" is the emulator's guess
         "unauthorized": (401, "Invalid token"),
         "not_found": (404, "404 page not found"),
         "overload": (503, _sf(50505, "Model service overloaded. Please try again later.")),
