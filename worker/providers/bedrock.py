@@ -5,8 +5,8 @@ signed for service ``bedrock`` (``worker.providers.aws_signing``). Statuses: ``S
 ``validating``, ``Scheduled`` → ``queued``, ``InProgress`` → ``in_progress``, ``Stopping`` → ``cancelling``,
 ``Stopped`` → ``cancelled``, ``Completed`` and ``PartiallyCompleted`` → ``completed`` (a partial one ran out of
 time for some records; the raw word stays in ``provider_status``), ``Failed`` (its ``message`` says why),
-``Expired``. Times are ISO 8601 (``submitTime``, ``endTime``, ``jobExpirationTime``). Record counts are not in the
-research notes' sources, but the service model botocore ships (2023-04-20, botocore 1.44) has optional
+``Expired``. Times are ISO 8601 (``submitTime``, ``endTime``, ``jobExpirationTime``). Record counts are not in AWS's
+API reference pages for the job, but the service model botocore ships (2023-04-20, botocore 1.44) has optional
 ``totalRecordCount``/``successRecordCount``/``errorRecordCount``: used when present, else no counts.
 
 The stop answers 200 with an empty body: the client reads the job once after it. Stopping a finished job is
