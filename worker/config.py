@@ -39,11 +39,13 @@ __all__ = [
     "AccountConfig",
     "ConfigError",
     "Dialect",
+    "EventLoop",
     "ProviderConfig",
     "ProvidersFile",
     "Settings",
     "kafka_tls_files",
     "load_providers",
+    "trace_exporters",
 ]
 
 Dialect = Literal[
@@ -53,6 +55,8 @@ Dialect = Literal[
 #: The dialect names, listed once (in ``Dialect``); ``worker.providers.DIALECTS`` holds their implementations.
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+#: ``BCW_EVENT_LOOP`` (``worker.loop``): auto is uvloop when it is installed.
+EventLoop = Literal["auto", "uvloop", "asyncio"]
 
 
 def _no_secret_in_url(url: HttpUrl) -> HttpUrl:
@@ -335,7 +339,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics, /livez, /readyz; 0 = off.")
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+    event_loop: EventLoop = Field(
         "auto", description="auto: uvloop when installed (it is, in the image), else asyncio's own loop."
     )
 

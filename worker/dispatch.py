@@ -107,11 +107,12 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         """Commands taken in whose final event is not yet published (back-pressure counts these)."""
-        return self._waiting + sum(len(t) for t in self._tasks.values())
+        return self._waiting + self.intake
 
     @property
     def intake(self) -> int:
-        """Records handed over and not yet decoded and joined to a follow."""
+        """Records handed over and not yet done with: only those being dead-lettered, because a valid command
+        is decoded and joined to its follow within ``submit``."""
         return sum(len(t) for t in self._tasks.values())
 
     @property

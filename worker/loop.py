@@ -12,29 +12,27 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from worker.config import ConfigError
+from worker.config import ConfigError, EventLoop
 
-__all__ = ["EventLoopChoice", "loop_factory", "run"]
+__all__ = ["loop_factory", "run"]
 
 T = TypeVar("T")
-EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
 
 
-def loop_factory(choice: EventLoopChoice) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """``(name, factory)`` of the loop ``choice`` names; ``auto`` is uvloop when it can be imported."""
+def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The factory of the loop ``choice`` names; ``auto`` is uvloop when it can be imported."""
     installed = importlib.util.find_spec("uvloop") is not None
     if choice == "asyncio" or (choice == "auto" and not installed):
-        return "asyncio", asyncio.new_event_loop
+        return asyncio.new_event_loop
     if not installed:
         raise ConfigError("BCW_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop, or use auto)")
     import uvloop
 
-    return "uvloop", uvloop.new_event_loop
+    return uvloop.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T], choice: EventLoopChoice = "auto") -> T:
-    _, factory = loop_factory(choice)
-    with asyncio.Runner(loop_factory=factory) as runner:
+def run(main: Coroutine[Any, Any, T], choice: EventLoop = "auto") -> T:
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(main)

@@ -141,24 +141,17 @@ class CommandContext:
 
     @classmethod
     def of(cls, span: trace.Span, parent: otel_context.Context, produced_at: float) -> CommandContext:
-        carrier = _w3c(span.get_span_context())
-        return cls(
-            trace.set_span_in_context(span, parent),
-            span,
-            produced_at,
-            traceparent=carrier.get("traceparent"),
-            tracestate=carrier.get("tracestate"),
-        )
+        traceparent, tracestate = _w3c(span.get_span_context())
+        context = trace.set_span_in_context(span, parent)
+        return cls(context, span, produced_at, traceparent=traceparent, tracestate=tracestate)
 
 
-def _w3c(span: SpanContext) -> dict[str, str]:
-    """``traceparent`` (and ``tracestate`` when there is one) of a span, as W3C Trace Context writes them."""
+def _w3c(span: SpanContext) -> tuple[str | None, str | None]:
+    """``traceparent`` and ``tracestate`` (None when empty) of a span, as W3C Trace Context writes them."""
     if not span.is_valid:
-        return {}
-    carrier = {"traceparent": f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"}
-    if span.trace_state:
-        carrier["tracestate"] = span.trace_state.to_header()
-    return carrier
+        return None, None
+    traceparent = f"00-{span.trace_id:032x}-{span.span_id:016x}-{span.trace_flags:02x}"
+    return traceparent, span.trace_state.to_header() if span.trace_state else None
 
 
 class CommandTracing:
@@ -233,9 +226,7 @@ class TraceHeaders:
     """Headers that continue a command's trace on what we publish for it (``traceparent``, ``tracestate``)."""
 
     def headers(self, context: Any) -> list[tuple[str, bytes]]:
-        if not isinstance(context, CommandContext):
-            return []
-        return [(name, value.encode()) for name, value in context.carrier.items()]
+        return [(name, value.encode()) for name, value in trace_carrier(context).items()]
 
 
 def trace_carrier(context: Any) -> dict[str, str]:

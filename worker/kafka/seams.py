@@ -53,7 +53,7 @@ class CommandSink(Protocol):
 
     @property
     def intake(self) -> int:
-        """Records handed over and not yet taken in (decoded and joined to a follow)."""
+        """Records handed over and not yet taken in (the dispatcher: those still being dead-lettered)."""
         ...
 
     def submit(self, record: Record, offsets: PartitionOffsets) -> None: ...
