@@ -15,7 +15,6 @@ Errors keep httpx's types, which ``ProviderClient`` maps: a refused or reset con
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 import aiohttp
@@ -56,9 +55,9 @@ class LeanAiohttpTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive, ssl=self._ssl)
-        # No cookie jar, no default headers, no redirects: httpx already set every header the request carries.
+        # No cookie jar and no decompression: httpx keeps (none) and decodes (gzip, deflate) for itself.
         self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, skip_auto_headers=()
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False
         )
         return self._session
 
@@ -87,8 +86,6 @@ class LeanAiohttpTransport(httpx.AsyncBaseTransport):
             ) as answer:
                 content = await answer.read()
                 status, headers, reason = answer.status, answer.raw_headers, answer.reason
-        except asyncio.CancelledError:
-            raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _mapped(exc) from exc
         extensions = {**_HTTP_11, "reason_phrase": reason.encode()} if reason else _HTTP_11
