@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -390,12 +388,11 @@ async def http_ceiling(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _gauges(port: int, names: tuple[str, ...]) -> dict[str, float]:
+def _gauges(worker: WorkerProc, names: tuple[str, ...]) -> dict[str, float]:
     """Current values of some unlabelled gauges from a worker's /metrics (empty when it does not answer)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except (urllib.error.URLError, OSError):
+        _, text = worker.get("/metrics")
+    except OSError:
         return {}
     out = {}
     for line in text.splitlines():
@@ -410,7 +407,7 @@ async def _sample(worker: WorkerProc, stop: asyncio.Event, every: float = 0.5) -
     peaks = {"rss_mb": 0.0, "in_flight": 0.0, "paused_partitions": 0.0, "paused_samples": 0.0, "samples": 0.0}
     names = ("bcw_commands_in_flight", "bcw_paused_partitions")
     while not stop.is_set():
-        gauges = await asyncio.to_thread(_gauges, worker.port, names)
+        gauges = await asyncio.to_thread(_gauges, worker, names)
         peaks["rss_mb"] = max(peaks["rss_mb"], rss_mb(worker.pid))
         peaks["in_flight"] = max(peaks["in_flight"], gauges.get("bcw_commands_in_flight", 0.0))
         paused = gauges.get("bcw_paused_partitions", 0.0)
