@@ -1,10 +1,10 @@
 """Which event loop the worker runs on: uvloop when it is installed (the default), asyncio's own otherwise.
 
-Measured with ``python -m bench`` (docs/benchmarks.md): on uvloop the same worker spends less CPU per
-command, most of it in socket writes and callback scheduling, which is where asyncio's pure-Python loop
-is slowest. Nothing in the worker depends on the loop it runs on: the test suite runs on asyncio's, the
-reliability suite's worker processes on the default, and ``BCW_EVENT_LOOP=asyncio`` is the way back if a
-platform lacks uvloop or a bug is suspected in it.
+Measured with ``python -m bench`` (docs/benchmarks.md, "Hot path"): within a few percent of asyncio's loop
+per command, never worse, because most of a command's CPU is Python code above the loop (httpx, aiokafka,
+pydantic). Nothing in the worker depends on the loop it runs on: the unit tests run on asyncio's, every
+worker process of the e2e and reliability suites on the default, and ``BCW_EVENT_LOOP=asyncio`` is the way
+back if a platform lacks uvloop or a bug is suspected in it.
 """
 
 from __future__ import annotations
