@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from pydantic import ValidationError
 
@@ -63,3 +65,43 @@ def test_an_exporter_this_build_cannot_run_fails_the_settings(
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=named):
         Settings()
+
+
+def test_the_worker_collects_young_garbage_every_10000_allocations_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Measured in docs/benchmarks.md: CPython's 700 cost the worker ~16 % of its CPU per command."""
+    from worker import cli, loop
+
+    seen: list[tuple[int, int, int]] = []
+
+    def run(main: object, choice: str) -> int:
+        main.close()  # type: ignore[attr-defined]  # the coroutine of app.run, never started
+        seen.append(gc.get_threshold())
+        return 0
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(loop, "run", run)
+    monkeypatch.setattr(cli, "configure_logging", lambda *_: None)  # the root logger stays pytest's
+    try:
+        monkeypatch.delenv("BCW_GC_GEN0_THRESHOLD", raising=False)
+        assert cli.main(["run"]) == 0
+        monkeypatch.setenv("BCW_GC_GEN0_THRESHOLD", "700")
+        assert cli.main(["run"]) == 0
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [(10_000, *before[1:]), (700, *before[1:])]
+    with pytest.raises(ValidationError, match="gc_gen0_threshold"):
+        Settings(gc_gen0_threshold=0)  # 0 would switch the collector off
+
+
+def test_tuning_the_collector_keeps_the_older_generations_ratios() -> None:
+    from worker import collector
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 7, 3)
+        collector.tune(12_345)
+        assert gc.get_threshold() == (12_345, 7, 3)
+    finally:
+        gc.set_threshold(*before)

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.collector import DEFAULT_GEN0_THRESHOLD
 from worker.contract import NAME_PATTERN
 from worker.validation import explain
 
@@ -341,6 +342,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     event_loop: EventLoop = Field(
         "auto", description="auto: uvloop when installed (it is, in the image), else asyncio's own loop."
+    )
+    gc_gen0_threshold: int = Field(
+        DEFAULT_GEN0_THRESHOLD,
+        ge=100,
+        description="Net allocations between young-generation garbage collections (CPython's default: 700); "
+        "see worker/collector.py.",
     )
 
     @model_validator(mode="after")
