@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all
 from tests.support.waiting import until
@@ -124,7 +126,7 @@ async def test_a_record_holds_at_most_max_waiting_commands_and_the_rest_commit_a
 
 async def test_a_new_follow_of_a_batch_writes_after_the_tombstone_of_the_previous_one() -> None:
     provider, sink, states = FakeProvider(cancel_status="cancelled", polls=["cancelled"]), Sink(), States()
-    d = make(provider, sink, states)
+    d = make(provider, sink, states, replace(FAST, intent_delay=0))  # every follow writes its intent at once
     offsets = submit_all(d, [Rec(command("a"), offset=0)])
     await until(lambda: offsets.to_commit() == 1)
     states.hold.clear()  # the first follow's tombstone is slow to be acknowledged ...
@@ -160,3 +162,63 @@ async def test_resuming_an_unconfigured_provider_is_logged_not_crashed() -> None
     assert d.resume(0, [orphan]) == 0
     assert d.following == 0
     assert FAST.initial_interval > 0
+
+
+async def test_a_cancel_answered_at_once_writes_one_state_with_the_answer_and_then_the_tombstone() -> None:
+    provider, sink, states = FakeProvider(polls=["cancelling", "cancelled"]), Sink(), States()
+    d = make(provider, sink, states, replace(FAST, intent_delay=5.0))
+    offsets = submit_all(d, [Rec(command("a"))])
+    await until(lambda: offsets.to_commit() == 1)
+    first = states.writes[0][2]  # the intent waited for the cancel's answer ...
+    assert first is not None and first.cancel_accepted and first.waiting[0].last_status == BatchStatus.CANCELLING
+    assert not sink.for_command("a")[-1].final  # ... and the offset was released by it, not by the final
+    await until(lambda: d.following == 0)
+    assert [s is None for _, _, s in states.writes] == [False, True]
+    await d.close()
+
+
+async def test_a_batch_finished_at_the_cancel_writes_no_state_and_commits_at_its_final() -> None:
+    provider, sink, states = FakeProvider(cancel_status="cancelled"), Sink(), States()
+    d = make(provider, sink, states, replace(FAST, intent_delay=5.0))
+    offsets = submit_all(d, [Rec(command("a"))])
+    await until(lambda: offsets.to_commit() == 1 and d.following == 0)
+    assert [e.outcome for e in sink.for_command("a")] == [Outcome.CANCELLED]
+    assert states.writes == []  # nothing was written, so nothing needs a tombstone
+    await d.close()
+
+
+async def test_a_cancel_not_answered_within_the_delay_gets_its_intent_written_so_commits_move() -> None:
+    provider, sink, states = FakeProvider(), Sink(), States()
+    answer = asyncio.Event()
+    plain = provider.cancel
+
+    async def slow_cancel(account: str, batch_id: str) -> Any:
+        await answer.wait()
+        return await plain(account, batch_id)
+
+    provider.cancel = slow_cancel  # type: ignore[method-assign]
+    d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
+    offsets = submit_all(d, [Rec(command("a"))])
+    await until(lambda: offsets.to_commit() == 1)
+    (intent,) = [s for _, _, s in states.writes]
+    assert intent is not None and not intent.cancel_accepted and [w.command_id for w in intent.waiting] == ["a"]
+    answer.set()
+    await until(lambda: d.following == 0)
+    assert [e.outcome for e in sink.for_command("a") if e.final] == [Outcome.CANCELLED]
+    assert states.writes[-1][2] is None
+    await d.close()
+
+
+async def test_a_follow_stopped_before_its_intent_is_written_leaves_its_command_to_be_redelivered() -> None:
+    provider, sink, states = FakeProvider(), Sink(), States()
+    never = asyncio.Event()
+
+    async def hanging_cancel(account: str, batch_id: str) -> Any:
+        await never.wait()
+
+    provider.cancel = hanging_cancel  # type: ignore[method-assign]
+    d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
+    offsets = submit_all(d, [Rec(command("a"))])
+    await d.stop_partitions([0], grace=0.2)  # waits out the grace (the cancel hangs), 4x the intent delay
+    assert states.writes == [] and offsets.to_commit() is None
+    await d.close()

@@ -60,6 +60,7 @@ class Worker:
             initial_interval=settings.follow_initial_interval_s,
             max_interval=settings.follow_max_interval_s,
             max_follow=settings.follow_max_s,
+            intent_delay=settings.follow_intent_delay_s,
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
         self.store = FollowStore(settings, self.producer)

@@ -326,6 +326,12 @@ class Settings(BaseSettings):
     follow_initial_interval_s: float = Field(1.0, gt=0)
     follow_max_interval_s: float = Field(30.0, gt=0)
     follow_max_s: float = Field(24 * 3600.0, gt=0, description="Global cap on following one batch.")
+    follow_intent_delay_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long a new follow's intent waits for the cancel's answer before it is written "
+        "anyway (0: at once); see docs/durable-follows.md.",
+    )
     shutdown_grace_s: float = Field(
         10.0,
         ge=0,

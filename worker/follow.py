@@ -7,10 +7,16 @@ many times a budget guard fires. Each subscriber still gets its own events (its 
 
 Durability. After every change a follow hands its state (``FollowState``) to ``persist``, which writes it to
 the follow-state topic; a waiting command's offset is released (may be committed) once a state naming it is
-acknowledged, or once its final event is published, whichever comes first. A follow restored from that
-state on another worker (``Follow.restored``) does not cancel again when the cancel was accepted, and tells
-each command only what it was not told yet. Writes are coalesced: while one is in flight, later changes
-wait and go out together as the newest state, so a follow has at most one write on the wire.
+acknowledged, or once its final event is published, whichever comes first. A new follow's first state (its
+intent) waits for the cancel's answer, up to ``FollowPolicy.intent_delay``: an intent written before the
+answer would say only "not accepted yet", on which a new owner cancels again exactly as it does for a
+redelivered command, so it saves nothing on a crash and costs a write per command. A cancel waiting for the
+budget or a slow provider gets its intent written when the delay runs out, so commits keep moving; a follow
+that ends before anything was written (the batch was already finished) writes neither state nor tombstone.
+A follow restored from that state on another worker (``Follow.restored``) does not cancel again when the
+cancel was accepted, and tells each command only what it was not told yet. Writes are coalesced: while one
+is in flight, later changes wait and go out together as the newest state, so a follow has at most one write
+on the wire.
 
 Order matters, and is what the crash windows in docs/durable-follows.md rest on: an event is published
 before the state that says it was told, and the state is written before the tombstone; so a crash between
@@ -92,6 +98,9 @@ class FollowPolicy:
     max_interval: float = 30.0
     backoff: float = 1.5
     max_follow: float = 24 * 3600.0
+    #: A new follow's intent waits this long for the cancel's answer, so that the one state written says
+    #: whether the cancel was accepted (0: write the intent at once). See "Durability" above.
+    intent_delay: float = 1.0
 
 
 def next_interval(current: float, changed: bool, policy: FollowPolicy) -> float:
@@ -155,6 +164,7 @@ class Follow:
         "_confirming",
         "_dirty",
         "_ended",
+        "_intent_timer",
         "_interval",
         "_on_end",
         "_on_written",
@@ -163,6 +173,7 @@ class Follow:
         "_provider",
         "_publish",
         "_queued",
+        "_recorded",
         "_scheduler",
         "_then",
         "_writes",
@@ -224,6 +235,8 @@ class Follow:
         self._then: Follow | None = None  # the next follow of this key, waiting for our last write
         self._on_written: Callable[[], None] | None = None
         self._ended = False
+        self._recorded = False  # a record of this follow may be on the topic: its end needs a tombstone
+        self._intent_timer: asyncio.TimerHandle | None = None
 
     # --- building ----------------------------------------------------------------------------------------
     @classmethod
@@ -263,6 +276,7 @@ class Follow:
         follow.last_status = state.last_status
         follow.provider_status = state.provider_status
         follow.since = state.since.timestamp()
+        follow._recorded = True
         for w in state.waiting:
             deadline = w.deadline.timestamp() if w.deadline else follow.since + cap
             sub = Subscriber(
@@ -315,8 +329,28 @@ class Follow:
 
     def changed(self) -> None:
         """Something a new owner needs changed: write the newest state soon (one write in flight at most)."""
+        self._forget_intent()
         self._dirty = True
         self._queue_write()
+
+    def _intent_soon(self) -> None:
+        """The first subscriber of a follow whose cancel is not answered: write its intent with the answer,
+        or when ``intent_delay`` runs out, whichever comes first."""
+        delay = self._policy.intent_delay
+        if delay <= 0:
+            self.changed()
+        elif self._intent_timer is None and not self.pending_write:
+            self._intent_timer = asyncio.get_running_loop().call_later(delay, self._intent_due)
+
+    def _intent_due(self) -> None:
+        self._intent_timer = None
+        if self.active:
+            self.changed()
+
+    def _forget_intent(self) -> None:
+        if self._intent_timer is not None:
+            self._intent_timer.cancel()
+            self._intent_timer = None
 
     @property
     def pending_write(self) -> bool:
@@ -347,8 +381,12 @@ class Follow:
             self._written()
             return
         self._dirty = False
-        self._writing = True
         state = self.state()
+        if state is None and not self._recorded:  # nothing of this follow was ever written: no tombstone
+            self._written()
+            return
+        self._writing = True
+        self._recorded = True  # before the write: a write that fails may still have landed
         included = [s for s in self.subscribers if s.in_record and not s.done and not s.durable]
         try:
             await self._persist(self.key, state)
@@ -394,14 +432,18 @@ class Follow:
                 sub.command_id,
             )
         self.subscribers.append(sub)
-        self.changed()
-        if self.cancel_accepted and not self.busy:  # a call on the wire reports to it; otherwise look now
-            self._continue(0.0, urgent=True)
+        if self.cancel_accepted:
+            self.changed()
+            if not self.busy:  # a call on the wire reports to it; otherwise look now
+                self._continue(0.0, urgent=True)
+        else:
+            self._intent_soon()
         return True
 
     def stop(self) -> None:
         """Handover or shutdown: the call on the wire finishes, nothing new starts; the next owner resumes."""
         self.stopping = True
+        self._forget_intent()  # an unwritten intent's commands are redelivered to the next owner
         self._scheduler.unschedule(self)
 
     # --- the follow ---------------------------------------------------------------------------------------

@@ -100,9 +100,9 @@ class States:
         return [s for _, k, s in self.writes if k == key][-1]
 
 
-def make(provider: FakeProvider, sink: Sink, states: States | None = None) -> Dispatcher:
+def make(provider: FakeProvider, sink: Sink, states: States | None = None, policy: FollowPolicy = FAST) -> Dispatcher:
     return Dispatcher(
-        {"p": provider}, {"p": frozenset({"default"})}, sink, states or States(), FAST, max_command_bytes=65536
+        {"p": provider}, {"p": frozenset({"default"})}, sink, states or States(), policy, max_command_bytes=65536
     )
 
 
