@@ -168,7 +168,16 @@ class CommandTracing:
             and not trace.get_current_span(parent).get_span_context().is_valid
         ):
             log.debug("ignoring a malformed traceparent header on %s@%d", record.partition, record.offset)
-        key = record.key.decode("utf-8", "replace") if getattr(record, "key", None) else None
+        if _exporting:
+            name = f"process {record.topic}"
+            span = TRACER.start_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=self._attributes(record))
+        else:  # nothing would read the attributes: not even built
+            span = _light_span(parent)
+        timestamp = getattr(record, "timestamp", None)
+        produced_at = timestamp / 1000 if isinstance(timestamp, int) and timestamp > 0 else time.time()
+        return CommandContext.of(span, parent, produced_at)
+
+    def _attributes(self, record: Any) -> dict[str, Any]:
         attributes: dict[str, Any] = {
             "messaging.system": "kafka",
             "messaging.operation.name": "process",
@@ -178,16 +187,9 @@ class CommandTracing:
             "messaging.kafka.offset": record.offset,
             "messaging.consumer.group.name": self._group_id,
         }
-        if key is not None:
-            attributes["messaging.kafka.message.key"] = key
-        if _exporting:
-            name = f"process {record.topic}"
-            span = TRACER.start_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
-        else:
-            span = _light_span(parent)
-        timestamp = getattr(record, "timestamp", None)
-        produced_at = timestamp / 1000 if isinstance(timestamp, int) and timestamp > 0 else time.time()
-        return CommandContext.of(span, parent, produced_at)
+        if getattr(record, "key", None):
+            attributes["messaging.kafka.message.key"] = record.key.decode("utf-8", "replace")
+        return attributes
 
     def resumed_context(
         self, traceparent: str | None, tracestate: str | None, received_at: float | None
