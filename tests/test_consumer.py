@@ -223,3 +223,48 @@ async def test_a_coordinator_not_yet_available_at_start_is_not_logged_as_an_erro
     levels = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == coordinator.name]
     assert levels[0][0] == "INFO" and "not available yet" in levels[0][1]
     assert levels[1][0] == "ERROR", "every other coordinator error keeps its level"
+
+
+class _LeakyClient:
+    """aiokafka's ``Fetcher.close`` in miniature (aio-libs/aiokafka#647): it cancels a fetch task that is
+    waiting out a failed fetch, then awaits it, so that task's CancelledError comes out of ``stop()``."""
+
+    def __init__(self, stop_takes: float = 0.0) -> None:
+        self.stop_takes = stop_takes
+        self.stopped = False
+        self.stopping = asyncio.Event()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        backoff = asyncio.create_task(asyncio.sleep(60))
+        await asyncio.sleep(0)
+        backoff.cancel()
+        await asyncio.sleep(self.stop_takes)
+        self.stopped = True
+        await backoff
+
+
+async def test_a_client_leaking_its_own_cancellation_from_stop_is_stopped_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from worker.kafka.connection import stop_client
+
+    client = _LeakyClient()
+    with pytest.raises(asyncio.CancelledError):  # what the follows reader did to a restore task
+        await client.stop()
+    with caplog.at_level(logging.WARNING, logger="worker.kafka"):
+        await stop_client(client, "follows reader")
+    assert client.stopped
+    assert "follows reader stopped uncleanly" in caplog.text
+
+
+async def test_stopping_a_client_still_lets_a_real_cancellation_through() -> None:
+    from worker.kafka.connection import stop_client
+
+    client = _LeakyClient(stop_takes=5.0)
+    task = asyncio.create_task(stop_client(client, "consumer"))
+    await client.stopping.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled() and not client.stopped

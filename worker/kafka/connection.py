@@ -14,14 +14,20 @@ Two kinds of failure are told apart on purpose, because they need different peop
 
 No message built here contains the SASL password: aiokafka's exceptions never carry it, and ours only
 name the user, the mechanism and the broker address.
+
+Every client is stopped through ``stop_client``: aiokafka's consumer can leak a ``CancelledError`` of its own
+from ``stop()`` (aio-libs/aiokafka#647: its fetcher awaits a fetch task it has just cancelled, which raises
+when that task was waiting out a failed fetch), and a task that never asked to be cancelled would end as
+if it had been: a restore of follows would stop half-way and leave its partitions paused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -34,7 +40,25 @@ from aiokafka.helpers import create_ssl_context
 
 from worker.config import ConfigError, Settings, kafka_tls_files
 
-__all__ = ["KafkaStartError", "check_connection", "client_kwargs", "security_kwargs"]
+__all__ = ["KafkaStartError", "check_connection", "client_kwargs", "security_kwargs", "stop_client"]
+
+log = logging.getLogger("worker.kafka")
+
+
+class _Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def stop_client(client: _Stoppable, what: str) -> None:
+    """``client.stop()``, swallowing the ``CancelledError`` aiokafka itself may leak (see above), but only
+    when nobody is cancelling the current task: a real cancellation always goes through."""
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("the %s stopped uncleanly (a fetch was failing when it stopped; aiokafka#647)", what)
 
 
 class KafkaStartError(Exception):

@@ -28,7 +28,7 @@ from aiokafka.errors import CoordinatorNotAvailableError, KafkaError
 
 from worker import metrics
 from worker.config import Settings
-from worker.kafka.connection import client_kwargs
+from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.offsets import PartitionOffsets
 from worker.kafka.seams import CommandSink, ConsumerClient, FollowOwner, FollowReader
 from worker.retry import retry_until_done
@@ -136,15 +136,8 @@ class CommandConsumer:
             await self._stop_consumer()
 
     async def _stop_consumer(self) -> None:
-        """Leave the group. With the broker already gone, aiokafka's fetcher can leak a CancelledError of its
-        own from ``stop()``; swallow that one (and only when nobody is cancelling us) so shutdown stays clean."""
-        try:
-            await self._consumer.stop()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            log.warning("the consumer stopped uncleanly (broker unreachable during shutdown)")
+        """Leave the group (``stop_client``: clean even when aiokafka's fetcher leaks a CancelledError)."""
+        await stop_client(self._consumer, "commands consumer")
 
     async def _poll_once(self) -> None:
         self._apply_backpressure()

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from worker import metrics
 from worker.config import ConfigError, Settings
 from worker.contract import FollowState, decode_follow_state, encode_follow_state
-from worker.kafka.connection import client_kwargs
+from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.producer import EventProducer
 
 __all__ = ["FollowStore", "check_topics", "read_follows"]
@@ -90,7 +90,7 @@ async def read_follows(
                 if await reader.position(tp) >= ends[tp]:
                     todo.discard(tp)
     finally:
-        await reader.stop()
+        await stop_client(reader, "follows reader")
     return {partition: _decode(topic, partition, records) for partition, records in latest.items()}
 
 
