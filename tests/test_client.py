@@ -190,3 +190,15 @@ def test_team_budget_argument() -> None:
     for bad in ("research", "=3", "a=lots"):
         with pytest.raises(argparse.ArgumentTypeError):
             _team_budget(bad)
+
+
+async def test_leaving_an_event_follower_is_clean_when_aiokafka_leaks_its_own_cancellation() -> None:
+    from tests.support.fake_kafka import LeakyStop
+    from worker.client import EventFollower
+
+    follower = EventFollower("127.0.0.1:1")
+    await follower._consumer.stop()  # the real one was never started
+    leaky = LeakyStop()
+    follower._consumer = leaky
+    await follower.__aexit__(None, None, None)  # no CancelledError reaches the caller's code
+    assert leaky.stopped

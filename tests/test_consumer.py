@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.errors import CoordinatorNotAvailableError, GroupAuthorizationFailedError
 
-from tests.support.fake_kafka import FakeCommands, FakeConsumer, FakeFollowReader
+from tests.support.fake_kafka import FakeCommands, FakeConsumer, FakeFollowReader, LeakyStop
 from tests.support.waiting import until
 from worker import retry
 from worker.config import Settings
@@ -225,31 +225,12 @@ async def test_a_coordinator_not_yet_available_at_start_is_not_logged_as_an_erro
     assert levels[1][0] == "ERROR", "every other coordinator error keeps its level"
 
 
-class _LeakyClient:
-    """aiokafka's ``Fetcher.close`` in miniature (aio-libs/aiokafka#647): it cancels a fetch task that is
-    waiting out a failed fetch, then awaits it, so that task's CancelledError comes out of ``stop()``."""
-
-    def __init__(self, stop_takes: float = 0.0) -> None:
-        self.stop_takes = stop_takes
-        self.stopped = False
-        self.stopping = asyncio.Event()
-
-    async def stop(self) -> None:
-        self.stopping.set()
-        backoff = asyncio.create_task(asyncio.sleep(60))
-        await asyncio.sleep(0)
-        backoff.cancel()
-        await asyncio.sleep(self.stop_takes)
-        self.stopped = True
-        await backoff
-
-
 async def test_a_client_leaking_its_own_cancellation_from_stop_is_stopped_cleanly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from worker.kafka.connection import stop_client
 
-    client = _LeakyClient()
+    client = LeakyStop()
     with pytest.raises(asyncio.CancelledError):  # what the follows reader did to a restore task
         await client.stop()
     with caplog.at_level(logging.WARNING, logger="worker.kafka"):
@@ -261,7 +242,7 @@ async def test_a_client_leaking_its_own_cancellation_from_stop_is_stopped_cleanl
 async def test_stopping_a_client_still_lets_a_real_cancellation_through() -> None:
     from worker.kafka.connection import stop_client
 
-    client = _LeakyClient(stop_takes=5.0)
+    client = LeakyStop(stop_takes=5.0)
     task = asyncio.create_task(stop_client(client, "consumer"))
     await client.stopping.wait()
     task.cancel()

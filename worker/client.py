@@ -31,6 +31,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
 from worker.contract import CancelCommand, batch_key, decode_command
+from worker.kafka.connection import stop_client
 from worker.signing import sign
 
 __all__ = [
@@ -202,14 +203,14 @@ class EventFollower:
         try:
             await self._position()
         except BaseException:
-            await self._consumer.stop()
+            await stop_client(self._consumer, "events consumer")
             raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._consumer.stop()
+        await stop_client(self._consumer, "events consumer")  # aiokafka#647 must not look like a cancellation
 
     async def _position(self) -> None:
         # ``consumer.topics()`` fetches the same metadata but returns only names and leaves the client's own

@@ -20,7 +20,7 @@ from worker.contract import FollowState
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
 
-__all__ = ["FakeCommands", "FakeConsumer", "FakeFollowReader", "FakeRecord"]
+__all__ = ["FakeCommands", "FakeConsumer", "FakeFollowReader", "FakeRecord", "LeakyStop"]
 
 
 @dataclass(frozen=True)
@@ -179,3 +179,22 @@ class FakeFollowReader:
             self.failures -= 1
             raise OSError("broker unreachable")
         return {p: self.states.get(p, []) for p in wanted}
+
+
+class LeakyStop:
+    """aiokafka's ``Fetcher.close`` in miniature (aio-libs/aiokafka#647): it cancels a fetch task that is
+    waiting out a failed fetch, then awaits it, so that task's CancelledError comes out of ``stop()``."""
+
+    def __init__(self, stop_takes: float = 0.0) -> None:
+        self.stop_takes = stop_takes
+        self.stopped = False
+        self.stopping = asyncio.Event()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        backoff = asyncio.create_task(asyncio.sleep(60))
+        await asyncio.sleep(0)
+        backoff.cancel()
+        await asyncio.sleep(self.stop_takes)
+        self.stopped = True
+        await backoff
