@@ -201,4 +201,4 @@ async def test_leaving_an_event_follower_is_clean_when_aiokafka_leaks_its_own_ca
     leaky = LeakyStop()
     follower._consumer = leaky
     await follower.__aexit__(None, None, None)  # no CancelledError reaches the caller's code
-    assert leaky.stopped
+    assert leaky.stopped and leaky._client.closed

@@ -230,12 +230,12 @@ async def test_a_client_leaking_its_own_cancellation_from_stop_is_stopped_cleanl
 ) -> None:
     from worker.kafka.connection import stop_client
 
-    client = LeakyStop()
     with pytest.raises(asyncio.CancelledError):  # what the follows reader did to a restore task
-        await client.stop()
+        await LeakyStop().stop()
+    client = LeakyStop()
     with caplog.at_level(logging.WARNING, logger="worker.kafka"):
         await stop_client(client, "follows reader")
-    assert client.stopped
+    assert client.stopped and client._client.closed  # and what stop() skipped was done
     assert "follows reader stopped uncleanly" in caplog.text
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all
 from tests.support.waiting import until
 from worker.contract import MAX_WAITING, BatchStatus, FollowState, Outcome, WaitingCommand
+from worker.kafka.offsets import PartitionOffsets
 from worker.telemetry import trace_carrier
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -221,4 +222,31 @@ async def test_a_follow_stopped_before_its_intent_is_written_leaves_its_command_
     offsets = submit_all(d, [Rec(command("a"))])
     await d.stop_partitions([0], grace=0.2)  # waits out the grace (the cancel hangs), 4x the intent delay
     assert states.writes == [] and offsets.to_commit() is None
+    await d.close()
+
+
+async def test_a_command_joining_while_the_intent_is_on_the_wire_gets_its_own_entry_written_in_time() -> None:
+    provider, sink, states = FakeProvider(), Sink(), States()
+    answer = asyncio.Event()
+    plain = provider.cancel
+
+    async def slow_cancel(account: str, batch_id: str) -> Any:
+        await answer.wait()
+        return await plain(account, batch_id)
+
+    provider.cancel = slow_cancel  # type: ignore[method-assign]
+    d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
+    offsets = PartitionOffsets()
+    offsets.started(0)
+    offsets.started(1)
+    states.hold.clear()  # the intent of "a" is slow to be acknowledged ...
+    d.submit(Rec(command("a"), offset=0), offsets)
+    follow = next(iter(d._follows.values()))
+    await until(lambda: follow._writing)
+    d.submit(Rec(command("b"), offset=1), offsets)  # ... and "b" joins while it is on the wire
+    states.hold.set()
+    await until(lambda: offsets.to_commit() == 2)  # both may commit, the cancel still unanswered
+    assert [[w.command_id for w in s.waiting] for _, _, s in states.writes if s] == [["a"], ["a", "b"]]
+    answer.set()
+    await until(lambda: d.following == 0)
     await d.close()

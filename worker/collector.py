@@ -11,7 +11,7 @@ collections end up in the oldest generation, whose full sweeps walk the whole he
 gen 0      collections (gen 0/1/2)      CPU in the collector         pause of a gen-0 collection
 =========  ==========================  ==========================  =============================
 700        3,800 / 340 / 28             6.0 s (~300 µs per command)  < 1 ms; a full sweep ~120 ms
-10,000     120 / 11 / 1                 1.4 s (~65 µs per command)   ~9 ms
+10,000     120 / 11 / 1                 1.4 s (~70 µs per command)   ~9 ms
 50,000     20 / 2 / 0                   0.6-1.1 s                    25-45 ms
 =========  ==========================  ==========================  =============================
 

@@ -7,12 +7,13 @@ many times a budget guard fires. Each subscriber still gets its own events (its 
 
 Durability. After every change a follow hands its state (``FollowState``) to ``persist``, which writes it to
 the follow-state topic; a waiting command's offset is released (may be committed) once a state naming it is
-acknowledged, or once its final event is published, whichever comes first. A new follow's first state (its
-intent) waits for the cancel's answer, up to ``FollowPolicy.intent_delay``: an intent written before the
-answer would say only "not accepted yet", on which a new owner cancels again exactly as it does for a
-redelivered command, so it saves nothing on a crash and costs a write per command. A cancel waiting for the
-budget or a slow provider gets its intent written when the delay runs out, so commits keep moving; a follow
-that ends before anything was written (the batch was already finished) writes neither state nor tombstone.
+acknowledged, or once its final event is published, whichever comes first. While the cancel is not
+answered, a command's entry (the follow's intent) waits for the answer, up to ``FollowPolicy.intent_delay``:
+written before the answer, it would say only "not accepted yet", on which a new owner cancels again exactly
+as it does for a redelivered command, so it saves nothing on a crash and costs a write per command. A
+cancel waiting for the budget or a slow provider gets its intent written when the delay runs out, so
+commits keep moving; a follow that ends before anything was written (the batch was already finished)
+writes neither state nor tombstone.
 A follow restored from that state on another worker (``Follow.restored``) does not cancel again when the
 cancel was accepted, and tells each command only what it was not told yet. Writes are coalesced: while one
 is in flight, later changes wait and go out together as the newest state, so a follow has at most one write
@@ -334,13 +335,20 @@ class Follow:
         self._queue_write()
 
     def _intent_soon(self) -> None:
-        """The first subscriber of a follow whose cancel is not answered: write its intent with the answer,
-        or when ``intent_delay`` runs out, whichever comes first."""
+        """A subscriber of a follow whose cancel is not answered yet: write it with the answer, or when
+        ``intent_delay`` runs out, whichever comes first.
+
+        A write already queued, or one owed after the write on the wire (``_dirty``), will include it. A write
+        on the wire does not (it was built before this subscriber came): that case needs the timer too.
+        """
         delay = self._policy.intent_delay
         if delay <= 0:
             self.changed()
-        elif self._intent_timer is None and not self.pending_write:
-            self._intent_timer = asyncio.get_running_loop().call_later(delay, self._intent_due)
+        elif self._intent_timer is None and not self._dirty and not self._queued:
+            # A fresh context: the timer would otherwise carry this command's trace into the write for a second.
+            self._intent_timer = asyncio.get_running_loop().call_later(
+                delay, self._intent_due, context=contextvars.Context()
+            )
 
     def _intent_due(self) -> None:
         self._intent_timer = None

@@ -181,16 +181,30 @@ class FakeFollowReader:
         return {p: self.states.get(p, []) for p in wanted}
 
 
+class _Connections:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 class LeakyStop:
-    """aiokafka's ``Fetcher.close`` in miniature (aio-libs/aiokafka#647): it cancels a fetch task that is
-    waiting out a failed fetch, then awaits it, so that task's CancelledError comes out of ``stop()``."""
+    """``AIOKafkaConsumer.stop`` in miniature (aio-libs/aiokafka#647): its fetcher cancels a fetch task that
+    is waiting out a failed fetch, then awaits it, so that task's CancelledError comes out of ``stop()``
+    before the connections (``_client``) are closed; ``stop()`` again does nothing."""
 
     def __init__(self, stop_takes: float = 0.0) -> None:
         self.stop_takes = stop_takes
         self.stopped = False
         self.stopping = asyncio.Event()
+        self._client = _Connections()
+        self._closed = False
 
     async def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.stopping.set()
         backoff = asyncio.create_task(asyncio.sleep(60))
         await asyncio.sleep(0)
@@ -198,3 +212,4 @@ class LeakyStop:
         await asyncio.sleep(self.stop_takes)
         self.stopped = True
         await backoff
+        await self._client.close()

@@ -59,6 +59,25 @@ async def stop_client(client: _Stoppable, what: str) -> None:
         if task is not None and task.cancelling():
             raise
         log.warning("the %s stopped uncleanly (a fetch was failing when it stopped; aiokafka#647)", what)
+        await _finish_stop(client)
+
+
+async def _finish_stop(client: object) -> None:
+    """What aiokafka's ``AIOKafkaConsumer.stop`` skipped after the leak (its fetcher's other tasks, its
+    connections and metadata task), which a second ``stop()`` would not do: it is already marked closed.
+    Reaches into aiokafka's internals, so each step is optional and best effort; a worker that opens a
+    follows reader at every assignment must not leak a client each time this happens."""
+    fetcher = getattr(client, "_fetcher", None)
+    for pending in list(getattr(fetcher, "_pending_tasks", ())):
+        pending.cancel()
+    inner = getattr(client, "_client", None)
+    close = getattr(inner, "close", None)
+    if close is None:
+        return
+    try:
+        await close()
+    except Exception as exc:  # noqa: BLE001 - best effort, after a failure already logged
+        log.warning("closing the connections after that failed too: %s", exc)
 
 
 class KafkaStartError(Exception):
