@@ -8,7 +8,6 @@ import asyncio
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all
 from tests.support.waiting import until
@@ -189,15 +188,8 @@ async def test_a_batch_finished_at_the_cancel_writes_no_state_and_commits_at_its
 
 
 async def test_a_cancel_not_answered_within_the_delay_gets_its_intent_written_so_commits_move() -> None:
-    provider, sink, states = FakeProvider(), Sink(), States()
     answer = asyncio.Event()
-    plain = provider.cancel
-
-    async def slow_cancel(account: str, batch_id: str) -> Any:
-        await answer.wait()
-        return await plain(account, batch_id)
-
-    provider.cancel = slow_cancel  # type: ignore[method-assign]
+    provider, sink, states = FakeProvider(cancel_gate=answer), Sink(), States()
     d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
     offsets = submit_all(d, [Rec(command("a"))])
     await until(lambda: offsets.to_commit() == 1)
@@ -211,13 +203,7 @@ async def test_a_cancel_not_answered_within_the_delay_gets_its_intent_written_so
 
 
 async def test_a_follow_stopped_before_its_intent_is_written_leaves_its_command_to_be_redelivered() -> None:
-    provider, sink, states = FakeProvider(), Sink(), States()
-    never = asyncio.Event()
-
-    async def hanging_cancel(account: str, batch_id: str) -> Any:
-        await never.wait()
-
-    provider.cancel = hanging_cancel  # type: ignore[method-assign]
+    provider, sink, states = FakeProvider(cancel_gate=asyncio.Event()), Sink(), States()  # never answers
     d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
     offsets = submit_all(d, [Rec(command("a"))])
     await d.stop_partitions([0], grace=0.2)  # waits out the grace (the cancel hangs), 4x the intent delay
@@ -226,15 +212,8 @@ async def test_a_follow_stopped_before_its_intent_is_written_leaves_its_command_
 
 
 async def test_a_command_joining_while_the_intent_is_on_the_wire_gets_its_own_entry_written_in_time() -> None:
-    provider, sink, states = FakeProvider(), Sink(), States()
     answer = asyncio.Event()
-    plain = provider.cancel
-
-    async def slow_cancel(account: str, batch_id: str) -> Any:
-        await answer.wait()
-        return await plain(account, batch_id)
-
-    provider.cancel = slow_cancel  # type: ignore[method-assign]
+    provider, sink, states = FakeProvider(cancel_gate=answer), Sink(), States()
     d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
     offsets = PartitionOffsets()
     offsets.started(0)

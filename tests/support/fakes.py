@@ -32,7 +32,8 @@ def snap(status: str) -> BatchSnapshot:
 
 @dataclass
 class FakeProvider:
-    """Answers cancel with ``cancel_status`` and each GET with the next status of ``polls`` (last one sticks)."""
+    """Answers cancel with ``cancel_status`` (once ``cancel_gate`` is set, if given) and each GET with the next
+    status of ``polls`` (last one sticks)."""
 
     cancel_status: str = "cancelling"
     polls: list[str] = field(default_factory=lambda: ["cancelling", "cancelled"])
@@ -40,10 +41,13 @@ class FakeProvider:
     cancels: int = 0
     gets: int = 0
     already_terminal: bool = False
+    cancel_gate: asyncio.Event | None = None
 
     async def cancel(self, account: str, batch_id: str) -> CancelResult:
         self.cancels += 1
         await asyncio.sleep(0)
+        if self.cancel_gate is not None:
+            await self.cancel_gate.wait()
         if self.cancel_error:
             raise self.cancel_error
         return CancelResult(snapshot=snap(self.cancel_status), already_terminal=self.already_terminal)
