@@ -352,3 +352,13 @@ def test_account_access_never_shows_a_key(monkeypatch: pytest.MonkeyPatch) -> No
     client = build_clients(providers)["p"]
     text = repr(client._access) + str(client.__dict__)
     assert "sk-must-not-show" not in text and "x-goog-api-key" in text
+
+
+async def test_closing_a_vertex_client_closes_its_token_endpoint_connections_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = _client("vertex", monkeypatch, tmp_path, [], lambda _: httpx.Response(200, json={}))
+    token_clients = [access.auth._request._client for access in client._access.values()]
+    assert token_clients and not any(c.is_closed for c in token_clients)
+    await client.aclose()
+    assert all(c.is_closed for c in token_clients)

@@ -97,6 +97,10 @@ class ProviderClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        for access in self._access.values():
+            close = getattr(access.auth, "close", None)  # GoogleTokenAuth keeps a client of its own
+            if close is not None:
+                close()
 
     async def _call(
         self, method: str, path_for: Callable[[str], str], account: str, batch_id: str, *, op: Op, priority: Priority

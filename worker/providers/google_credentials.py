@@ -112,6 +112,9 @@ class _HttpxRequest(google.auth.transport.Request):
             raise google.auth.exceptions.TransportError(f"{type(exc).__name__}: {exc}") from exc  # type: ignore[no-untyped-call]
         return _Response(response)
 
+    def close(self) -> None:
+        self._client.close()
+
 
 class GoogleTokenAuth(httpx.Auth):
     """``Authorization: Bearer <access token>`` on each request, the token kept fresh (see the module docstring)."""
@@ -135,6 +138,10 @@ class GoogleTokenAuth(httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request) -> Any:
         raise NotImplementedError("GoogleTokenAuth is for the worker's async client only")
+
+    def close(self) -> None:
+        """Close the token endpoint's connections (``ProviderClient.aclose``)."""
+        self._request.close()
 
     async def _fresh_token(self, refused: str | None = None) -> str:
         token = self._token
