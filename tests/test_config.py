@@ -70,7 +70,7 @@ def test_an_exporter_this_build_cannot_run_fails_the_settings(
 def test_the_worker_collects_young_garbage_every_10000_allocations_unless_told_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Measured in docs/benchmarks.md: CPython's 700 cost the worker ~16 % of its CPU per command."""
+    """Measured in docs/benchmarks.md: at CPython's 700 the worker spent 12-16 % more CPU per command."""
     from worker import cli, loop
 
     seen: list[tuple[int, int, int]] = []

@@ -15,7 +15,8 @@ Two kinds of failure are told apart on purpose, because they need different peop
 No message built here contains the SASL password: aiokafka's exceptions never carry it, and ours only
 name the user, the mechanism and the broker address.
 
-Every client is stopped through ``stop_client``: aiokafka's consumer can leak a ``CancelledError`` of its own
+Every consumer the worker and its tools open (commands, follows reader, ``EventFollower``, the bench's
+observer) is stopped through ``stop_client``: aiokafka's consumer can leak a ``CancelledError`` of its own
 from ``stop()`` (aio-libs/aiokafka#647: its fetcher awaits a fetch task it has just cancelled, which raises
 when that task was waiting out a failed fetch), and a task that never asked to be cancelled would end as
 if it had been: a restore of follows would stop half-way and leave its partitions paused.
