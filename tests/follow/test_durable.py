@@ -15,7 +15,7 @@ from typing import Any
 from tests.support.fakes import FAST, FakeProvider
 from tests.support.waiting import until
 from worker.contract import BatchStateEvent, CancelCommand, FollowState
-from worker.follow import Follow, FollowPolicy, StateWrites, Subscriber
+from worker.follow import CommandHandle, Follow, FollowPolicy, FollowServices, StateWrites, Subscriber
 
 KEY = "p/default/batch_1"
 
@@ -75,21 +75,45 @@ def build(
     on_end: Callable[[Follow], None] | None = None,
 ) -> Follow:
     command = CancelCommand(command_id="first", provider="p", account="default", batch_id="batch_1")
-    return Follow(
-        provider or FakeProvider(),
-        command,
+    services = FollowServices(
+        provider=provider or FakeProvider(),
         publish=told.publish,
         persist=persist,
         policy=policy,
         scheduler=Scheduler(),
         writes=writes,
-        after=after,
-        on_end=on_end,
+        owner=Owner(on_end),
     )
+    return Follow(services, command, after=after)
+
+
+class Owner:
+    def __init__(self, on_end: Callable[[Follow], None] | None) -> None:
+        self.on_end = on_end
+
+    def finished(self, sub: Subscriber, event: BatchStateEvent) -> None:
+        pass
+
+    def ended(self, follow: Follow) -> None:
+        if self.on_end is not None:
+            self.on_end(follow)
+
+
+class Released(CommandHandle):
+    """A handle that notes its release instead of marking an offset."""
+
+    __slots__ = ("command_id", "told")
+
+    def __init__(self, command_id: str, told: Told) -> None:
+        super().__init__(None)
+        self.command_id, self.told = command_id, told
+
+    def release(self) -> None:
+        self.told.released.append(self.command_id)
 
 
 def subscriber(command_id: str, told: Told) -> Subscriber:
-    return Subscriber(command_id, release=lambda: told.released.append(command_id))
+    return Subscriber(command_id, handle=Released(command_id, told))
 
 
 async def test_changes_while_a_write_is_on_the_wire_go_out_together_as_the_newest_state() -> None:
