@@ -12,18 +12,17 @@ import contextlib
 import logging
 import signal
 
-from worker import metrics
 from worker.config import ProvidersFile, Settings, load_providers
 from worker.dispatch import Dispatcher
 from worker.follow import FollowPolicy, Follows
-from worker.health import HealthServer
 from worker.kafka.connection import check_connection, security_kwargs
 from worker.kafka.consumer import CommandConsumer, kafka_consumer
 from worker.kafka.follow_store import FollowStore, check_topics
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
 from worker.signing import SignatureVerifier
-from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing
+from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing, metrics
+from worker.telemetry.health import HealthServer
 
 __all__ = ["Worker", "check_config", "run", "signature_verifier"]
 

@@ -31,11 +31,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.collector import DEFAULT_GEN0_THRESHOLD
 from worker.contract import NAME_PATTERN
 from worker.validation import explain
 
 __all__ = [
+    "DEFAULT_GEN0_THRESHOLD",
     "DIALECTS",
     "AccountConfig",
     "ConfigError",
@@ -56,8 +56,10 @@ Dialect = Literal[
 #: The dialect names, listed once (in ``Dialect``); ``worker.providers.DIALECTS`` holds their implementations.
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-#: ``BCW_EVENT_LOOP`` (``worker.loop``): auto is uvloop when it is installed.
+#: ``BCW_EVENT_LOOP`` (``worker.process``): auto is uvloop when it is installed.
 EventLoop = Literal["auto", "uvloop", "asyncio"]
+#: ``BCW_GC_GEN0_THRESHOLD``'s default; CPython's own is 700 (why: worker/process.py).
+DEFAULT_GEN0_THRESHOLD = 10_000
 
 
 def _no_secret_in_url(url: HttpUrl) -> HttpUrl:
@@ -353,7 +355,7 @@ class Settings(BaseSettings):
         DEFAULT_GEN0_THRESHOLD,
         ge=100,
         description="Net allocations between young-generation garbage collections (CPython's default: 700); "
-        "see worker/collector.py.",
+        "see worker/process.py.",
     )
 
     @model_validator(mode="after")

@@ -21,7 +21,6 @@ from typing import Protocol
 
 from opentelemetry import context as otel_context
 
-from worker import metrics
 from worker.contract import (
     BatchStateEvent,
     CancelCommand,
@@ -35,7 +34,7 @@ from worker.contract import (
 from worker.follow import CommandHandle, Follows, StateSink, Subscriber
 from worker.record import Done, Record
 from worker.signing import SignatureVerifier
-from worker.telemetry import CommandContext, CommandTracing
+from worker.telemetry import CommandContext, CommandTracing, metrics
 
 __all__ = ["Dispatcher", "EventSink", "Record", "StateSink"]
 

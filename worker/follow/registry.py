@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from worker import metrics
 from worker.contract import BatchStateEvent, CancelCommand, FollowState, WaitingCommand
 from worker.follow.durable import StateWrites
 from worker.follow.follow import Follow
@@ -25,7 +24,7 @@ from worker.follow.policy import FollowPolicy
 from worker.follow.scheduler import PollScheduler
 from worker.follow.services import FollowServices, Persist, Provider
 from worker.follow.subscriber import CommandHandle, Subscriber
-from worker.telemetry import CommandContext, CommandTracing
+from worker.telemetry import CommandContext, CommandTracing, metrics
 
 __all__ = ["EventSink", "Follows", "StateSink"]
 

@@ -10,10 +10,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from worker import metrics
 from worker.contract import BatchStateEvent, BatchStatus, Outcome
 from worker.record import Done
-from worker.telemetry import CommandContext
+from worker.telemetry import CommandContext, metrics
 
 __all__ = ["CommandHandle", "Subscriber"]
 

@@ -26,12 +26,12 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CoordinatorNotAvailableError, KafkaError
 
-from worker import metrics
 from worker.config import Settings
 from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.offsets import PartitionOffsets
 from worker.kafka.seams import CommandSink, ConsumerClient, FollowOwner, FollowReader
 from worker.retry import retry_until_done
+from worker.telemetry import metrics
 
 __all__ = ["CommandConsumer", "kafka_consumer"]
 

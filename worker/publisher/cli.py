@@ -40,7 +40,10 @@ from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from worker.client import (
+from worker.config import ConfigError, Settings
+from worker.contract import InvalidCommand
+from worker.kafka.connection import security_kwargs
+from worker.publisher.client import (
     DEFAULT_COMMANDS_TOPIC,
     DEFAULT_EVENTS_TOPIC,
     EventFollower,
@@ -48,10 +51,7 @@ from worker.client import (
     build_command,
     publish_cancel,
 )
-from worker.config import ConfigError, Settings
-from worker.contract import InvalidCommand
-from worker.follows_cli import format_follows, live_follows
-from worker.kafka.connection import security_kwargs
+from worker.publisher.follows import format_follows, live_follows
 from worker.validation import explain
 
 __all__ = ["EXIT_CODES", "exit_code", "format_event", "main"]
