@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.contract import NAME_PATTERN
+from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC
 from worker.validation import explain
 
 __all__ = [
@@ -300,11 +301,11 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="PEM CA bundle for the broker; unset = system CAs.")
     kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
     kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
-    commands_topic: str = "batch-cancel.commands"
-    events_topic: str = "batch-cancel.events"
-    dlq_topic: str = "batch-cancel.dlq"
+    commands_topic: str = COMMANDS_TOPIC
+    events_topic: str = EVENTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
     follows_topic: str = Field(
-        "batch-cancel.follows",
+        FOLLOWS_TOPIC,
         description="Compacted; as many partitions as the commands topic. Live follows, resumed by a new owner.",
     )
     group_id: str = "batch-cancel-worker"
