@@ -10,8 +10,8 @@ Three rules from aiokafka's behaviour shape this module:
 * ``getmany`` is called continuously, even while every partition is paused, because a member that stops
   polling for ``max_poll_interval_ms`` leaves the group (aiokafka#848) and its work is redelivered.
   Back-pressure is ``pause()``, which never triggers a rebalance.
-* Commits happen only in the commit loop and the revoke callback, and only for offsets whose outcomes
-  are published (see ``offsets.py``).
+* Commits happen only in the commit loop and the revoke callback, and only for offsets whose commands are
+  done with: intent durable on the follow-state topic, or outcome published (see ``offsets.py``).
 * aiokafka rebalances eagerly and does not call ``on_partitions_revoked`` before ``stop()``, so shutdown
   commits explicitly before leaving the group.
 """
