@@ -40,7 +40,7 @@ from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from worker.config import ConfigError, Settings
+from worker.config import ConfigError, KafkaConnection
 from worker.contract import InvalidCommand
 from worker.contract.topics import FOLLOWS_TOPIC
 from worker.kafka.connection import security_kwargs
@@ -198,13 +198,18 @@ async def _publish(args: argparse.Namespace) -> int:
         return code
 
 
-def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
-    """SASL/TLS from the same ``BCW_KAFKA_*`` variables the worker reads, so one environment serves both."""
+def _connection(args: argparse.Namespace) -> KafkaConnection:
+    """The Kafka connection from the same ``BCW_KAFKA_*`` variables the worker reads, so one environment serves
+    both; only those: a publisher's environment may hold anything else (its own tracing exporter included)."""
     try:
-        settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
+        return KafkaConnection(kafka_bootstrap_servers=args.bootstrap_servers)
     except ValidationError as exc:
         raise ConfigError(f"bad setting: {explain(exc, env_prefix='BCW_')}") from None
-    return security_kwargs(settings)
+
+
+def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
+    """SASL/TLS for the client (``security_kwargs``: files and the password read now)."""
+    return security_kwargs(_connection(args))
 
 
 def _signing_key(var: str | None) -> bytes | None:
@@ -217,7 +222,7 @@ def _signing_key(var: str | None) -> bytes | None:
 
 
 async def _follows(args: argparse.Namespace) -> int:
-    settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
+    settings = _connection(args)
     for line in format_follows(await live_follows(settings, args.follows_topic, args.provider), as_json=args.json):
         _say(line)
     return EXIT_OK

@@ -38,6 +38,7 @@ from worker.signing import sign
 __all__ = [
     "DEFAULT_COMMANDS_TOPIC",
     "DEFAULT_EVENTS_TOPIC",
+    "CancelPublisher",
     "EventFollower",
     "OutcomeTimeout",
     "build_command",
@@ -120,16 +121,104 @@ async def publish_cancel(
 ) -> str:
     """Send one cancel command and return its ``command_id`` once the broker has acknowledged it.
 
-    Pass a started ``producer`` to publish many commands over one connection (the budget guard does);
-    otherwise an idempotent ``acks=all`` producer is opened and closed around this one send, with
-    ``kafka_options`` (e.g. ``worker.kafka.connection.security_kwargs(settings)`` for SASL/TLS).
-    With ``signing_key`` the command is signed for accounts that require it (``requested_at`` is set to now
-    when absent, because signed commands must carry it).
+    A convenience over ``CancelPublisher``: pass a started ``producer`` to publish over a connection you
+    own; otherwise a ``CancelPublisher`` is opened and closed around this one send, with ``kafka_options``
+    (e.g. ``worker.kafka.connection.security_kwargs(KafkaConnection())`` for SASL/TLS). With ``signing_key``
+    the command is signed for accounts that require it (``requested_at`` is set to now when absent, because
+    signed commands must carry it). The command is validated before any connection is made.
     """
+    command, value = _prepared(
+        provider, batch_id, account=account, reason=reason, signing_key=signing_key, fields=fields
+    )
+    if producer is not None:
+        await _send(producer, topic, command, value, signing_key)
+        return command.command_id
+    async with CancelPublisher(
+        bootstrap_servers, topic=topic, kafka_options=kafka_options, signing_key=signing_key
+    ) as publisher:
+        await _send(publisher.producer, topic, command, value, signing_key)
+    return command.command_id
+
+
+class CancelPublisher:
+    """Publishes cancel commands over one idempotent ``acks=all`` producer that it opens and always closes.
+
+    ``async with CancelPublisher(bootstrap_servers, kafka_options=...) as publisher:`` then
+    ``command_id = await publisher.cancel(provider, batch_id, ...)`` as often as needed; leaving the block
+    closes the producer, and so does a failed start (an unreachable broker), so nothing is left open on
+    any path. ``publish_cancel`` is the one-command convenience over it.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic: str = DEFAULT_COMMANDS_TOPIC,
+        kafka_options: Mapping[str, Any] | None = None,
+        signing_key: bytes | None = None,
+    ) -> None:
+        self.topic = topic
+        self._signing_key = signing_key
+        self._options = {"bootstrap_servers": bootstrap_servers, **dict(kafka_options or {})}
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("CancelPublisher is not started (use it as `async with`)")
+        return self._producer
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a failed start leaves its connections and tasks behind otherwise
+            raise
+        self._producer = producer
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> CancelPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def cancel(
+        self, provider: str, batch_id: str, *, account: str = "default", reason: str | None = None, **fields: Any
+    ) -> str:
+        """Send one cancel command (``build_command``'s fields) and return its ``command_id`` once acknowledged."""
+        command, value = _prepared(
+            provider, batch_id, account=account, reason=reason, signing_key=self._signing_key, fields=fields
+        )
+        await _send(self.producer, self.topic, command, value, self._signing_key)
+        return command.command_id
+
+
+def _prepared(
+    provider: str,
+    batch_id: str,
+    *,
+    account: str,
+    reason: str | None,
+    signing_key: bytes | None,
+    fields: dict[str, Any],
+) -> tuple[CancelCommand, bytes]:
+    """The command and its bytes, validated as the worker will (before any connection)."""
     if signing_key is not None:
         fields.setdefault("requested_at", datetime.now(UTC))
     command = build_command(provider, batch_id, account=account, reason=reason, **fields)
-    value = encode_command(command)
+    return command, encode_command(command)
+
+
+async def _send(
+    producer: AIOKafkaProducer, topic: str, command: CancelCommand, value: bytes, signing_key: bytes | None
+) -> None:
     key = batch_key(command.provider, command.account, command.batch_id)
     attributes = {
         "messaging.system": "kafka",
@@ -142,18 +231,7 @@ async def publish_cancel(
         headers = [("content-type", b"application/json"), *trace_headers()]
         if signing_key is not None:
             headers.append(sign(value, signing_key))
-        if producer is not None:
-            await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
-            return command.command_id
-        own = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, **dict(kafka_options or {})
-        )
-        await own.start()
-        try:
-            await own.send_and_wait(topic, value, key=key.encode(), headers=headers)
-        finally:
-            await own.stop()
-    return command.command_id
+        await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
 
 
 def publish_cancel_sync(
