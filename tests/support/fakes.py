@@ -1,8 +1,8 @@
 """In-process fakes for the dispatch and follow logic: a provider, the event sink, the follow-state topic.
 
 The end-to-end and reliability tests prove the same paths over a real broker and real HTTP; these fakes let
-the unit tests pin the rules that are hard to provoke there (tests/test_dispatch.py, test_signing.py,
-test_follow_resume.py).
+the unit tests pin the rules that are hard to provoke there (tests/test_dispatch.py, tests/test_signing.py,
+tests/follow/test_follow_resume.py).
 """
 
 from __future__ import annotations
