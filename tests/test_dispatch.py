@@ -228,6 +228,10 @@ async def test_each_command_keeps_its_own_trace_in_provider_calls_and_its_log_li
     offsets = submit_all(d, records)
     await until(lambda: offsets.to_commit() == 2 and sum(e.final for e in sink.events) == 2)
     assert provider.trace_of == {"batch_a": traces["a"], "batch_b": traces["b"]}
-    finished = {r.__dict__["command_id"]: r.__dict__["trace_id"] for r in caplog.records if "finished" in r.msg}
+    finished = {
+        r.__dict__["command_id"]: r.__dict__["trace_id"]
+        for r in caplog.records
+        if r.__dict__.get("event") == "command_finished"
+    }
     assert finished == traces
     await d.follows.close()

@@ -59,6 +59,7 @@ class CommandHandle:
                 "command finished: %s (resumed)",
                 outcome.value,
                 extra={
+                    "event": "command_finished",
                     "command_id": event.command_id,
                     "batch_id": event.batch_id,
                     "partition": self.resumed_in,
@@ -73,6 +74,7 @@ class CommandHandle:
             "command finished: %s",
             outcome.value,
             extra={
+                "event": "command_finished",
                 "command_id": event.command_id,
                 "provider": event.provider,
                 "account": event.account,
