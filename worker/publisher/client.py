@@ -18,7 +18,6 @@ publisher's trace.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
-from worker.contract import CancelCommand, batch_key, decode_command
+from worker.contract import BatchStateEvent, CancelCommand, batch_key, decode_command
 from worker.contract.topics import COMMANDS_TOPIC, EVENTS_TOPIC
 from worker.kafka.connection import stop_client
 from worker.signing import sign
@@ -57,17 +56,18 @@ MAX_COMMAND_BYTES = 64 * 1024
 #: ``wait_for_outcome`` without ``since`` looks back this far, covering clock skew and a slow caller.
 DEFAULT_LOOKBACK = timedelta(minutes=5)
 
-EventCallback = Callable[[dict[str, Any]], object]
+EventCallback = Callable[[BatchStateEvent], object]
 _tracer = trace.get_tracer("batch-cancel-worker.client")
 
 
 class OutcomeTimeout(TimeoutError):
     """No final event arrived in time; ``last_event`` is the newest state seen for the command, if any."""
 
-    def __init__(self, command_id: str, timeout: float, last_event: dict[str, Any] | None) -> None:
+    def __init__(self, command_id: str, timeout: float, last_event: BatchStateEvent | None) -> None:
         self.command_id = command_id
         self.last_event = last_event
-        seen = f"last status {last_event.get('status')}" if last_event else "no event seen"
+        status = last_event.status.value if last_event is not None and last_event.status else None
+        seen = f"last status {status}" if last_event is not None else "no event seen"
         super().__init__(f"no final event for command {command_id} within {timeout:g}s ({seen})")
 
 
@@ -317,11 +317,11 @@ class EventFollower:
 
     async def outcome(
         self, command_id: str, *, timeout: float, on_event: EventCallback | None = None
-    ) -> dict[str, Any]:
+    ) -> BatchStateEvent:
         """The command's final event; ``on_event`` sees each of its events once (duplicates are dropped)."""
         deadline = time.monotonic() + timeout
         seen: set[str] = set()
-        last: dict[str, Any] | None = None
+        last: BatchStateEvent | None = None
         wanted = command_id.encode()
         while (remaining := deadline - time.monotonic()) > 0:
             for headers, value in await self.records(int(min(remaining, 0.5) * 1000)):
@@ -329,24 +329,26 @@ class EventFollower:
                 if header_id is not None and header_id != wanted:
                     continue  # most events belong to other commands: skip them without parsing
                 event = parse_event(value)
-                if event is None or event.get("command_id") != command_id or event.get("event_id") in seen:
+                if event is None or event.command_id != command_id or event.event_id in seen:
                     continue
-                seen.add(str(event.get("event_id")))
+                seen.add(event.event_id)
                 last = event
                 if on_event is not None:
                     on_event(event)
-                if event.get("final"):
+                if event.final:
                     return event
         raise OutcomeTimeout(command_id, timeout, last)
 
 
-def parse_event(value: bytes | None) -> dict[str, Any] | None:
-    """One record of the events topic as a JSON object; ``None`` for anything else (the topic is shared)."""
+def parse_event(value: bytes | None) -> BatchStateEvent | None:
+    """One record of the events topic as the contract's ``BatchStateEvent``; ``None`` for anything else (the
+    topic may carry other records). Fields a newer worker adds are ignored, so the client keeps working."""
+    if not value:
+        return None
     try:
-        event = json.loads(value) if value else None
+        return BatchStateEvent.model_validate_json(value)
     except ValueError:
         return None
-    return event if isinstance(event, dict) else None
 
 
 async def wait_for_outcome(
@@ -358,7 +360,7 @@ async def wait_for_outcome(
     on_event: EventCallback | None = None,
     since: datetime | None = None,
     kafka_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> BatchStateEvent:
     """Wait for a command already sent: reads from ``since`` (default: five minutes ago) to its final event.
 
     Reading from a time rather than from "now" is what makes calling this *after* ``publish_cancel`` safe;
