@@ -31,16 +31,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.collector import DEFAULT_GEN0_THRESHOLD
 from worker.contract import NAME_PATTERN
+from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC
 from worker.validation import explain
 
 __all__ = [
+    "DEFAULT_GEN0_THRESHOLD",
     "DIALECTS",
     "AccountConfig",
     "ConfigError",
     "Dialect",
     "EventLoop",
+    "KafkaConnection",
     "ProviderConfig",
     "ProvidersFile",
     "Settings",
@@ -56,8 +58,10 @@ Dialect = Literal[
 #: The dialect names, listed once (in ``Dialect``); ``worker.providers.DIALECTS`` holds their implementations.
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-#: ``BCW_EVENT_LOOP`` (``worker.loop``): auto is uvloop when it is installed.
+#: ``BCW_EVENT_LOOP`` (``worker.process``): auto is uvloop when it is installed.
 EventLoop = Literal["auto", "uvloop", "asyncio"]
+#: ``BCW_GC_GEN0_THRESHOLD``'s default; CPython's own is 700 (why: worker/process.py).
+DEFAULT_GEN0_THRESHOLD = 10_000
 
 
 def _no_secret_in_url(url: HttpUrl) -> HttpUrl:
@@ -280,8 +284,13 @@ def load_providers(path: Path) -> ProvidersFile:
         raise ConfigError(f"providers file {path}: {explain(exc)}") from None
 
 
-class Settings(BaseSettings):
-    """Deployment settings, each from ``BCW_<NAME>`` (e.g. ``BCW_KAFKA_BOOTSTRAP_SERVERS``)."""
+class KafkaConnection(BaseSettings):
+    """How to reach the Kafka cluster, each from ``BCW_<NAME>``: what a publisher and the worker share.
+
+    The publisher (``worker.publisher``, the ``batch-cancel`` command) reads only these, so a publisher never
+    validates the worker's own settings (its tracing exporters, its providers file); the worker's
+    ``Settings`` extends them, so one environment serves both.
+    """
 
     model_config = SettingsConfigDict(env_prefix="BCW_", extra="forbid", frozen=True)
 
@@ -298,16 +307,37 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="PEM CA bundle for the broker; unset = system CAs.")
     kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
     kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
-    commands_topic: str = "batch-cancel.commands"
-    events_topic: str = "batch-cancel.events"
-    dlq_topic: str = "batch-cancel.dlq"
+    client_id: str = "batch-cancel-worker"
+
+    @model_validator(mode="after")
+    def _kafka_security_is_coherent(self) -> KafkaConnection:
+        """Refuse settings the chosen protocol would silently ignore, and protocols missing what they need.
+
+        An operator who sets a CA file or a SASL user on a PLAINTEXT connection believes the traffic is
+        protected, and it is not. Raises ``ConfigError`` (which pydantic lets through unwrapped): the message
+        names environment variables, the way an operator set them.
+        """
+        problem = _kafka_security_problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
+        return self
+
+
+class Settings(KafkaConnection):
+    """Deployment settings, each from ``BCW_<NAME>`` (e.g. ``BCW_KAFKA_BOOTSTRAP_SERVERS``); the Kafka connection's
+    come from ``KafkaConnection``."""
+
+    model_config = SettingsConfigDict(env_prefix="BCW_", extra="forbid", frozen=True)
+
+    commands_topic: str = COMMANDS_TOPIC
+    events_topic: str = EVENTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
     follows_topic: str = Field(
-        "batch-cancel.follows",
+        FOLLOWS_TOPIC,
         description="Compacted; as many partitions as the commands topic. Live follows, resumed by a new owner.",
     )
     group_id: str = "batch-cancel-worker"
     group_instance_id: str | None = Field(None, description="Static membership (KIP-345), e.g. a StatefulSet pod name.")
-    client_id: str = "batch-cancel-worker"
     providers_file: Path = Path("providers.yaml")
 
     max_in_flight: int = Field(
@@ -353,7 +383,7 @@ class Settings(BaseSettings):
         DEFAULT_GEN0_THRESHOLD,
         ge=100,
         description="Net allocations between young-generation garbage collections (CPython's default: 700); "
-        "see worker/collector.py.",
+        "see worker/process.py.",
     )
 
     @model_validator(mode="after")
@@ -369,21 +399,8 @@ class Settings(BaseSettings):
         trace_exporters(os.environ)
         return self
 
-    @model_validator(mode="after")
-    def _kafka_security_is_coherent(self) -> Settings:
-        """Refuse settings the chosen protocol would silently ignore, and protocols missing what they need.
 
-        An operator who sets a CA file or a SASL user on a PLAINTEXT connection believes the traffic is
-        protected, and it is not. Raises ``ConfigError`` (which pydantic lets through unwrapped): the message
-        names environment variables, the way an operator set them.
-        """
-        problem = _kafka_security_problem(self)
-        if problem is not None:
-            raise ConfigError(problem)
-        return self
-
-
-def _kafka_security_problem(settings: Settings) -> str | None:  # noqa: PLR0911 - one return per problem
+def _kafka_security_problem(settings: KafkaConnection) -> str | None:  # noqa: PLR0911 - one return per problem
     protocol = settings.kafka_security_protocol
     uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
     sasl_set = [
@@ -418,7 +435,7 @@ def _kafka_security_problem(settings: Settings) -> str | None:  # noqa: PLR0911 
     return None
 
 
-def kafka_tls_files(settings: Settings) -> tuple[tuple[str, Path | None], ...]:
+def kafka_tls_files(settings: KafkaConnection) -> tuple[tuple[str, Path | None], ...]:
     """The TLS files, each with the variable that sets it (for messages)."""
     return (
         ("BCW_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import time
 import uuid
 from collections import Counter
@@ -21,6 +20,7 @@ from devstack.worker_process import WorkerProcess
 from tests.reliability.checker import Row, check
 from tests.support.events import EventLog
 from tests.support.stack import Stack, wait_committed
+from worker.contract import batch_key
 
 __all__ = [
     "Sent",
@@ -60,7 +60,7 @@ def command(provider: str, batch_id: str, **fields: Any) -> tuple[str, bytes, by
     """A valid command: its id, its value and the recommended key."""
     cid = f"rel-{uuid.uuid4()}"
     body = {"command_id": cid, "provider": provider, "batch_id": batch_id, **fields}
-    key = f"{provider}/{fields.get('account', 'default')}/{batch_id}".encode()
+    key = batch_key(provider, fields.get("account", "default"), batch_id).encode()
     return cid, json.dumps(body).encode(), key
 
 
@@ -146,18 +146,14 @@ class VariantWorker(WorkerProcess):
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), self.env.get("PYTHONPATH")]))
 
 
-_ASSIGNED = re.compile(r"partitions assigned: \[([\d, ]*)\]")
-_REVOKED = re.compile(r"partitions revoked: \[([\d, ]*)\]")
-
-
 def assignments(worker: WorkerProcess) -> list[list[int]]:
     """Every assignment the worker logged, in order (one delivery of the partitions' uncommitted records)."""
-    return [[int(p) for p in m.group(1).split(",") if p.strip()] for m in _ASSIGNED.finditer(worker.log_text())]
+    return [list(record["partitions"]) for record in worker.log_events("partitions_assigned")]
 
 
 def revocations(worker: WorkerProcess) -> int:
     """Rebalances that took partitions away (a first join logs an empty revocation; it is not counted)."""
-    return sum(1 for found in _REVOKED.findall(worker.log_text()) if found.strip())
+    return sum(1 for record in worker.log_events("partitions_revoked") if record["partitions"])
 
 
 def deliveries(workers: Iterable[WorkerProcess]) -> Counter[int]:

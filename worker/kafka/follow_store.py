@@ -26,11 +26,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import ValidationError
 
-from worker import metrics
-from worker.config import ConfigError, Settings
+from worker.config import ConfigError, KafkaConnection, Settings
 from worker.contract import FollowState, decode_follow_state, encode_follow_state
 from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.producer import EventProducer
+from worker.telemetry import metrics
 
 __all__ = ["FollowStore", "check_topics", "read_follows"]
 
@@ -57,7 +57,7 @@ class FollowStore:
 
 
 async def read_follows(
-    settings: Settings, topic: str, partitions: Iterable[int], *, timeout: float = 120.0
+    settings: KafkaConnection, topic: str, partitions: Iterable[int], *, timeout: float = 120.0
 ) -> dict[int, list[FollowState]]:
     """Read partitions of the follows topic to their current end; the latest record per key wins.
 

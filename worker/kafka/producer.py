@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFailedError
 
-from worker import metrics
 from worker.config import Settings
 from worker.contract import (
     BatchStateEvent,
@@ -33,6 +32,7 @@ from worker.contract import (
 from worker.kafka.connection import client_kwargs
 from worker.record import Record
 from worker.retry import retry_until_done
+from worker.telemetry import metrics
 
 __all__ = ["EventProducer", "HeaderInjector"]
 
@@ -66,6 +66,10 @@ class _NoHeaders:
 
 
 class EventProducer:
+    """The worker's one producer: state events (``publish``), dead letters (``dead_letter``) and follow-state
+    records (``put``, for ``FollowStore``), each retried until the broker has it; ``healthy`` tells the
+    readiness probe whether sends are getting through."""
+
     def __init__(self, settings: Settings, injector: HeaderInjector | None = None) -> None:
         self._settings = settings
         self._injector: HeaderInjector = injector or _NoHeaders()

@@ -72,7 +72,7 @@ class PollScheduler:
                 asyncio.create_task(self._run(polls), name=f"poll {name} #{i}", context=contextvars.Context())
                 for i in range(runners)
             ),
-            asyncio.create_task(self._dispatch_cancels(), name=f"cancels {name}", context=contextvars.Context()),
+            asyncio.create_task(self._start_cancels(), name=f"cancels {name}", context=contextvars.Context()),
         ]
 
     def schedule(self, follow: Pollable, delay: float, *, urgent: bool = False, cancel: bool = False) -> None:
@@ -102,7 +102,7 @@ class PollScheduler:
             task.cancel()
         await asyncio.gather(*self._runners, *self._cancel_tasks, return_exceptions=True)
 
-    async def _dispatch_cancels(self) -> None:
+    async def _start_cancels(self) -> None:
         while True:
             await self._cancel_slots.acquire()
             follow = await self._next((self._cancels,))

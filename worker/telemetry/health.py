@@ -15,12 +15,14 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from worker import metrics
+from worker.telemetry import metrics
 
 __all__ = ["HealthServer"]
 
 
 class HealthServer:
+    """The probe and metrics port (see the module docstring); ``add_check`` registers a named readiness check."""
+
     def __init__(self, host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:
         self._host = host
         self._port = port

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from examples.budget_guard.__main__ import _team_budget
 from examples.budget_guard.ledger import BatchRef, Ledger, SpendEvent
 from examples.budget_guard.service import command_id_for
-from worker.client import build_command, encode_command, publish_cancel_sync, trace_headers
-from worker.contract import DeadLetterReason, InvalidCommand, decode_command
-from worker.publish_cli import EXIT_CODES, exit_code, format_event, main
+from worker.contract import BatchStateEvent, DeadLetterReason, InvalidCommand, decode_command
+from worker.publisher import build_command, encode_command, publish_cancel_sync, trace_headers
+from worker.publisher.cli import EXIT_CODES, exit_code, format_event, main
 
 
 def test_build_command_defaults_an_id_and_a_time_and_keeps_given_fields() -> None:
@@ -76,8 +76,11 @@ async def test_the_sync_wrapper_refuses_to_run_inside_an_event_loop() -> None:
         publish_cancel_sync("127.0.0.1:1", "openai", "batch_1")
 
 
-def _event(**fields: Any) -> dict[str, Any]:
-    base = {
+def _event(**fields: Any) -> BatchStateEvent:
+    base: dict[str, Any] = {
+        "event_id": "e1",
+        "previous_status": None,
+        "terminal": False,
         "command_id": "c1",
         "provider": "openai",
         "account": "default",
@@ -89,7 +92,14 @@ def _event(**fields: Any) -> dict[str, Any]:
         "detail": None,
         "observed_at": "2025-03-11T09:30:13.123456Z",
     }
-    return base | fields
+    event = base | fields
+    if event["final"]:  # a final event is what the worker sends for its outcome (the contract checks it)
+        outcome = event["outcome"]
+        if outcome in {"cancelled", "completed", "failed", "expired"}:
+            event = base | {"status": outcome, "provider_status": outcome, "terminal": True} | fields
+        elif outcome in {"rejected", "gave_up", "invalid"} and event["detail"] is None:
+            event["detail"] = {"http_status": None, "code": "x", "message": "why"}
+    return BatchStateEvent.model_validate(event)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +204,7 @@ def test_team_budget_argument() -> None:
 
 async def test_leaving_an_event_follower_is_clean_when_aiokafka_leaks_its_own_cancellation() -> None:
     from tests.support.fake_kafka import LeakyStop
-    from worker.client import EventFollower
+    from worker.publisher import EventFollower
 
     follower = EventFollower("127.0.0.1:1")
     await follower._consumer.stop()  # the real one was never started

@@ -1,0 +1,173 @@
+"""Prometheus metrics: what an operator graphs and alerts on. Names are a public interface (the Helm chart's
+dashboard uses them), so they change only with a note in the changelog.
+
+Labels are bounded by construction: outcomes, reasons and causes are enums or HTTP status codes, providers
+are the operator's configured names; batch and command ids never become labels (they would explode the
+series count and belong in logs and traces).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from worker.contract.types import DeadLetterReason, Outcome
+
+# ``*_created`` series double the output and no dashboard reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+__all__ = [
+    "ACCOUNTS",
+    "ACCOUNT_METRICS",
+    "CANCEL_ACCEPTED_SECONDS",
+    "COMMANDS",
+    "COMMANDS_IN_FLIGHT",
+    "COMMAND_FINAL_SECONDS",
+    "COMMIT_LAG",
+    "DEAD_LETTERS",
+    "EVENT_PUBLISH_FAILURES",
+    "FOLLOWS_IN_FLIGHT",
+    "FOLLOWS_RESTORED",
+    "FOLLOW_STATE_WRITES",
+    "OLDEST_FOLLOW_AGE",
+    "PAUSED_PARTITIONS",
+    "PROVIDER_REQUESTS",
+    "READY",
+    "RESTORE_SECONDS",
+    "RETRIES",
+    "THROTTLED",
+    "AccountCollector",
+    "AccountReading",
+]
+
+#: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+COMMANDS = Counter("bcw_commands", "Commands finished, by final outcome", ["outcome"])
+DEAD_LETTERS = Counter("bcw_dead_letters", "Records sent to the dead-letter topic, by reason", ["reason"])
+PROVIDER_REQUESTS = Counter(
+    "bcw_provider_requests",
+    "HTTP attempts to providers, by HTTP status (or 'error' when no answer) and how it was classified",
+    ["provider", "dialect", "status", "result"],
+)
+RETRIES = Counter(
+    "bcw_retries", "Retries of provider calls, by cause (HTTP status or transport)", ["provider", "cause"]
+)
+FOLLOWS_IN_FLIGHT = Gauge("bcw_follows_in_flight", "Batches being cancelled or followed right now")
+COMMANDS_IN_FLIGHT = Gauge("bcw_commands_in_flight", "Commands consumed whose final event is not yet published")
+PAUSED_PARTITIONS = Gauge("bcw_paused_partitions", "Assigned partitions paused by back-pressure")
+CANCEL_ACCEPTED_SECONDS = Histogram(
+    "bcw_cancel_accepted_seconds",
+    "From the command's Kafka timestamp to the first state event (cancel accepted or refused)",
+    buckets=_LATENCY_BUCKETS,
+)
+COMMAND_FINAL_SECONDS = Histogram(
+    "bcw_command_final_seconds", "From the command's Kafka timestamp to its final event", buckets=_LATENCY_BUCKETS
+)
+EVENT_PUBLISH_FAILURES = Counter("bcw_event_publish_failures", "Failed attempts to publish an event or dead letter")
+COMMIT_LAG = Gauge(
+    "bcw_commit_lag", "Records fetched but not yet committed, per partition, as this worker sees it", ["partition"]
+)
+FOLLOWS_RESTORED = Counter(
+    "bcw_follows_restored", "Follows resumed from the follow-state topic when a partition was assigned"
+)
+FOLLOW_STATE_WRITES = Counter(
+    "bcw_follow_state_writes", "Records written to the follow-state topic, by kind (state, tombstone)", ["kind"]
+)
+OLDEST_FOLLOW_AGE = Gauge("bcw_oldest_follow_age_seconds", "Age of the oldest follow this worker holds (0: none)")
+RESTORE_SECONDS = Histogram(
+    "bcw_follows_restore_seconds",
+    "Time to read the follow-state partitions of one assignment and resume their follows",
+    buckets=_LATENCY_BUCKETS,
+)
+THROTTLED = Counter(
+    "bcw_provider_throttled", "429 answers, per account (the account's rate is cut)", ["provider", "account"]
+)
+
+
+@dataclass(frozen=True)
+class AccountReading:
+    """What one provider account's gate and scheduler say at scrape time."""
+
+    provider: str
+    account: str
+    budget: float  # configured max_requests_per_s
+    allowed: float  # the rate allowed now (cut by 429s and quota headers, climbing back)
+    in_flight: int
+    waiting: tuple[int, int, int]  # requests waiting for the gate: cancel, confirm, poll
+    scheduled: int  # follows waiting for their next poll
+    overdue: int  # of those, due more than a second ago
+
+
+#: The per-account families ``AccountCollector`` yields, with their labels (the alert tests read this).
+ACCOUNT_METRICS: dict[str, tuple[str, ...]] = {
+    "bcw_account_budget_requests_per_s": ("provider", "account"),
+    "bcw_account_allowed_requests_per_s": ("provider", "account"),
+    "bcw_account_requests_in_flight": ("provider", "account"),
+    "bcw_account_requests_waiting": ("provider", "account", "priority"),
+    "bcw_polls_scheduled": ("provider", "account"),
+    "bcw_polls_overdue": ("provider", "account"),
+}
+_ACCOUNT_HELP = {
+    "bcw_account_budget_requests_per_s": "Configured max_requests_per_s",
+    "bcw_account_allowed_requests_per_s": "Request rate allowed now (429s cut it, successes restore it)",
+    "bcw_account_requests_in_flight": "Requests on the wire",
+    "bcw_account_requests_waiting": "Requests waiting for the account's budget, by priority",
+    "bcw_polls_scheduled": "Follows waiting for their next poll",
+    "bcw_polls_overdue": "Polls due more than 1 s ago: the budget cannot keep up",
+}
+
+
+class AccountCollector(Collector):
+    """Per-account budget and scheduling gauges, read when Prometheus scrapes (nothing to keep in sync).
+
+    Registered once at import; the running worker points ``read`` at its gates and schedulers.
+    """
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Iterable[AccountReading]] = tuple
+
+    def _families(self) -> dict[str, GaugeMetricFamily]:
+        return {
+            name: GaugeMetricFamily(name, _ACCOUNT_HELP[name], labels=list(labels))
+            for name, labels in ACCOUNT_METRICS.items()
+        }
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        f = self._families()
+        for r in self.read():
+            key = [r.provider, r.account]
+            f["bcw_account_budget_requests_per_s"].add_metric(key, r.budget)
+            f["bcw_account_allowed_requests_per_s"].add_metric(key, r.allowed)
+            f["bcw_account_requests_in_flight"].add_metric(key, r.in_flight)
+            for priority, count in zip(("cancel", "confirm", "poll"), r.waiting, strict=True):
+                f["bcw_account_requests_waiting"].add_metric([*key, priority], count)
+            f["bcw_polls_scheduled"].add_metric(key, r.scheduled)
+            f["bcw_polls_overdue"].add_metric(key, r.overdue)
+        yield from f.values()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families().values()
+
+
+ACCOUNTS = AccountCollector()
+REGISTRY.register(ACCOUNTS)
+
+
+READY = Gauge(
+    "bcw_ready",
+    "1 when this readiness check passes, else 0 (the checks /readyz names; the pod is ready when all are 1)",
+    ["check"],
+)
+
+# Every outcome and dead-letter reason exists from the start at 0. A labelled child is otherwise born at its
+# first increment, already at 1, and ``rate()``/``increase()`` cannot see that first step: the first burst of
+# rejections or dead letters after a restart would never reach an alert (docs/runbook.md).
+for _outcome in Outcome:
+    COMMANDS.labels(_outcome.value)
+for _reason in DeadLetterReason:
+    DEAD_LETTERS.labels(_reason.value)
