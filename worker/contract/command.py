@@ -255,6 +255,6 @@ def _reason(exc: ValidationError) -> DeadLetterReason:
     first = exc.errors(include_url=False, include_input=False)[0]
     if first["type"] == "json_invalid":
         return DeadLetterReason.INVALID_JSON
-    if tuple(first["loc"]) in _BATCH_ID_LOCS and first["type"] != "missing":
+    if tuple(first["loc"]) in _BATCH_ID_LOCS and first["type"] not in {"missing", "extra_forbidden"}:
         return DeadLetterReason.INVALID_BATCH_ID
     return DeadLetterReason.SCHEMA_VIOLATION
