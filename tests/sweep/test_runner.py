@@ -125,12 +125,14 @@ async def test_every_page_is_listed_and_exactly_the_matches_become_children() ->
 async def test_default_statuses_leave_out_cancelling_and_terminal_batches() -> None:
     lister, sinks = FakeList(_population()), Sinks()
     await run_sweep(_selector(), lister, sinks, sinks, None)
-    assert lister.filters[0].statuses == {
-        BatchStatus.VALIDATING,
-        BatchStatus.QUEUED,
-        BatchStatus.IN_PROGRESS,
-        BatchStatus.FINALIZING,
-    }
+    assert lister.filters[0].statuses == frozenset(
+        {
+            BatchStatus.VALIDATING,
+            BatchStatus.QUEUED,
+            BatchStatus.IN_PROGRESS,
+            BatchStatus.FINALIZING,
+        }
+    )
 
 
 async def test_more_matches_than_max_batches_cancel_nothing_and_report_the_count() -> None:
