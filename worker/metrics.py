@@ -171,3 +171,15 @@ for _outcome in Outcome:
     COMMANDS.labels(_outcome.value)
 for _reason in DeadLetterReason:
     DEAD_LETTERS.labels(_reason.value)
+
+# --- selectors (cancel by selector, standing kills) ----------------------------------------------------------
+SELECTORS = Counter("bcw_selector_commands", "Selector and lift commands finished, by final outcome", ["outcome"])
+SELECTOR_MATCHES = Counter(
+    "bcw_selector_matches", "Batches selectors matched (and published a child for, unless dry run)", ["provider"]
+)
+KILLS_ACTIVE = Gauge("bcw_standing_kills", "Standing kills this worker owns and sweeps")
+SWEEP_FAILURES = Counter(
+    "bcw_selector_sweep_failures",
+    "Standing-kill sweeps that could not list, or matched more than max_batches",
+    ["provider", "account"],
+)

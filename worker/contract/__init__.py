@@ -46,6 +46,7 @@ from worker.contract.follow_state import (
     decode_follow_state,
     encode_follow_state,
 )
+from worker.contract.kill_state import KillState, decode_kept, encode_kill_state, kill_key
 from worker.contract.selector import (
     DEFAULT_MAX_BATCHES,
     DEFAULT_STATUSES,
@@ -111,6 +112,7 @@ __all__ = [
     "FailureDetail",
     "FollowState",
     "InvalidCommand",
+    "KillState",
     "LiftCommand",
     "MatchedBatch",
     "Outcome",
@@ -126,11 +128,14 @@ __all__ = [
     "decode_any",
     "decode_command",
     "decode_follow_state",
+    "decode_kept",
     "encode_event",
     "encode_follow_state",
+    "encode_kill_state",
     "event_headers",
     "event_key",
     "failure_event",
+    "kill_key",
     "observed_event",
     "selector_event_headers",
     "selector_key",

@@ -51,6 +51,8 @@ class SweepReport:
     listed: int = 0
     matched: int = 0
     published: list[str] = field(default_factory=list)
+    #: Batch ids this sweep published a child for (a standing kill skips them later).
+    covered: list[str] = field(default_factory=list)
     matches: list[MatchedBatch] = field(default_factory=list)
     detail: FailureDetail | None = None
 
@@ -125,6 +127,7 @@ async def run_sweep(
         report.matches = _preview(sweep)
         return report
     report.published = list(await publish_children(commands, command, sweep.batches, context))
+    report.covered = [b.batch_id for b in sweep.batches]
     log.info(
         "selector expanded",
         extra={
