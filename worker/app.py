@@ -23,6 +23,8 @@ from worker.kafka.follow_store import FollowStore, check_topics
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
 from worker.signing import SignatureVerifier
+from worker.sweep.ownership import KeptState
+from worker.sweep.service import Selectors
 from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing
 
 __all__ = ["Worker", "check_config", "run", "signature_verifier"]
@@ -64,6 +66,8 @@ class Worker:
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
         self.store = FollowStore(settings, self.producer)
+        # Selectors publish their children to the commands topic and keep standing kills beside the follows.
+        self.selectors = Selectors(self.clients, self.producer, self.producer, self.store)
         self.dispatcher = Dispatcher(
             self.clients,
             accounts,
@@ -74,9 +78,11 @@ class Worker:
             tracing=CommandTracing(settings.group_id),
             verifier=verifier,
             runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
+            selectors=self.selectors,
         )
+        kept = KeptState(self.dispatcher, self.selectors)
         self.consumer = CommandConsumer(
-            settings, kafka_consumer(settings), sink=self.dispatcher, follows=self.dispatcher, store=self.store
+            settings, kafka_consumer(settings), sink=self.dispatcher, follows=kept, store=self.store
         )
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
         metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.dispatcher.following)
