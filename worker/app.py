@@ -109,7 +109,7 @@ class Worker:
                         budget=gate.adaptive.ceiling,
                         allowed=gate.rate,
                         in_flight=gate.in_flight,
-                        waiting=(gate.waiting[0], gate.waiting[1], gate.waiting[2]),
+                        waiting=tuple(gate.waiting),
                         scheduled=scheduler.scheduled if scheduler else 0,
                         overdue=scheduler.overdue() if scheduler else 0,
                     )
