@@ -122,14 +122,45 @@ class Emulator:
         response.raise_for_status()
         return response.json()
 
-    def create_batch(self, dialect: str, batch_id: str | None = None, **scenario: Any) -> str:
-        """Create one batch; keyword arguments are scenario fields (``faults=[...]``, ``status="completed"``…)."""
-        body: dict[str, Any] = {"dialect": dialect, "scenario": scenario} | ({"id": batch_id} if batch_id else {})
-        return str(self._post("/_admin/batches", body)["id"])
+    def create_batch(
+        self,
+        dialect: str,
+        batch_id: str | None = None,
+        *,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        endpoint: str | None = None,
+        name: str | None = None,
+        created_at: int | None = None,
+        **scenario: Any,
+    ) -> str:
+        """Create one batch (at any time, also while a worker runs); keyword arguments besides the listing
+        attributes (``metadata``, ``model``, ``endpoint``, ``name``, ``created_at``) are scenario fields
+        (``faults=[...]``, ``status="completed"``…)."""
+        attributes = _attributes(metadata, model, endpoint, name, created_at)
+        body: dict[str, Any] = {"dialect": dialect, "scenario": scenario, "attributes": attributes}
+        return str(self._post("/_admin/batches", body | ({"id": batch_id} if batch_id else {}))["id"])
 
-    def create_batches(self, dialect: str, count: int, *, prefix: str | None = None, **scenario: Any) -> list[str]:
-        body = {"dialect": dialect, "count": count, "scenario": scenario} | ({"prefix": prefix} if prefix else {})
-        return list(self._post("/_admin/batches/bulk", body)["ids"])
+    def create_batches(
+        self,
+        dialect: str,
+        count: int,
+        *,
+        prefix: str | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        endpoint: str | None = None,
+        name: str | None = None,
+        created_at: int | None = None,
+        **scenario: Any,
+    ) -> list[str]:
+        attributes = _attributes(metadata, model, endpoint, name, created_at)
+        body = {"dialect": dialect, "count": count, "scenario": scenario, "attributes": attributes}
+        return list(self._post("/_admin/batches/bulk", body | ({"prefix": prefix} if prefix else {}))["ids"])
+
+    def list_requests(self, dialect: str | None = None) -> list[dict[str, Any]]:
+        """The list requests the emulator answered (oldest first), with their query strings."""
+        return [r for r in self.requests(dialect=dialect) if r["op"] == "list"]
 
     def batch(self, dialect: str, batch_id: str) -> dict[str, Any]:
         return dict(self._get(f"/_admin/batches/{dialect}/{batch_id}"))
@@ -181,3 +212,10 @@ class Emulator:
 
     def add_aws_credentials(self, access_key_id: str, secret_access_key: str) -> None:
         self._post("/_admin/aws/credentials", {"access_key_id": access_key_id, "secret_access_key": secret_access_key})
+
+
+def _attributes(
+    metadata: dict[str, str] | None, model: str | None, endpoint: str | None, name: str | None, created_at: int | None
+) -> dict[str, Any]:
+    given = {"metadata": metadata, "model": model, "endpoint": endpoint, "name": name, "created_at": created_at}
+    return {key: value for key, value in given.items() if value is not None}

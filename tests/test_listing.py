@@ -244,7 +244,12 @@ async def test_list_page_sends_the_dialects_query_retries_and_counts(monkeypatch
 
 async def test_list_page_refuses_before_sending(monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[httpx.Request] = []
-    client = _client(lambda r: sent.append(r) or httpx.Response(500), monkeypatch, "anthropic")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    client = _client(handler, monkeypatch, "anthropic")
     with pytest.raises(UnsupportedCriterion):
         await client.list_page("default", ListFilter(metadata={"team": "a"}), None)
     for bad in ("", "a b", "x" * (MAX_CURSOR_CHARS + 1), "a\nb", "é"):
