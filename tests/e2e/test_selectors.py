@@ -23,6 +23,8 @@ from tests.support.events import EventLog
 from tests.support.stack import DIALECTS, NATIVE, Stack, wait_committed
 from worker.contract import child_command_id, selector_key
 
+#: Dialects whose list call filters status, metadata and creation time on the server: one short page here.
+SERVER_FILTERED = {"mistral"}
 #: Dialects whose list items carry metadata (the rest are matched on the creation window alone).
 WITH_METADATA = {"openai", "siliconflow", "dashscope", "deepinfra", "azure", "mistral"}
 
@@ -107,7 +109,9 @@ async def test_exactly_the_matching_batches_are_cancelled(stack: Stack, dialect:
         await log.wait_finals([cid, *children], timeout=90)
         final = log.finals(cid)[0]
         assert (final["kind"], final["outcome"], final["matched"], final["published"]) == ("selector", "expanded", 5, 5)
-        assert sorted(final["children"]) == sorted(children) and final["pages"] >= 2
+        assert sorted(final["children"]) == sorted(children)
+        if dialect not in SERVER_FILTERED:  # every batch of the dialect was listed: more than one page
+            assert final["listed"] >= 108 and final["pages"] >= 2
         assert {log.finals(c)[0]["outcome"] for c in children} == {"cancelled"}
         assert {log.finals(c)[0]["batch_id"] for c in children} == set(hit)
     posts = _posts(stack, dialect)
