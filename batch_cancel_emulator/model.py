@@ -163,6 +163,8 @@ class Store:
             batch.created_at = attrs.created_at
         if initial in TERMINAL:
             batch.times[f"{initial}_at"] = batch.created_at
+        elif initial == "cancelling":  # made cancelling: its cancel was asked at creation (xAI shows it)
+            batch.times["cancelling_at"] = batch.created_at
         self.batches[(dialect, batch_id)] = batch
         return batch
 
