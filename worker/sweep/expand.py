@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from worker import faults
 from worker.contract import CancelCommand, SelectorCommand, child_command_id
 from worker.providers.listing import ListedBatch
 
@@ -56,5 +57,10 @@ async def publish_children(
     children = [child_of(selector, batch) for batch in batches]
     for start in range(0, len(children), PUBLISH_CHUNK):
         chunk = children[start : start + PUBLISH_CHUNK]
-        await asyncio.gather(*(sink.send_command(c.key, encode_child(c), context) for c in chunk))
+        await asyncio.gather(*(_send(sink, c, context) for c in chunk))
     return [c.command_id for c in children]
+
+
+async def _send(sink: CommandSink, child: CancelCommand, context: Any) -> None:
+    await sink.send_command(child.key, encode_child(child), context)
+    faults.reached("child_published")
