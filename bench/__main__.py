@@ -36,7 +36,7 @@ from typing import Any
 from bench import report, scenarios
 from bench.stack import make_log_dir
 from devstack.broker import KafkaBroker
-from worker import collector, loop
+from worker import process
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         results["kafka_version"] = broker.version()
         # The worker's own runtime (uvloop, its garbage-collector threshold), so that the HTTP ceiling rows,
         # which run in this process, compare with the worker like with like.
-        collector.tune()
-        loop.run(_run(scenarios.Context(broker, log_dir, sizes), parts, results))
+        process.tune_collector()
+        process.run(_run(scenarios.Context(broker, log_dir, sizes), parts, results))
     finally:
         broker.close()
         results["runtime_s"] = time.monotonic() - started

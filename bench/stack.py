@@ -12,8 +12,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
 from devstack.topics import WorkerTopics
 from devstack.worker_process import ChildProcess, WorkerProcess
+from worker.contract import batch_key
 from worker.kafka.connection import stop_client
 
 __all__ = [
@@ -74,7 +74,7 @@ def command_bytes(batch_id: str) -> tuple[str, bytes, bytes]:
     """``(command_id, value, key)`` of one cancel command for the emulator's OpenAI dialect."""
     command_id = str(uuid.uuid4())
     value = json.dumps({"command_id": command_id, "provider": PROVIDER, "batch_id": batch_id}).encode()
-    return command_id, value, f"{PROVIDER}/default/{batch_id}".encode()
+    return command_id, value, batch_key(PROVIDER, "default", batch_id).encode()
 
 
 @dataclass
@@ -83,7 +83,6 @@ class Topics(WorkerTopics):
 
     partitions: int = 6
     prefix: str = "bench-"
-    follows_config: Mapping[str, str] = field(default_factory=lambda: {"cleanup.policy": "compact"})
 
 
 class Proc(ChildProcess):

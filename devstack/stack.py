@@ -26,14 +26,15 @@ from typing import IO
 from devstack.broker import KafkaBroker, die_with_parent
 from devstack.prometheus import RULES, Prometheus, dashboard_queries, graph_url
 from worker.config import load_providers
+from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC, FOLLOWS_TOPIC_CONFIG
 
 DEV_TOPICS = {
-    "batch-cancel.commands": 6,
-    "batch-cancel.events": 6,
-    "batch-cancel.dlq": 1,
-    "batch-cancel.follows": 6,  # compacted, as many partitions as commands (docs/durable-follows.md)
+    COMMANDS_TOPIC: 6,
+    EVENTS_TOPIC: 6,
+    DLQ_TOPIC: 1,
+    FOLLOWS_TOPIC: 6,  # compacted, as many partitions as commands (docs/durable-follows.md)
 }
-TOPIC_CONFIGS = {"batch-cancel.follows": {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}}
+TOPIC_CONFIGS = {FOLLOWS_TOPIC: FOLLOWS_TOPIC_CONFIG}
 EMULATOR_PORT = 8090
 PROMETHEUS_PORT = 9090
 WORKER_METRICS_PORT = 9464

@@ -11,11 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from devstack.broker import KafkaBroker
+from worker.contract.topics import FOLLOWS_TOPIC_CONFIG
 
 __all__ = ["FOLLOWS_TOPIC_CONFIG", "WorkerTopics"]
-
-#: What docs/durable-follows.md tells operators to create the follows topic with.
-FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
 
 
 @dataclass

@@ -151,7 +151,7 @@ def _registered() -> dict[str, frozenset[str]]:
             out.update({f"{name}_count": labels, f"{name}_sum": labels, f"{name}_bucket": labels | {"le"}})
         else:
             out[name] = labels
-    from worker.metrics import ACCOUNT_METRICS  # families of a custom collector, read at scrape time
+    from worker.telemetry.metrics import ACCOUNT_METRICS  # families of a custom collector, read at scrape time
 
     out.update({name: frozenset(labels) for name, labels in ACCOUNT_METRICS.items()})
     return out

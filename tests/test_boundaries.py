@@ -17,9 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "worker"
 EMULATOR = ("batch_cancel_emulator",)
-PUBLISHER = ("worker.client", "worker.publish_cli", "worker.follows_cli")
+PUBLISHER = ("worker.publisher",)
 #: The publisher side and the emulator are the only modules that may import the publisher side.
-PUBLISHER_MODULES = {"client.py", "publish_cli.py", "follows_cli.py"}
+PUBLISHER_MODULES = {p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / "publisher").rglob("*.py")}
 
 
 def _imports(path: Path) -> set[str]:
@@ -77,12 +77,13 @@ LAYERS = {
         "aiokafka",
         "httpx",
     ),
-    "follow.py": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.app", "aiokafka", "httpx"),
-    "scheduler.py": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.follow", "aiokafka", "httpx"),
+    "follow": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.app", "aiokafka", "httpx"),
     "budget.py": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.follow", "aiokafka", "httpx"),
     "dispatch.py": ("worker.kafka", "worker.providers", "worker.app", "aiokafka", "httpx"),
     "providers": ("worker.kafka", "worker.dispatch", "worker.follow", "worker.app", "aiokafka"),
     "kafka": ("worker.dispatch", "worker.follow", "worker.providers", "worker.app", "httpx"),
+    "telemetry": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.follow", "worker.app", "aiokafka"),
+    "publisher": ("worker.providers", "worker.dispatch", "worker.follow", "worker.app", "worker.telemetry", "httpx"),
 }
 
 

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from examples.budget_guard.__main__ import _team_budget
 from examples.budget_guard.ledger import BatchRef, Ledger, SpendEvent
 from examples.budget_guard.service import command_id_for
-from worker.client import build_command, encode_command, publish_cancel_sync, trace_headers
 from worker.contract import DeadLetterReason, InvalidCommand, decode_command
-from worker.publish_cli import EXIT_CODES, exit_code, format_event, main
+from worker.publisher import build_command, encode_command, publish_cancel_sync, trace_headers
+from worker.publisher.cli import EXIT_CODES, exit_code, format_event, main
 
 
 def test_build_command_defaults_an_id_and_a_time_and_keeps_given_fields() -> None:
@@ -194,7 +194,7 @@ def test_team_budget_argument() -> None:
 
 async def test_leaving_an_event_follower_is_clean_when_aiokafka_leaks_its_own_cancellation() -> None:
     from tests.support.fake_kafka import LeakyStop
-    from worker.client import EventFollower
+    from worker.publisher import EventFollower
 
     follower = EventFollower("127.0.0.1:1")
     await follower._consumer.stop()  # the real one was never started

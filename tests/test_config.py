@@ -71,7 +71,7 @@ def test_the_worker_collects_young_garbage_every_10000_allocations_unless_told_o
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Measured in docs/benchmarks.md: at CPython's 700 the worker spent 12-16 % more CPU per command."""
-    from worker import cli, loop
+    from worker import cli, process
 
     seen: list[tuple[int, int, int]] = []
 
@@ -81,7 +81,7 @@ def test_the_worker_collects_young_garbage_every_10000_allocations_unless_told_o
         return 0
 
     before = gc.get_threshold()
-    monkeypatch.setattr(loop, "run", run)
+    monkeypatch.setattr(process, "run", run)
     monkeypatch.setattr(cli, "configure_logging", lambda *_: None)  # the root logger stays pytest's
     try:
         monkeypatch.delenv("BCW_GC_GEN0_THRESHOLD", raising=False)
@@ -96,12 +96,12 @@ def test_the_worker_collects_young_garbage_every_10000_allocations_unless_told_o
 
 
 def test_tuning_the_collector_keeps_the_older_generations_ratios() -> None:
-    from worker import collector
+    from worker import process
 
     before = gc.get_threshold()
     try:
         gc.set_threshold(700, 7, 3)
-        collector.tune(12_345)
+        process.tune_collector(12_345)
         assert gc.get_threshold() == (12_345, 7, 3)
     finally:
         gc.set_threshold(*before)

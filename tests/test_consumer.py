@@ -21,7 +21,7 @@ from tests.support.waiting import until
 from worker import retry
 from worker.config import Settings
 from worker.contract import FollowState, WaitingCommand
-from worker.kafka.consumer import MAX_INTAKE, CommandConsumer, kafka_consumer
+from worker.kafka.consumer import MAX_DEAD_LETTERING, CommandConsumer, kafka_consumer
 
 TOPIC = "batch-cancel.commands"
 
@@ -105,9 +105,9 @@ async def test_a_burst_of_undecoded_records_pauses_intake_whatever_the_in_flight
     async with running(max_in_flight=1_000_000) as loop:
         await loop.kafka.assign(0)
         await until(lambda: not loop.kafka.paused, what="restore done")
-        loop.commands.intake = MAX_INTAKE
+        loop.commands.dead_lettering = MAX_DEAD_LETTERING
         await until(lambda: loop.kafka.paused == {loop.kafka.tp(0)}, what="paused on intake")
-        loop.commands.intake = 0
+        loop.commands.dead_lettering = 0
         await until(lambda: not loop.kafka.paused, what="resumed")
 
 

@@ -44,7 +44,7 @@ from packaging.markers import Marker
 
 from tests.support.lock import EXPORTS, PROJECT, Lock, normalize, read_export
 from worker.config import DIALECTS, AccountConfig, ProviderConfig, ProvidersFile, Settings, load_providers
-from worker.health import HealthServer
+from worker.telemetry.health import HealthServer
 
 # Building helm takes minutes on a cold cache, the image smoke test a minute or two: longer than the
 # suite's default per-test timeout, which covers fixture setup too.
@@ -66,7 +66,7 @@ RELEASE = "bcw"
 FULLNAME = "bcw-batch-cancel-worker"
 UID = 10001
 
-# The worker's Prometheus metrics (worker/metrics.py) and their labels.
+# The worker's Prometheus metrics (worker/telemetry/metrics.py) and their labels.
 METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "bcw_commands_total": ("counter", frozenset({"outcome"})),
     "bcw_dead_letters_total": ("counter", frozenset({"reason"})),
@@ -840,7 +840,7 @@ def test_dashboard_uses_the_workers_metrics() -> None:
 
 
 def test_dashboard_metrics_are_registered_by_the_worker() -> None:
-    """The dashboard's metric names, kinds and labels are the ones worker/metrics.py registers."""
+    """The dashboard's metric names, kinds and labels are the ones worker/telemetry/metrics.py registers."""
     from prometheus_client import REGISTRY
 
     import worker.app  # noqa: F401 - imports every module that registers metrics
@@ -851,7 +851,7 @@ def test_dashboard_metrics_are_registered_by_the_worker() -> None:
         if name.startswith("bcw_"):
             full = f"{name}_total" if kind == "counter" else name
             registered[full] = (kind, frozenset(getattr(collector, "_labelnames", ())))
-    from worker.metrics import ACCOUNT_METRICS  # a custom collector's families, produced at scrape time
+    from worker.telemetry.metrics import ACCOUNT_METRICS  # a custom collector's families, produced at scrape time
 
     registered |= {name: ("gauge", frozenset(labels)) for name, labels in ACCOUNT_METRICS.items()}
     assert registered, "no bcw_* metric found: importing worker.app no longer registers the worker's metrics"

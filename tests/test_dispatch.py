@@ -21,7 +21,7 @@ from worker.contract import (
 )
 from worker.dispatch import Dispatcher
 from worker.errors import GaveUp, Rejected
-from worker.follow import FollowPolicy, next_interval
+from worker.follow import FollowPolicy, Follows, next_interval
 
 
 async def test_cancel_then_follow_publishes_each_change_then_one_final() -> None:
@@ -52,14 +52,9 @@ async def test_two_commands_for_one_batch_share_one_cancel_and_both_finish() -> 
 async def test_a_following_command_is_committable_once_its_intent_is_durable() -> None:
     slow = FakeProvider(polls=["cancelling"] * 1000)
     sink, states = Sink(), States()
-    d = Dispatcher(
-        {"p": slow, "q": FakeProvider(cancel_status="cancelled")},
-        {"p": frozenset({"default"}), "q": frozenset({"default"})},
-        sink,
-        states,
-        FAST,
-        max_command_bytes=65536,
-    )
+    providers = {"p": slow, "q": FakeProvider(cancel_status="cancelled")}
+    accounts = {"p": frozenset({"default"}), "q": frozenset({"default"})}
+    d = Dispatcher(providers, accounts, sink, Follows(providers, accounts, sink, states, FAST), max_command_bytes=65536)
     quick = json.dumps({"command_id": "quick", "provider": "q", "batch_id": "b2"}).encode()
     offsets = submit_all(d, [Rec(command("slow"), offset=0), Rec(quick, offset=1)])
     await until(lambda: offsets.to_commit() == 2)  # lag is intake, not batches that are merely cancelling
@@ -67,7 +62,7 @@ async def test_a_following_command_is_committable_once_its_intent_is_durable() -
     state = states.latest()
     assert state is not None and [w.command_id for w in state.waiting] == ["slow"]
     assert d.in_flight == 1
-    await d.close()
+    await d.follows.close()
 
 
 async def test_without_a_durable_intent_the_offset_waits_for_the_final_event() -> None:
@@ -160,8 +155,8 @@ async def test_a_stopped_partition_hands_its_follows_over_without_a_final_event(
     d = make(provider, sink, states)
     offsets = submit_all(d, [Rec(command("long"))])
     await until(lambda: provider.gets > 2)
-    await d.stop_partitions([0], grace=5)
-    assert d.in_flight == 0 and d.following == 0
+    await d.follows.stop_partitions([0], grace=5)
+    assert d.in_flight == 0 and d.follows.following == 0
     assert not any(e.final for e in sink.events)
     state = states.latest()
     assert state is not None and state.cancel_accepted and state.last_status == BatchStatus.CANCELLING
@@ -185,15 +180,7 @@ class BrokenVerifier:
 
 async def test_a_bug_parks_the_record_in_the_dlq_instead_of_stalling_its_partition() -> None:
     provider, sink = FakeProvider(), Sink()
-    d = Dispatcher(
-        {"p": provider},
-        {"p": frozenset({"default"})},
-        sink,
-        States(),
-        FAST,
-        max_command_bytes=65536,
-        verifier=BrokenVerifier(),  # type: ignore[arg-type]
-    )
+    d = make(provider, sink, accounts=frozenset({"default"}), verifier=BrokenVerifier())
     offsets = submit_all(d, [Rec(command("boom"), offset=0), Rec(command("next", batch="b2"), offset=1)])
     await until(lambda: offsets.to_commit() == 2)
     assert [(why, r.offset) for r, why, _ in sink.dead] == [
@@ -243,4 +230,4 @@ async def test_each_command_keeps_its_own_trace_in_provider_calls_and_its_log_li
     assert provider.trace_of == {"batch_a": traces["a"], "batch_b": traces["b"]}
     finished = {r.__dict__["command_id"]: r.__dict__["trace_id"] for r in caplog.records if "finished" in r.msg}
     assert finished == traces
-    await d.close()
+    await d.follows.close()

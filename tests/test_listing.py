@@ -8,12 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
-from worker import metrics, retry
+from worker import retry
 from worker.config import ProvidersFile
 from worker.contract import BatchStatus
 from worker.errors import Rejected, Retryable
 from worker.providers import DIALECTS, ListedBatch, ListFilter, UnsupportedCriterion, build_clients, dialect_for
 from worker.providers.listing import MAX_CURSOR_CHARS
+from worker.telemetry import metrics
 
 RUNNING = frozenset({BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING, BatchStatus.QUEUED})
 

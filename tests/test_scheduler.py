@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support.waiting import until
-from worker.scheduler import PollScheduler
+from worker.follow.scheduler import PollScheduler
 
 
 class Follow:

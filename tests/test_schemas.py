@@ -17,7 +17,6 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator, ValidationError  # type: ignore[import-untyped]  # no stubs in dev deps
 
-from worker import schemagen
 from worker.contract import (
     CE_TYPE_FINAL,
     CE_TYPE_STATE,
@@ -34,6 +33,7 @@ from worker.contract import (
     decode_any,
     event_headers,
     failure_event,
+    schemagen,
     state_event,
 )
 from worker.sweep.runner import SweepReport, final_event
@@ -47,8 +47,8 @@ INDEX: dict[str, dict[str, Any]] = yaml.safe_load((EXAMPLES / "index.yaml").read
 def test_committed_schemas_match_the_models() -> None:
     for name, text in schemagen.render().items():
         path = SCHEMAS / name
-        assert path.exists(), f"{name} missing: run python -m worker.schemagen"
-        assert path.read_text() == text, f"{name} is stale: run python -m worker.schemagen"
+        assert path.exists(), f"{name} missing: run python -m worker.contract.schemagen"
+        assert path.read_text() == text, f"{name} is stale: run python -m worker.contract.schemagen"
 
 
 def test_schemagen_check_mode_reports_drift(tmp_path: Path) -> None:

@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, submit_all
+from tests.support.fakes import FakeProvider, Rec, Sink, make, submit_all
 from tests.support.waiting import until
 from worker.app import signature_verifier
 from worker.config import AccountConfig, ConfigError, ProvidersFile, Settings
 from worker.contract import DeadLetterReason, InvalidCommand, Outcome, decode_command
-from worker.dispatch import Dispatcher
 from worker.signing import HEADER, SignatureVerifier, sign, signature
 
 KEY = b"k-SIGNING-canary-3e9f0a"
@@ -127,15 +126,8 @@ def test_accounts_without_keys_are_untouched() -> None:
 
 async def test_dispatch_dead_letters_unsigned_command_and_never_calls_the_provider() -> None:
     provider, sink = FakeProvider(), Sink()
-    d = Dispatcher(
-        {"p": provider},
-        {"p": frozenset({"default", "signed"})},
-        sink,
-        States(),
-        FAST,
-        max_command_bytes=65536,
-        verifier=SignatureVerifier({("p", "signed"): [KEY]}, max_age_s=300),
-    )
+    verifier = SignatureVerifier({("p", "signed"): [KEY]}, max_age_s=300)
+    d = make(provider, sink, accounts=frozenset({"default", "signed"}), verifier=verifier)
     now = datetime.now(UTC)
     good = value("good", requested_at=now)
     offsets = submit_all(

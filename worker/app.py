@@ -12,11 +12,9 @@ import contextlib
 import logging
 import signal
 
-from worker import metrics
 from worker.config import ProvidersFile, Settings, load_providers
 from worker.dispatch import Dispatcher
-from worker.follow import FollowPolicy
-from worker.health import HealthServer
+from worker.follow import FollowPolicy, Follows
 from worker.kafka.connection import check_connection, security_kwargs
 from worker.kafka.consumer import CommandConsumer, kafka_consumer
 from worker.kafka.follow_store import FollowStore, check_topics
@@ -25,7 +23,8 @@ from worker.providers import ProviderClient, build_clients
 from worker.signing import SignatureVerifier
 from worker.sweep.ownership import KeptState
 from worker.sweep.service import Selectors
-from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing
+from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing, metrics
+from worker.telemetry.health import HealthServer
 
 __all__ = ["Worker", "check_config", "run", "signature_verifier"]
 
@@ -66,27 +65,35 @@ class Worker:
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
         self.store = FollowStore(settings, self.producer)
+        tracing = CommandTracing(settings.group_id)
+        self.follows = Follows(
+            self.clients,
+            accounts,
+            self.producer,
+            self.store,
+            policy,
+            tracing=tracing,
+            runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
+        )
         # Selectors publish their children to the commands topic and keep standing kills beside the follows.
         self.selectors = Selectors(self.clients, self.producer, self.producer, self.store)
         self.dispatcher = Dispatcher(
             self.clients,
             accounts,
             self.producer,
-            self.store,
-            policy,
+            self.follows,
             max_command_bytes=settings.max_command_bytes,
-            tracing=CommandTracing(settings.group_id),
+            tracing=tracing,
             verifier=verifier,
-            runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
             selectors=self.selectors,
         )
-        kept = KeptState(self.dispatcher, self.selectors)
+        kept = KeptState(self.follows, self.selectors)
         self.consumer = CommandConsumer(
             settings, kafka_consumer(settings), sink=self.dispatcher, follows=kept, store=self.store
         )
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
-        metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.dispatcher.following)
-        metrics.OLDEST_FOLLOW_AGE.set_function(self.dispatcher.oldest_follow_age)
+        metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.follows.following)
+        metrics.OLDEST_FOLLOW_AGE.set_function(self.follows.oldest_follow_age)
         metrics.ACCOUNTS.read = self._account_readings
         self.stop = asyncio.Event()
         self.health = HealthServer(settings.metrics_host, settings.metrics_port)
@@ -97,7 +104,7 @@ class Worker:
         self.health.add_check("group_joined", self.consumer.joined.is_set)
 
     def _account_readings(self) -> list[metrics.AccountReading]:
-        schedulers = self.dispatcher.schedulers()
+        schedulers = self.follows.schedulers()
         out = []
         for name, client in self.clients.items():
             for account, gate in client.gates.items():

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
 
-    from worker import app, collector, loop
+    from worker import app, process
 
     try:
         if args.command == "check-config":
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(f"{n} ({p.dialect}: {', '.join(p.accounts)})" for n, p in providers.providers.items())
             print(f"configuration OK: {names}")
             return 0
-        collector.tune(settings.gc_gen0_threshold)
-        return loop.run(app.run(settings), settings.event_loop)
+        process.tune_collector(settings.gc_gen0_threshold)
+        return process.run(app.run(settings), settings.event_loop)
     except ConfigError as exc:
         logging.getLogger("worker").error("configuration error: %s", exc)
         print(f"batch-cancel-worker: configuration error: {exc}", file=sys.stderr)

@@ -31,11 +31,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.collector import DEFAULT_GEN0_THRESHOLD
 from worker.contract import NAME_PATTERN
+from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC
 from worker.validation import explain
 
 __all__ = [
+    "DEFAULT_GEN0_THRESHOLD",
     "DIALECTS",
     "AccountConfig",
     "ConfigError",
@@ -56,8 +57,10 @@ Dialect = Literal[
 #: The dialect names, listed once (in ``Dialect``); ``worker.providers.DIALECTS`` holds their implementations.
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-#: ``BCW_EVENT_LOOP`` (``worker.loop``): auto is uvloop when it is installed.
+#: ``BCW_EVENT_LOOP`` (``worker.process``): auto is uvloop when it is installed.
 EventLoop = Literal["auto", "uvloop", "asyncio"]
+#: ``BCW_GC_GEN0_THRESHOLD``'s default; CPython's own is 700 (why: worker/process.py).
+DEFAULT_GEN0_THRESHOLD = 10_000
 
 
 def _no_secret_in_url(url: HttpUrl) -> HttpUrl:
@@ -298,11 +301,11 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="PEM CA bundle for the broker; unset = system CAs.")
     kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
     kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
-    commands_topic: str = "batch-cancel.commands"
-    events_topic: str = "batch-cancel.events"
-    dlq_topic: str = "batch-cancel.dlq"
+    commands_topic: str = COMMANDS_TOPIC
+    events_topic: str = EVENTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
     follows_topic: str = Field(
-        "batch-cancel.follows",
+        FOLLOWS_TOPIC,
         description="Compacted; as many partitions as the commands topic. Live follows, resumed by a new owner.",
     )
     group_id: str = "batch-cancel-worker"
@@ -353,7 +356,7 @@ class Settings(BaseSettings):
         DEFAULT_GEN0_THRESHOLD,
         ge=100,
         description="Net allocations between young-generation garbage collections (CPython's default: 700); "
-        "see worker/collector.py.",
+        "see worker/process.py.",
     )
 
     @model_validator(mode="after")

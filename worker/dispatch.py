@@ -1,15 +1,14 @@
-"""From a consumed record to a follow: decode, authorise, join the batch's follow, release the offset.
+"""From a consumed record to a follow: decode, authorise, hand the command to its batch's follow.
 
 The consumer hands every record to ``Dispatcher.submit`` and goes straight back to polling; nothing here
-blocks the poll loop. A command's short task decodes and authorises it (anything wrong goes to the
-dead-letter topic, plus a final ``invalid`` event when its ``command_id`` could be read), then joins the one
-``Follow`` of its batch in its partition and ends. The follow releases the record's offset in its
-partition's offsets (``Done``) once the command's intent is durable on the follow-state topic or its
-final event is published, whichever comes first; the commit loop does the rest.
+blocks the poll loop. A valid command is decoded, authorised and joined to the one ``Follow`` of its batch in
+its partition within ``submit`` itself (``Follows.join``), with a ``CommandHandle`` that releases the record's
+offset in its partition's offsets (``Done``) once the command's intent is durable on the follow-state topic
+or its final event is published, whichever comes first; the commit loop does the rest. Anything wrong goes to
+the dead-letter topic, plus a final ``invalid`` event when its ``command_id`` could be read: only that gets a
+task of its own.
 
-Follows belong to a commands partition: its follow-state records live in the same partition number of the
-follows topic, and when the partition moves, its follows stop here (``stop_partitions``) and resume on the
-new owner (``resume``) from what was written.
+The follows themselves (resume, handover, shutdown) belong to ``worker.follow.Follows``.
 """
 
 from __future__ import annotations
@@ -17,32 +16,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 
-from worker import metrics
 from worker.contract import (
     BatchStateEvent,
     CancelCommand,
     Command,
     DeadLetterReason,
     FailureDetail,
-    FollowState,
     InvalidCommand,
     LiftCommand,
     Outcome,
     SelectorCommand,
-    WaitingCommand,
     decode_any,
     failure_event,
 )
-from worker.follow import Follow, FollowPolicy, Persist, Provider, StateWrites, Subscriber
+from worker.follow import CommandHandle, Follows, StateSink, Subscriber
 from worker.record import Done, Record
-from worker.scheduler import PollScheduler
 from worker.signing import SignatureVerifier
-from worker.telemetry import CommandContext, CommandTracing
+from worker.telemetry import CommandContext, CommandTracing, metrics
 
 __all__ = ["Dispatcher", "EventSink", "Record", "StateSink"]
 
@@ -58,21 +53,12 @@ class EventSink(Protocol):
     ) -> None: ...
 
 
-class StateSink(Protocol):
-    """Where follow states go (``worker.kafka.follow_store.FollowStore``): durable when ``write`` returns."""
-
-    async def write(self, partition: int, key: str, state: FollowState | None) -> None: ...
-
-
 def _command_id(record: Record) -> str | None:
     """The command id of a record already known to decode, for the event that accompanies its dead letter."""
     try:
         return decode_any(record.value, max_bytes=1 << 30).command_id
     except Exception:  # noqa: BLE001 - best effort, for the event only
         return None
-
-
-FollowKey = tuple[int, str]  # (commands partition, batch key)
 
 
 class SelectorTaker(Protocol):
@@ -89,56 +75,42 @@ def _partial(command: Command) -> dict[str, str]:
 
 
 class Dispatcher:
+    """Intake: every record the poll loop fetches is decoded, authorised and handed to ``Follows``, or
+    dead-lettered (a task of its own). Answers how much is in flight, for back-pressure."""
+
     def __init__(
         self,
-        providers: Mapping[str, Provider],
+        providers: Mapping[str, object],
         accounts: Mapping[str, frozenset[str]],
         sink: EventSink,
-        states: StateSink,
-        policy: FollowPolicy,
+        follows: Follows,
         *,
         max_command_bytes: int,
         tracing: CommandTracing | None = None,
         verifier: SignatureVerifier | None = None,
-        runners_for: Callable[[str, str], int] | None = None,
         selectors: SelectorTaker | None = None,
     ) -> None:
         self._providers = providers
         self._accounts = accounts
         self._sink = sink
-        self._states = states
-        self._policy = policy
+        self.follows = follows
         self._max_bytes = max_command_bytes
         self._tracing = tracing or CommandTracing(group_id="")
         self._verifier = verifier
         self._tasks: dict[int, set[asyncio.Task[None]]] = {}
-        self._follows: dict[FollowKey, Follow] = {}
-        self._schedulers: dict[tuple[str, str], PollScheduler] = {}
-        self._partition_of: dict[Follow, int] = {}
-        self._persists: dict[int, Persist] = {}
-        self._writes = StateWrites()
-        self._runners_for = runners_for or (lambda provider, account: 16)
-        self._waiting = 0
         self._selectors = selectors
 
     # --- what the consumer and the metrics read -------------------------------------------------------------
     @property
     def in_flight(self) -> int:
         """Commands taken in whose final event is not yet published (back-pressure counts these)."""
-        return self._waiting + self.intake
+        return self.follows.waiting + self.dead_lettering
 
     @property
-    def intake(self) -> int:
+    def dead_lettering(self) -> int:
         """Records handed over and not yet done with: only those being dead-lettered, because a valid command
         is decoded and joined to its follow within ``submit``."""
         return sum(len(t) for t in self._tasks.values())
-
-    @property
-    def following(self) -> int:
-        return len(self._follows)
-
-    def oldest_follow_age(self) -> float:
-        return max((time.time() - f.since for f in self._follows.values()), default=0.0)
 
     # --- intake ---------------------------------------------------------------------------------------------
     def submit(self, record: Record, offsets: Done) -> None:
@@ -180,77 +152,14 @@ class Dispatcher:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def resume(self, partition: int, states: Iterable[FollowState]) -> int:
-        """Start the follows a previous owner of ``partition`` left; returns how many."""
-        count = 0
-        for state in states:
-            provider = self._providers.get(state.provider)
-            if provider is None or state.account not in self._accounts.get(state.provider, frozenset()):
-                log.error(
-                    "cannot resume %s: provider or account no longer configured; its commands stay unanswered",
-                    state.key,
-                )
-                continue
-            follow = Follow.restored(
-                provider,
-                state,
-                publish=self._publish,
-                persist=self._persist_to(partition),
-                policy=self._policy,
-                context_of=self._resumed_context,
-                cap=self._policy.max_follow,
-                scheduler=self._scheduler_for(state.provider, state.account),
-                writes=self._writes,
-                on_end=self._ended,
-            )
-            for sub in follow.subscribers:
-                self._track(sub, partition, state.batch_id)
-            self._adopt(partition, follow)
-            count += 1
-        metrics.FOLLOWS_RESTORED.inc(count)
-        return count
-
-    def _resumed_context(self, waiting: WaitingCommand) -> CommandContext:
-        return self._tracing.resumed_context(waiting.traceparent, waiting.tracestate, waiting.received_at)
-
-    # --- handover and shutdown ------------------------------------------------------------------------------
-    async def stop_partitions(self, partitions: Sequence[int], grace: float) -> None:
-        """Revocation or shutdown: let calls on the wire finish (up to ``grace``), write what is owed, stop.
-
-        Nothing is marked done that is not: a command whose intent is not durable keeps its offset
-        uncommitted and is redelivered; one whose intent is durable is resumed by the next owner.
-        """
-        wanted = set(partitions)
-        intake = [t for p in wanted for t in self._tasks.pop(p, set())]
-        for t in intake:
+    async def stop_intake(self, partitions: Sequence[int] | None = None) -> None:
+        """Revocation or shutdown (``None``: every partition): dead letters still being written for these
+        partitions stop; their records stay uncommitted and the next owner takes them in again."""
+        wanted = set(self._tasks) if partitions is None else set(partitions)
+        tasks = [t for p in wanted for t in self._tasks.pop(p, set())]
+        for t in tasks:
             t.cancel()
-        follows = [(k, f) for k, f in self._follows.items() if k[0] in wanted]
-        for _, f in follows:
-            f.stop()
-        deadline = time.monotonic() + grace
-        # The calls on the wire finish and report what they saw. A bounded wait on flags rather than an Event
-        # per follow: a process holds up to 100,000 follows, and this runs once per handover.
-        while any(f.busy for _, f in follows) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*intake, return_exceptions=True)
-        writes_until = max(deadline, time.monotonic() + 0.5)  # what is owed gets half a second at least
-        while any(f.pending_write for _, f in follows) and time.monotonic() < writes_until:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        late = sum(1 for _, f in follows if f.pending_write)
-        if late:
-            log.warning("%d follow-state writes unfinished at handover; those follows restart from older states", late)
-        for key, f in follows:
-            self._waiting -= len(f.live)
-            self._partition_of.pop(f, None)
-            if self._follows.get(key) is f:
-                del self._follows[key]
-
-    async def close(self, grace: float = 0.0) -> None:
-        partitions = {p for p, _ in self._follows} | set(self._tasks)
-        await self.stop_partitions(sorted(partitions), grace)
-        schedulers, self._schedulers = list(self._schedulers.values()), {}
-        await asyncio.gather(*(s.close() for s in schedulers))
-        await self._writes.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- one command ----------------------------------------------------------------------------------------
     async def _invalid(self, record: Record, offsets: Done, exc: InvalidCommand, context: CommandContext) -> None:
@@ -265,149 +174,18 @@ class Dispatcher:
             offsets.finished(record.offset)
 
     def _join(self, record: Record, offsets: Done, command: CancelCommand, context: CommandContext) -> None:
-        limit = min(command.follow_timeout_s or float("inf"), self._policy.max_follow)
-        offset = record.offset  # the closure keeps the offset, not the record (its bytes and headers)
-
-        def release() -> None:
-            if not offsets.revoked:
-                offsets.finished(offset)
-
-        command_id, provider, account, batch_id = (
-            command.command_id,
-            command.provider,
-            command.account,
-            command.batch_id,
-        )  # the closure keeps these strings, not the whole command
-
-        def on_final(event: BatchStateEvent) -> None:
-            outcome = self._final(event, context)
-            context.span.set_attribute("bcw.outcome", outcome.value)
-            context.span.end()
-            log.info(
-                "command finished: %s",
-                outcome.value,
-                extra={
-                    "command_id": command_id,
-                    "provider": provider,
-                    "account": account,
-                    "batch_id": batch_id,
-                    "status": event.status.value if event.status else None,
-                    **context.log_ids,  # the line is written in the follow's context, not this command's
-                },
-            )
-
+        limit = min(command.follow_timeout_s or float("inf"), self.follows.policy.max_follow)
         sub = Subscriber(
             command.command_id,
             follow=command.follow,
             context=context,
             deadline=time.time() + limit,
-            release=release,
-            on_final=on_final,
+            handle=CommandHandle(offsets, record.offset),  # the offset, not the record (its bytes and headers)
         )
-        follow = self._follow_for(record.partition, command)
-        if follow.join(sub):
-            self._waiting += 1
-        else:  # a redelivery of a command the follow already has (restored): it keeps its original span
+        if not self.follows.join(record.partition, command, sub):
+            # a redelivery of a command the follow already has (restored): it keeps its original span
             log.info("command %s is already being followed; not following it twice", command.command_id)
             context.span.end()
-
-    def _final(self, event: BatchStateEvent, context: CommandContext | None) -> Outcome:
-        """What every final event of a followed command counts: its outcome, its latency, one fewer waiting."""
-        outcome = event.outcome
-        if outcome is None:  # the contract's validator makes every final event carry one
-            raise ValueError(f"event {event.event_id} is final without an outcome")
-        self._waiting -= 1
-        metrics.COMMANDS.labels(outcome.value).inc()
-        if context is not None:
-            metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
-        return outcome
-
-    def _track(self, sub: Subscriber, partition: int, batch_id: str) -> None:
-        """Metrics and the log line for a resumed command's final event."""
-        self._waiting += 1
-        context = sub.context
-        command_id = sub.command_id
-
-        def on_final(event: BatchStateEvent) -> None:
-            outcome = self._final(event, context)
-            log.info(
-                "command finished: %s (resumed)",
-                outcome.value,
-                extra={
-                    "command_id": command_id,
-                    "batch_id": batch_id,
-                    "partition": partition,
-                    **(context.log_ids if context is not None else {}),
-                },
-            )
-
-        sub.on_final = on_final
-
-    def _follow_for(self, partition: int, command: CancelCommand) -> Follow:
-        key = (partition, command.key)
-        current = self._follows.get(key)
-        if current is not None and current.active:
-            return current
-        follow = Follow(
-            self._providers[command.provider],
-            command,
-            publish=self._publish,
-            persist=self._persist_to(partition),
-            policy=self._policy,
-            scheduler=self._scheduler_for(command.provider, command.account),
-            writes=self._writes,
-            after=current if current is not None and current.pending_write else None,
-            on_end=self._ended,
-        )
-        self._adopt(partition, follow)
-        return follow
-
-    def _scheduler_for(self, provider: str, account: str) -> PollScheduler:
-        scheduler = self._schedulers.get((provider, account))
-        if scheduler is None:
-            runners = self._runners_for(provider, account)
-            scheduler = self._schedulers[provider, account] = PollScheduler(f"{provider}/{account}", runners)
-        return scheduler
-
-    def schedulers(self) -> Mapping[tuple[str, str], PollScheduler]:
-        return self._schedulers
-
-    def _adopt(self, partition: int, follow: Follow) -> None:
-        self._follows[partition, follow.key] = follow
-        self._partition_of[follow] = partition
-        follow.start()
-
-    def _ended(self, follow: Follow) -> None:
-        """A follow is over: forget it once its tombstone is written (a newcomer's first record waits for it)."""
-        partition = self._partition_of.pop(follow, None)
-        if partition is None:
-            return
-        key = (partition, follow.key)
-
-        def forget() -> None:
-            if self._follows.get(key) is follow:
-                del self._follows[key]
-
-        follow.when_written(forget)
-
-    def _persist_to(self, partition: int) -> Persist:
-        """One writer function per partition, shared by its follows."""
-        persist = self._persists.get(partition)
-        if persist is None:
-            states = self._states
-
-            async def persist(key: str, state: FollowState | None) -> None:
-                await states.write(partition, key, state)
-
-            self._persists[partition] = persist
-        return persist
-
-    async def _publish(self, sub: Subscriber, event: BatchStateEvent) -> None:
-        ctx = sub.context
-        await self._sink.publish(event, ctx)
-        if ctx is not None and ctx.first_event_at is None:
-            ctx.first_event_at = time.time()
-            metrics.CANCEL_ACCEPTED_SECONDS.observe(max(0.0, ctx.first_event_at - ctx.produced_at))
 
     # --- invalid input --------------------------------------------------------------------------------------
     async def _park(self, record: Record, offsets: Done, error: Exception, context: CommandContext) -> None:
@@ -438,6 +216,7 @@ class Dispatcher:
                 DeadLetterReason.SCHEMA_VIOLATION,
                 f"{command.kind} commands are not enabled on this worker",
                 command_id=command.command_id,
+                partial=_partial(command),
             )
         self._selectors.check(command)
         if context.span.is_recording():

@@ -59,8 +59,15 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Wait before retry number ``attempt`` (1-based): uniform between the floor and a doubling ceiling."""
-        ceiling = min(self.wait_max_s, self.wait_first_s * 2 ** min(attempt - 1, 30))
-        return random.uniform(min(self.wait_min_s, ceiling), ceiling)
+        return _backoff(attempt, self.wait_first_s, self.wait_max_s, floor_s=self.wait_min_s)
+
+
+def _backoff(attempt: int, first_s: float, max_s: float, *, floor_s: float = 0.0, floor_share: float = 0.0) -> float:
+    """The one backoff: before retry ``attempt`` (1-based), a ceiling doubling from ``first_s`` up to ``max_s``,
+    and a wait drawn uniformly below it (full jitter), no lower than ``floor_s`` (capped by the ceiling) nor
+    than ``floor_share`` of the ceiling."""
+    ceiling = min(max_s, first_s * 2 ** min(attempt - 1, 30))
+    return random.uniform(max(min(floor_s, ceiling), ceiling * floor_share), ceiling)
 
 
 @dataclass(frozen=True)
@@ -112,13 +119,33 @@ def _stop(policy: RetryPolicy) -> tenacity.stop.stop_base:
     return tenacity.stop_before_delay(policy.budget_s)
 
 
-def _cause(state: tenacity.RetryCallState) -> str:
-    return _cause_of(state.outcome) if state.outcome is not None else "unknown"
+def _cause(outcome: tenacity.Future | None) -> str:
+    """An attempt's error, for a log line (its message: the errors' own messages carry no secret)."""
+    exc = outcome.exception() if outcome is not None else None
+    return str(exc) if exc is not None else "unknown"
 
 
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
+
+
+async def _retrying(fn: Callable[[], Awaitable[T]], first_error: BaseException, retrying: tenacity.AsyncRetrying) -> T:
+    """The one path after a bare first attempt failed with ``first_error``.
+
+    Both entry points run the first attempt without tenacity: nearly every call succeeds at once, and
+    building tenacity's machinery per call is measurable CPU (the profile in docs/benchmarks.md). The error
+    is then handed to tenacity as its attempt 1 (raised again, not sent again), so attempt numbers, waits,
+    logs and a time budget's clock count from the real first attempt.
+    """
+    pending = [first_error]
+
+    async def attempt() -> T:  # tenacity calls, without awaiting, anything not defined with ``async def``
+        if pending:
+            raise pending.pop()
+        return await fn()
+
+    return await retrying(attempt)
 
 
 async def call_with_retry(
@@ -133,20 +160,12 @@ async def call_with_retry(
     ``what`` names the call in log lines (provider, operation, batch id — never a key or a URL with a secret).
     ``on_retry(attempt, error, wait_s)`` is told of every retry (metrics and span events hang off it).
 
-    The first attempt runs bare: nearly every call succeeds at once, and building tenacity's machinery per
-    call is measurable CPU (the profile in docs/benchmarks.md). A first ``Retryable`` is handed to tenacity as its
-    attempt 1 (re-raised, not re-sent), so numbering, waits, logs and the budget's clock behave as before —
-    the budget starts counting when that first attempt failed.
+    The first attempt runs bare (``_retrying``); the budget starts counting when it failed.
     """
     try:
         return await fn()
     except Retryable as exc:
-        first: list[Retryable] = [exc]
-
-    async def attempt() -> T:
-        if first:
-            raise first.pop()
-        return await fn()
+        first_error = exc
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         wait = state.next_action.sleep if state.next_action is not None else 0.0
@@ -156,9 +175,9 @@ async def call_with_retry(
             "%s: attempt %d failed (%s); retrying in %.2fs",
             what,
             state.attempt_number,
-            _cause(state),
+            _cause(state.outcome),
             wait,
-            extra={"retry_what": what, "attempt": state.attempt_number, "cause": _cause(state), "wait_s": wait},
+            extra={"retry_what": what, "attempt": state.attempt_number, "cause": _cause(state.outcome), "wait_s": wait},
         )
 
     retrying = tenacity.AsyncRetrying(
@@ -170,10 +189,10 @@ async def call_with_retry(
         reraise=False,
     )
     try:
-        return await retrying(attempt)
+        return await _retrying(fn, first_error, retrying)
     except tenacity.RetryError as exc:
         last = exc.last_attempt
-        cause = _cause_of(last)
+        cause = _cause(last)
         log.warning(
             "%s: giving up after %d attempt(s): %s",
             what,
@@ -182,11 +201,6 @@ async def call_with_retry(
             extra={"retry_what": what, "attempt": last.attempt_number, "cause": cause},
         )
         raise GaveUp(cause, last.attempt_number) from last.exception()
-
-
-def _cause_of(future: tenacity.Future) -> str:
-    exc = future.exception()
-    return str(exc) if exc is not None else "unknown"
 
 
 async def retry_until_done(
@@ -209,39 +223,28 @@ async def retry_until_done(
     Provider calls, which have a time budget and ``Retry-After``, use ``call_with_retry`` instead.
     """
     try:
-        # The common case runs bare: building tenacity's machinery per call is measurable CPU
-        # (docs/benchmarks.md), and this runs for every record the worker publishes.
-        return await fn()
+        return await fn()  # bare, as every record the worker publishes runs this (see ``_retrying``)
     except Exception as exc:
         if not retry_if(exc):
             raise
         first_error = exc
 
-    def wait(attempt: int) -> float:
+    def wait(state: tenacity.RetryCallState) -> float:
         if _testing is not None:
             return 0.0
-        ceiling = min(wait_max_s, wait_first_s * 2 ** min(attempt - 1, 30))
-        return random.uniform(ceiling / 2, ceiling)
+        return _backoff(state.attempt_number, wait_first_s, wait_max_s, floor_share=0.5)
 
-    first_wait = wait(1)
-    on_retry(1, first_error, first_wait)
-    await asyncio.sleep(first_wait)
-
-    # Attempt 1 ran above; tenacity counts its own attempts from 1, so its attempt n is our attempt n + 1.
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         sleep = state.next_action.sleep if state.next_action is not None else 0.0
-        on_retry(state.attempt_number + 1, error or RuntimeError("unknown"), sleep)
-
-    async def attempt() -> T:  # tenacity calls, without awaiting, anything not defined with ``async def``
-        return await fn()
+        on_retry(state.attempt_number, error or RuntimeError("unknown"), sleep)
 
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(retry_if),
-        wait=lambda state: wait(state.attempt_number + 1),
+        wait=wait,
         stop=tenacity.stop_never,
         before_sleep=before_sleep,
         sleep=asyncio.sleep,  # a zero wait still yields: a loop that never awaits would starve every other task
         reraise=True,
     )
-    return await retrying(attempt)
+    return await _retrying(fn, first_error, retrying)

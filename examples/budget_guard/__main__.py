@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 
 from examples.budget_guard.ledger import Ledger
 from examples.budget_guard.service import GuardConfig, run
+from worker.publisher import DEFAULT_COMMANDS_TOPIC as COMMANDS_TOPIC
 
 
 def _team_budget(text: str) -> tuple[str, Decimal]:
@@ -27,7 +28,7 @@ def _team_budget(text: str) -> tuple[str, Decimal]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.budget_guard", description=__doc__)
     parser.add_argument("--bootstrap-servers", default=os.environ.get("BCW_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    parser.add_argument("--commands-topic", default=os.environ.get("BCW_COMMANDS_TOPIC", "batch-cancel.commands"))
+    parser.add_argument("--commands-topic", default=os.environ.get("BCW_COMMANDS_TOPIC", COMMANDS_TOPIC))
     parser.add_argument("--spend-topic", default="spend")
     parser.add_argument("--budget-usd", type=Decimal, help="budget of every team without its own --team-budget")
     parser.add_argument("--team-budget", type=_team_budget, action="append", default=[], metavar="TEAM=USD")

@@ -1,4 +1,4 @@
-"""The guard's loop: read spend records, ask the ledger, publish cancel commands through ``worker.client``.
+"""The guard's loop: read spend records, ask the ledger, publish cancel commands through ``worker.publisher``.
 
 The spend topic is read without a consumer group from the earliest offset, so a restarted guard rebuilds
 its totals from history instead of starting every team at zero; command ids are derived from team and
@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
 from examples.budget_guard.ledger import BatchRef, Ledger, SpendEvent
-from worker.client import publish_cancel
+from worker.publisher import publish_cancel
 
 __all__ = ["GuardConfig", "command_id_for", "run"]
 

@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.events import EventLog
 from tests.support.stack import Stack, StackFactory
-from worker.client import EventFollower, publish_cancel, publish_cancel_sync, wait_for_outcome
+from worker.publisher import EventFollower, publish_cancel, publish_cancel_sync, wait_for_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("batch-cancel")

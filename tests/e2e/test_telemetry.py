@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from tests.support.events import EventLog, publish_commands
 from tests.support.stack import StackFactory
-from worker import metrics
-from worker.health import HealthServer
+from worker.telemetry import metrics
+from worker.telemetry.health import HealthServer
 
 CONSUMER, CLIENT = 5, 3  # OTLP span kinds
 

@@ -21,6 +21,7 @@ from devstack.worker_process import WorkerProcess
 from tests.reliability.checker import Row, check
 from tests.support.events import EventLog
 from tests.support.stack import Stack, wait_committed
+from worker.contract import batch_key
 
 __all__ = [
     "Sent",
@@ -60,7 +61,7 @@ def command(provider: str, batch_id: str, **fields: Any) -> tuple[str, bytes, by
     """A valid command: its id, its value and the recommended key."""
     cid = f"rel-{uuid.uuid4()}"
     body = {"command_id": cid, "provider": provider, "batch_id": batch_id, **fields}
-    key = f"{provider}/{fields.get('account', 'default')}/{batch_id}".encode()
+    key = batch_key(provider, fields.get("account", "default"), batch_id).encode()
     return cid, json.dumps(body).encode(), key
 
 

@@ -14,6 +14,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from worker.contract import batch_key
+
 __all__ = ["EventLog", "Published", "committed_vs_end", "publish_commands"]
 
 
@@ -110,7 +112,9 @@ async def publish_commands(
                 continue
             cmd = {"command_id": str(uuid.uuid4()), **c}
             ids.append(cmd["command_id"])
-            key = f"{cmd.get('provider')}/{cmd.get('account', 'default')}/{cmd.get('batch_id')}".encode()
+            key = batch_key(
+                str(cmd.get("provider")), str(cmd.get("account", "default")), str(cmd.get("batch_id"))
+            ).encode()
             futures.append(await producer.send(topic, json.dumps(cmd).encode(), key=key, headers=headers or []))
         await asyncio.gather(*futures)
     finally:

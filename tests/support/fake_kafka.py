@@ -128,12 +128,13 @@ class FakeCommands:
     """The dispatcher's side: a ``CommandSink`` and ``FollowOwner`` that only keeps what it is told."""
 
     in_flight: int = 0
-    intake: int = 0
+    dead_lettering: int = 0
     following: int = 0
     submitted: list[tuple[Record, PartitionOffsets]] = field(default_factory=list)
     resumed: dict[int, list[FollowState | KillState]] = field(default_factory=dict)
     stopped: list[list[int]] = field(default_factory=list)
     closed: list[float] = field(default_factory=list)
+    intake_stopped: list[list[int] | None] = field(default_factory=list)
     closing: asyncio.Event | None = None  # when set to an unset Event, ``close(grace > 0)`` waits for it
 
     def submit(self, record: Record, offsets: PartitionOffsets) -> None:
@@ -147,6 +148,9 @@ class FakeCommands:
 
     def offsets_submitted(self, partition: int) -> list[int]:
         return [r.offset for r, _ in self.submitted if r.partition == partition]
+
+    async def stop_intake(self, partitions: Sequence[int] | None = None) -> None:
+        self.intake_stopped.append(None if partitions is None else list(partitions))
 
     def resume(self, partition: int, states: Iterable[FollowState | KillState]) -> int:
         self.resumed[partition] = list(states)

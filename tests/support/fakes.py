@@ -16,7 +16,7 @@ from typing import Any
 from worker.budget import Priority
 from worker.contract import BatchSnapshot, BatchStateEvent, BatchStatus, DeadLetterReason, FollowState
 from worker.dispatch import Dispatcher
-from worker.follow import FollowPolicy
+from worker.follow import FollowPolicy, Follows
 from worker.kafka.offsets import PartitionOffsets
 from worker.providers import CancelResult
 
@@ -104,10 +104,19 @@ class States:
         return [s for _, k, s in self.writes if k == key][-1]
 
 
-def make(provider: FakeProvider, sink: Sink, states: States | None = None, policy: FollowPolicy = FAST) -> Dispatcher:
-    return Dispatcher(
-        {"p": provider}, {"p": frozenset({"default"})}, sink, states or States(), policy, max_command_bytes=65536
-    )
+def make(
+    provider: FakeProvider,
+    sink: Sink,
+    states: States | None = None,
+    policy: FollowPolicy = FAST,
+    *,
+    accounts: frozenset[str] = frozenset({"default"}),
+    verifier: Any = None,
+) -> Dispatcher:
+    """A dispatcher for provider ``p`` and its ``Follows`` (``d.follows``), wired as app.py wires them."""
+    providers, allowed = {"p": provider}, {"p": accounts}
+    follows = Follows(providers, allowed, sink, states or States(), policy)
+    return Dispatcher(providers, allowed, sink, follows, max_command_bytes=65536, verifier=verifier)
 
 
 def submit_all(d: Dispatcher, records: list[Rec]) -> PartitionOffsets:

@@ -1,7 +1,7 @@
 """The public contract: cancel command in, batch-state events out, dead letters aside.
 
 These pydantic models are the single source of truth; ``schemas/*.schema.json`` are generated from them
-(``python -m worker.schemagen``) so that publishers in any language can validate without reading Python.
+(``python -m worker.contract.schemagen``) so that publishers in any language can validate without reading Python.
 
 Design choices that a publisher will notice:
 

@@ -250,7 +250,7 @@ def failure_event(
     """The final event of a command that did not end in a batch state: rejected, gave_up or invalid."""
     if outcome not in FAILURE_OUTCOMES:
         raise ValueError(f"{outcome} is not a failure outcome")
-    key = None if None in (provider, account, batch_id) else f"{provider}/{account}/{batch_id}"
+    key = None if provider is None or account is None or batch_id is None else batch_key(provider, account, batch_id)
     return BatchStateEvent(
         event_id=_event_id(command_id, key, f"final\x1f{outcome}"),
         command_id=command_id,

@@ -26,19 +26,19 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CoordinatorNotAvailableError, KafkaError
 
-from worker import metrics
 from worker.config import Settings
 from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.offsets import PartitionOffsets
 from worker.kafka.seams import CommandSink, ConsumerClient, FollowOwner, FollowReader
 from worker.retry import retry_until_done
+from worker.telemetry import metrics
 
 __all__ = ["CommandConsumer", "kafka_consumer"]
 
 log = logging.getLogger("worker.kafka.consumer")
 
-#: Records being decoded and joined at once, at most (see ``_apply_backpressure``).
-MAX_INTAKE = 2_000
+#: Records being dead-lettered at once, at most (each is a task; see ``_apply_backpressure``).
+MAX_DEAD_LETTERING = 2_000
 #: Resume intake once in-flight work falls below this share of ``max_in_flight``.
 RESUME_RATIO = 0.9
 #: At shutdown a commit gets this long; what it cannot commit is redelivered to the next owner.
@@ -131,6 +131,7 @@ class CommandConsumer:
                 await committer
             for task in self._restores:
                 task.cancel()
+            await self._sink.stop_intake()  # again for the error path (``_hand_over`` did it on a normal stop)
             await self._follows.close()
             await self._final_commit()
             await self._stop_consumer()
@@ -156,9 +157,10 @@ class CommandConsumer:
     def _apply_backpressure(self) -> None:
         in_flight = self._sink.in_flight
         limit = self._settings.max_in_flight
-        # Records handed over but not yet decoded and joined are tasks; a burst of 100,000 would be 100,000
-        # tasks at once. Taking in at most MAX_INTAKE at a time costs nothing in latency (they finish in ms).
-        if self._sink.intake >= MAX_INTAKE:
+        # A valid command is joined within ``submit``; a record being dead-lettered is a task, and a burst of
+        # 100,000 bad records would be 100,000 tasks at once. Taking in while at most MAX_DEAD_LETTERING are
+        # in progress costs nothing in latency (they finish in ms).
+        if self._sink.dead_lettering >= MAX_DEAD_LETTERING:
             in_flight = max(in_flight, limit)
         if not self._paused and in_flight >= limit:
             self._consumer.pause(*self._partitions)
@@ -183,6 +185,7 @@ class CommandConsumer:
         )
         keepalive = asyncio.create_task(self._poll_while_draining(), name="drain poll")
         try:
+            await self._sink.stop_intake()
             await self._follows.close(self._settings.shutdown_grace_s)
             await self._final_commit()
         finally:
@@ -238,7 +241,9 @@ class CommandConsumer:
         for task in list(self._restores):
             task.cancel()
         await asyncio.gather(*self._restores, return_exceptions=True)
-        await self._follows.stop_partitions(sorted(tp.partition for tp in revoked), self._settings.shutdown_grace_s)
+        numbers = sorted(tp.partition for tp in revoked)
+        await self._sink.stop_intake(numbers)
+        await self._follows.stop_partitions(numbers, self._settings.shutdown_grace_s)
         await self._commit(only=revoked)
         self._restoring -= revoked
         if self._restoring:  # kept partitions whose restore was interrupted above: read them again

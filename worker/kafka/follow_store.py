@@ -26,11 +26,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import ValidationError
 
-from worker import metrics
 from worker.config import ConfigError, Settings
 from worker.contract import FollowState, KillState, decode_kept, encode_follow_state, encode_kill_state
 from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.producer import EventProducer
+from worker.telemetry import metrics
 
 __all__ = ["FollowStore", "check_topics", "read_follows"]
 

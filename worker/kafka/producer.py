@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError, TopicAuthorizationFailedError
 
-from worker import metrics
 from worker.config import Settings
 from worker.contract import (
     BatchStateEvent,
@@ -35,6 +34,7 @@ from worker.contract import (
 from worker.kafka.connection import client_kwargs
 from worker.record import Record
 from worker.retry import retry_until_done
+from worker.telemetry import metrics
 
 __all__ = ["EventProducer", "HeaderInjector"]
 

@@ -6,12 +6,14 @@ so its rules (back-pressure, revocation, drain, commit order) are unit-tested wi
 
 * ``ConsumerClient``: the part of aiokafka's ``AIOKafkaConsumer`` the loop calls (``consumer.kafka_consumer``
   builds the real one).
-* ``CommandSink``: where fetched records go, with the partition's ``PartitionOffsets`` on which the sink marks
-  each record done (``finished``) once its outcome is durable; it also says how much is in flight.
-* ``FollowOwner``: who keeps a partition's follows: resumes them on assignment, stops them on revocation.
+* ``CommandSink``: where fetched records go (the ``Dispatcher``), with the partition's ``PartitionOffsets`` on
+  which the sink marks each record done (``finished``) once its intent or its outcome is durable; it also says
+  how much is in flight.
+* ``FollowOwner``: who keeps a partition's follows (``worker.follow.Follows``): resumes them on assignment,
+  stops them on revocation.
 * ``FollowReader``: reads a partition's follows back from the follow-state topic (``FollowStore``).
 
-The worker passes its one ``Dispatcher`` as both sink and follow owner.
+The worker passes its ``Dispatcher`` as the sink and its ``Follows`` as the follow owner (app.py).
 """
 
 from __future__ import annotations
@@ -52,11 +54,16 @@ class CommandSink(Protocol):
         ...
 
     @property
-    def intake(self) -> int:
-        """Records handed over and not yet taken in (the dispatcher: those still being dead-lettered)."""
+    def dead_lettering(self) -> int:
+        """Records handed over and still being dead-lettered (a valid command is taken in within ``submit``)."""
         ...
 
     def submit(self, record: Record, offsets: PartitionOffsets) -> None: ...
+
+    async def stop_intake(self, partitions: Sequence[int] | None = None) -> None:
+        """Revocation (these partitions) or shutdown (``None``, all): records still being dead-lettered stop
+        and stay uncommitted; the next owner takes them in again."""
+        ...
 
 
 class FollowOwner(Protocol):

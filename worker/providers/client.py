@@ -19,7 +19,6 @@ from urllib.parse import quote
 import httpx
 from opentelemetry.trace import SpanKind
 
-from worker import metrics
 from worker.budget import AccountGate, Priority
 from worker.contract import BATCH_ID_PATTERN, BatchSnapshot, BatchStatus
 from worker.errors import AlreadyTerminal, Rejected, Retryable
@@ -28,7 +27,7 @@ from worker.providers.base import Dialect, Op, decode_body
 from worker.providers.headers import parse_quota
 from worker.providers.listing import ListFilter, ListPage, Query, checked_cursor
 from worker.retry import RetryPolicy, call_with_retry
-from worker.telemetry import TRACER, exporting
+from worker.telemetry import TRACER, exporting, metrics
 
 __all__ = ["CancelResult", "ProviderClient"]
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from worker import metrics
 from worker.contract import FailureDetail, KillState, SelectorCommand, SelectorEvent, SelectorOutcome
 from worker.sweep.expand import CommandSink
 from worker.sweep.listing import Lister
 from worker.sweep.runner import SelectorSink, SweepReport, final_event, run_sweep
+from worker.telemetry import metrics
 
 __all__ = ["KillStore", "StandingKill"]
 

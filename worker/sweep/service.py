@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from worker import metrics
 from worker.contract import (
     DeadLetterReason,
     FailureDetail,
@@ -39,6 +38,7 @@ from worker.sweep.expand import CommandSink
 from worker.sweep.kill import KillStore, StandingKill
 from worker.sweep.listing import Lister
 from worker.sweep.runner import SelectorSink, SweepReport, final_event, run_sweep
+from worker.telemetry import metrics
 
 __all__ = ["ListingClient", "Selectors"]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from worker import metrics
+from worker.telemetry import metrics
 
 __all__ = ["HealthServer"]
 

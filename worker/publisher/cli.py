@@ -40,23 +40,25 @@ from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from worker.client import (
+from worker.config import ConfigError, Settings
+from worker.contract import InvalidCommand
+from worker.contract.topics import FOLLOWS_TOPIC
+from worker.kafka.connection import security_kwargs
+from worker.publisher.client import (
     DEFAULT_COMMANDS_TOPIC,
     DEFAULT_EVENTS_TOPIC,
     EventFollower,
     OutcomeTimeout,
     build_command,
+    parse_event,
     publish_cancel,
 )
-from worker.config import ConfigError, Settings
-from worker.contract import InvalidCommand
-from worker.follows_cli import format_follows, live_follows
-from worker.kafka.connection import security_kwargs
+from worker.publisher.follows import format_follows, live_follows
 from worker.validation import explain
 
 __all__ = ["EXIT_CODES", "exit_code", "format_event", "main"]
 
-DEFAULT_FOLLOWS_TOPIC = "batch-cancel.follows"
+DEFAULT_FOLLOWS_TOPIC = FOLLOWS_TOPIC
 EXIT_OK, EXIT_KAFKA, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 6, 130
 #: Final outcome -> exit code; every outcome not listed means the batch is no longer running (0).
 EXIT_CODES = {"rejected": 3, "gave_up": 4, "invalid": 5}
@@ -228,18 +230,10 @@ async def _watch(args: argparse.Namespace) -> int:
             _say(f"{'time':<12}  {'status':<18}  {'provider/account/batch_id'}  command_id")
         while True:
             for _, value in await follower.records(1000):
-                event = _decode(value)
+                event = parse_event(value)
                 if event is None or not _matches(event, args):
                     continue
                 _say(json.dumps(event, separators=(",", ":")) if args.json else format_event(event))
-
-
-def _decode(value: bytes | None) -> dict[str, Any] | None:
-    try:
-        event = json.loads(value) if value else None
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
 
 
 def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:

@@ -1,4 +1,4 @@
-"""Write ``schemas/*.schema.json`` from the contract models: ``python -m worker.schemagen [--check] [DIR]``.
+"""Write ``schemas/*.schema.json`` from the contract models: ``python -m worker.contract.schemagen [--check] [DIR]``.
 
 The JSON Schemas are generated, never edited, so they cannot drift from what the worker enforces; the
 files are still committed, because publishers in Go or Node read them without running Python.
@@ -29,7 +29,7 @@ from worker.contract import (
 __all__ = ["SCHEMAS", "main", "render"]
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 #: file name -> (model, mode). Commands are described as the worker *reads* them (defaults optional),
 #: events as it *writes* them (every field present).
@@ -54,7 +54,7 @@ def render() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.schemagen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m worker.contract.schemagen", description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", type=Path, default=SCHEMA_DIR)
     parser.add_argument("--check", action="store_true", help="report drift instead of writing")
     args = parser.parse_args(argv)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
     if args.check and stale:
-        print(f"out of date (run python -m worker.schemagen): {', '.join(stale)}", file=sys.stderr)
+        print(f"out of date (run python -m worker.contract.schemagen): {', '.join(stale)}", file=sys.stderr)
         return 1
     for name in stale if not args.check else ():
         print(f"wrote {args.directory / name}")

@@ -31,6 +31,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
 from worker.contract import CancelCommand, batch_key, decode_command
+from worker.contract.topics import COMMANDS_TOPIC, EVENTS_TOPIC
 from worker.kafka.connection import stop_client
 from worker.signing import sign
 
@@ -41,14 +42,15 @@ __all__ = [
     "OutcomeTimeout",
     "build_command",
     "encode_command",
+    "parse_event",
     "publish_cancel",
     "publish_cancel_sync",
     "trace_headers",
     "wait_for_outcome",
 ]
 
-DEFAULT_COMMANDS_TOPIC = "batch-cancel.commands"
-DEFAULT_EVENTS_TOPIC = "batch-cancel.events"
+DEFAULT_COMMANDS_TOPIC = COMMANDS_TOPIC
+DEFAULT_EVENTS_TOPIC = EVENTS_TOPIC
 #: The worker's default ``BCW_MAX_COMMAND_BYTES``; a bigger command would be dead-lettered as ``too_large``.
 MAX_COMMAND_BYTES = 64 * 1024
 #: ``wait_for_outcome`` without ``since`` looks back this far, covering clock skew and a slow caller.
@@ -248,7 +250,7 @@ class EventFollower:
                 header_id = headers.get("ce_commandid")
                 if header_id is not None and header_id != wanted:
                     continue  # most events belong to other commands: skip them without parsing
-                event = _parse(value)
+                event = parse_event(value)
                 if event is None or event.get("command_id") != command_id or event.get("event_id") in seen:
                     continue
                 seen.add(str(event.get("event_id")))
@@ -260,7 +262,8 @@ class EventFollower:
         raise OutcomeTimeout(command_id, timeout, last)
 
 
-def _parse(value: bytes | None) -> dict[str, Any] | None:
+def parse_event(value: bytes | None) -> dict[str, Any] | None:
+    """One record of the events topic as a JSON object; ``None`` for anything else (the topic is shared)."""
     try:
         event = json.loads(value) if value else None
     except ValueError:

@@ -1,27 +1,14 @@
-"""Cancel one batch and follow it to a terminal state, reporting to every command that asked, durably.
+"""Cancel one batch and follow it to a terminal state, reporting to every command that asked.
 
 One ``Follow`` exists per batch and commands partition in a process. Commands naming the same batch join it
 instead of each cancelling and polling on their own: the provider sees one cancel and one poll stream however
 many times a budget guard fires. Each subscriber still gets its own events (its ``command_id``, its own
-``previous_status``) and exactly one final event, delivered through the ``publish`` callback.
+``previous_status``) and exactly one final event, delivered through ``FollowServices.publish``.
 
-Durability. After every change a follow hands its state (``FollowState``) to ``persist``, which writes it to
-the follow-state topic; a waiting command's offset is released (may be committed) once a state naming it is
-acknowledged, or once its final event is published, whichever comes first. While the cancel is not
-answered, a command's entry (the follow's intent) waits for the answer, up to ``FollowPolicy.intent_delay``:
-written before the answer, it would say only "not accepted yet", on which a new owner cancels again exactly
-as it does for a redelivered command, so it saves nothing on a crash and costs a write per command. A
-cancel waiting for the budget or a slow provider gets its intent written when the delay runs out, so
-commits keep moving; a follow that ends before anything was written (the batch was already finished)
-writes neither state nor tombstone.
-A follow restored from that state on another worker (``Follow.restored``) does not cancel again when the
-cancel was accepted, and tells each command only what it was not told yet. Writes are coalesced: while one
-is in flight, later changes wait and go out together as the newest state, so a follow has at most one write
-on the wire.
-
-Order matters, and is what the crash windows in docs/durable-follows.md rest on: an event is published
-before the state that says it was told, and the state is written before the tombstone; so a crash between
-the two repeats the event (with the same ``event_id``), never loses it.
+A follow is durable: after every change it writes its state to the follow-state topic (``Durable``, its base
+class in durable.py, which says when and in what order). A follow restored from that state on another worker
+(``Follow.restored``) does not cancel again when the cancel was accepted, and tells each command only what it
+was not told yet.
 
 A follow is not a task. Its cancel runs once as a short task; between polls it is an entry in its
 account's ``PollScheduler``, which calls ``poll`` when it is due and the account's budget allows. Polling is
@@ -35,10 +22,8 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 
@@ -58,127 +43,29 @@ from worker.contract import (
     observed_event,
 )
 from worker.errors import GaveUp, Rejected
+from worker.follow.durable import Durable
+from worker.follow.policy import next_interval
+from worker.follow.services import FollowServices
+from worker.follow.subscriber import CommandHandle, Subscriber
 from worker.telemetry import CommandContext
 
-__all__ = [
-    "Follow",
-    "FollowPolicy",
-    "Persist",
-    "Publish",
-    "StateWrites",
-    "Subscriber",
-    "next_interval",
-]
+__all__ = ["Follow"]
 
 log = logging.getLogger("worker.follow")
-
-
-class Provider(Protocol):
-    """What following needs from a provider client (``worker.providers.ProviderClient`` in production)."""
-
-    async def cancel(self, account: str, batch_id: str) -> Any: ...
-    async def retrieve(self, account: str, batch_id: str, *, priority: Priority = ...) -> BatchSnapshot: ...
-
-
-class Writes(Protocol):
-    """Who writes follows' states (``StateWrites``)."""
-
-    def enqueue(self, follow: Follow) -> None: ...
-
-
-class Scheduler(Protocol):
-    """When polls happen (``worker.scheduler.PollScheduler``)."""
-
-    def schedule(self, follow: Any, delay: float, *, urgent: bool = False, cancel: bool = False) -> None: ...
-    def unschedule(self, follow: Any) -> None: ...
-
-
-@dataclass(frozen=True)
-class FollowPolicy:
-    initial_interval: float = 1.0
-    max_interval: float = 30.0
-    backoff: float = 1.5
-    max_follow: float = 24 * 3600.0
-    #: A new follow's intent waits this long for the cancel's answer, so that the one state written says
-    #: whether the cancel was accepted (0: write the intent at once). See "Durability" above.
-    intent_delay: float = 1.0
-
-
-def next_interval(current: float, changed: bool, policy: FollowPolicy) -> float:
-    """Back to the fast interval after a change, otherwise a little slower, never above the cap."""
-    if changed:
-        return policy.initial_interval
-    return min(current * policy.backoff, policy.max_interval)
-
-
-def _noop() -> None:
-    return None
-
-
-@dataclass(eq=False, slots=True)
-class Subscriber:
-    """One command waiting on a batch: its own deadline (wall clock), last status told and final event.
-
-    ``release`` is called once, when the command's offset may be committed: its intent is durable or its
-    final event is published. ``on_final`` is called once with that final event (log line, metrics).
-    Only the command's id and ``follow`` flag are kept: the batch is the follow's, and a process may hold
-    100,000 of these.
-    """
-
-    command_id: str
-    follow: bool = True
-    context: CommandContext | None = None  # its trace context (the events continue it) and Kafka timestamp
-    deadline: float = float("inf")  # Unix seconds
-    last_status: BatchStatus | None = None
-    release: Callable[[], None] = _noop
-    on_final: Callable[[BatchStateEvent], None] | None = None
-    in_record: bool = False  # counted in the follow-state record (at most MAX_WAITING are)
-    durable: bool = False
-    final: BatchStateEvent | None = None
-    _released: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.final is not None
-
-    def release_once(self) -> None:
-        if not self._released:
-            self._released = True
-            self.release()
-
-
-Publish = Callable[[Subscriber, BatchStateEvent], Awaitable[None]]
-#: Write the follow's state (``None``: a tombstone) to its partition; returns once it is durable.
-Persist = Callable[[str, FollowState | None], Awaitable[None]]
 
 
 def _utc(seconds: float) -> datetime | None:
     return None if seconds == float("inf") else datetime.fromtimestamp(seconds, UTC)
 
 
-class Follow:
+class Follow(Durable):
     """The single cancel + follow of one batch, broadcasting to its subscribers until none is left."""
 
-    # A process holds up to 100,000 of these: no per-instance dict.
+    # A process holds up to 100,000 of these: no per-instance dict (the write machine's slots are Durable's).
     __slots__ = (
-        "_after",
         "_confirming",
-        "_dirty",
         "_ended",
-        "_intent_timer",
         "_interval",
-        "_on_end",
-        "_on_written",
-        "_persist",
-        "_policy",
-        "_provider",
-        "_publish",
-        "_queued",
-        "_recorded",
-        "_scheduler",
-        "_then",
-        "_writes",
-        "_writing",
         "account",
         "already_terminal",
         "batch_id",
@@ -194,27 +81,12 @@ class Follow:
         "ticket",
     )
 
-    def __init__(
-        self,
-        provider: Provider,
-        command: CancelCommand,
-        *,
-        publish: Publish,
-        persist: Persist,
-        policy: FollowPolicy,
-        scheduler: Scheduler,
-        writes: Writes,
-        after: Follow | None = None,
-        on_end: Callable[[Follow], None] | None = None,
-    ) -> None:
-        self._provider = provider
+    def __init__(self, services: FollowServices, command: CancelCommand, *, after: Follow | None = None) -> None:
+        super().__init__(services, after)
         self.provider_name = command.provider
         self.account = command.account
         self.batch_id = command.batch_id
         self.key = command.key
-        self._publish = publish
-        self._persist = persist
-        self._policy = policy
         self.subscribers: list[Subscriber] = []
         self.last_status: BatchStatus | None = None
         self.provider_status: str | None = None
@@ -223,61 +95,37 @@ class Follow:
         self.since = time.time()
         self.stopping = False
         self.busy = False  # a cancel or a poll is on the wire
-        self.ticket = 0  # the scheduler's
-        self._scheduler = scheduler
-        self._on_end = on_end
-        self._interval = policy.initial_interval
+        self.ticket = 0  # the scheduler's: which of its heap entries for this follow is current
+        self._interval = services.policy.initial_interval
         self._confirming = False
-        self._writes = writes
-        self._dirty = False
-        self._queued = False
-        self._writing = False
-        self._after = after  # the previous follow of this key: its last write lands before our first
-        self._then: Follow | None = None  # the next follow of this key, waiting for our last write
-        self._on_written: Callable[[], None] | None = None
         self._ended = False
-        self._recorded = False  # a record of this follow may be on the topic: its end needs a tombstone
-        self._intent_timer: asyncio.TimerHandle | None = None
 
     # --- building ----------------------------------------------------------------------------------------
     @classmethod
     def restored(
         cls,
-        provider: Provider,
+        services: FollowServices,
         state: FollowState,
         *,
-        publish: Publish,
-        persist: Persist,
-        policy: FollowPolicy,
         context_of: Callable[[WaitingCommand], CommandContext],
-        cap: float,
-        scheduler: Scheduler,
-        writes: Writes,
-        on_end: Callable[[Follow], None] | None = None,
+        handle: CommandHandle,
     ) -> Follow:
-        """A follow resumed from its last durable state on a new owner: its commands' offsets are committed."""
+        """A follow resumed from its last durable state on a new owner: its commands' offsets are committed,
+        so each gets ``handle`` (nothing to release; its final event still counted)."""
         first = CancelCommand(
             command_id=state.waiting[0].command_id,
             provider=state.provider,
             account=state.account,
             batch_id=state.batch_id,
         )
-        follow = cls(
-            provider,
-            first,
-            publish=publish,
-            persist=persist,
-            policy=policy,
-            scheduler=scheduler,
-            writes=writes,
-            on_end=on_end,
-        )
+        follow = cls(services, first)
         follow.cancel_accepted = state.cancel_accepted
         follow.already_terminal = state.already_terminal
         follow.last_status = state.last_status
         follow.provider_status = state.provider_status
         follow.since = state.since.timestamp()
         follow._recorded = True
+        cap = services.policy.max_follow
         for w in state.waiting:
             deadline = w.deadline.timestamp() if w.deadline else follow.since + cap
             sub = Subscriber(
@@ -286,9 +134,10 @@ class Follow:
                 context=context_of(w),
                 deadline=deadline,
                 last_status=w.last_status,
+                handle=handle,
                 in_record=True,
                 durable=True,
-                _released=True,
+                released=True,
             )
             follow.subscribers.append(sub)
         return follow
@@ -328,95 +177,6 @@ class Follow:
             received_at=received_at,
         )
 
-    def changed(self) -> None:
-        """Something a new owner needs changed: write the newest state soon (one write in flight at most)."""
-        self._forget_intent()
-        self._dirty = True
-        self._queue_write()
-
-    def _intent_soon(self) -> None:
-        """A subscriber of a follow whose cancel is not answered yet: write it with the answer, or when
-        ``intent_delay`` runs out, whichever comes first.
-
-        A write already queued, or one owed after the write on the wire (``_dirty``), will include it. A write
-        on the wire does not (it was built before this subscriber came): that case needs the timer too.
-        """
-        delay = self._policy.intent_delay
-        if delay <= 0:
-            self.changed()
-        elif self._intent_timer is None and not self._dirty and not self._queued:
-            # A fresh context: the timer would otherwise carry this command's trace into the write for a second.
-            self._intent_timer = asyncio.get_running_loop().call_later(
-                delay, self._intent_due, context=contextvars.Context()
-            )
-
-    def _intent_due(self) -> None:
-        self._intent_timer = None
-        if self.active:
-            self.changed()
-
-    def _forget_intent(self) -> None:
-        if self._intent_timer is not None:
-            self._intent_timer.cancel()
-            self._intent_timer = None
-
-    @property
-    def pending_write(self) -> bool:
-        return self._dirty or self._queued or self._writing
-
-    def when_written(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once nothing is left to write (at once if nothing is)."""
-        if self.pending_write:
-            self._on_written = callback
-        else:
-            callback()
-
-    def _queue_write(self) -> None:
-        if not self._queued and not self._writing:
-            self._queued = True
-            self._writes.enqueue(self)
-
-    async def write_once(self) -> None:
-        """Write the newest state (called by ``StateWrites``); requeue if it changed meanwhile."""
-        self._queued = False
-        after = self._after
-        if after is not None:
-            if after.pending_write:  # the tombstone of this key's previous follow lands before our first record
-                after._then = self
-                return
-            self._after = None
-        if not self._dirty:
-            self._written()
-            return
-        self._dirty = False
-        state = self.state()
-        if state is None and not self._recorded:  # nothing of this follow was ever written: no tombstone
-            self._written()
-            return
-        self._writing = True
-        self._recorded = True  # before the write: a write that fails may still have landed
-        included = [s for s in self.subscribers if s.in_record and not s.done and not s.durable]
-        try:
-            await self._persist(self.key, state)
-        finally:
-            self._writing = False
-        faults.reached("state_written")
-        for sub in included:
-            sub.durable = True
-            sub.release_once()
-        if self._dirty:
-            self._queue_write()
-        else:
-            self._written()
-
-    def _written(self) -> None:
-        follower, self._then = self._then, None
-        if follower is not None:
-            follower._queue_write()
-        callback, self._on_written = self._on_written, None
-        if callback is not None:
-            callback()
-
     # --- subscribers --------------------------------------------------------------------------------------
     def join(self, sub: Subscriber) -> bool:
         """A command joins (True); a redelivered one (same ``command_id``) takes over its entry instead (False).
@@ -426,10 +186,7 @@ class Follow:
         """
         for known in self.subscribers:
             if known.command_id == sub.command_id and not known.done:
-                known.release = sub.release  # its offset is the redelivered record's now
-                known._released = False
-                if known.durable:
-                    known.release_once()
+                known.redelivered(sub.handle)  # its offset is the redelivered record's now
                 return False
         sub.in_record = sum(1 for s in self.subscribers if s.in_record and not s.done) < MAX_WAITING
         if not sub.in_record:
@@ -452,7 +209,7 @@ class Follow:
         """Handover or shutdown: the call on the wire finishes, nothing new starts; the next owner resumes."""
         self.stopping = True
         self._forget_intent()  # an unwritten intent's commands are redelivered to the next owner
-        self._scheduler.unschedule(self)
+        self._services.scheduler.unschedule(self)
 
     # --- the follow ---------------------------------------------------------------------------------------
     @property
@@ -465,9 +222,9 @@ class Follow:
         poll soon. A cancel waiting for the budget is a heap entry, not a task: 100,000 arriving at once
         cost no more than 100,000 follows."""
         if self.cancel_accepted:
-            self._scheduler.schedule(self, self._policy.initial_interval, urgent=True)
+            self._services.scheduler.schedule(self, self._services.policy.initial_interval, urgent=True)
         else:
-            self._scheduler.schedule(self, 0.0, cancel=True)
+            self._services.scheduler.schedule(self, 0.0, cancel=True)
 
     def _in_trace(self) -> contextvars.Token[otel_context.Context] | None:
         """Make the first waiting command's span current: the provider call's spans become its children."""
@@ -478,7 +235,7 @@ class Follow:
         self.busy = True
         token = self._in_trace()
         try:
-            result = await self._provider.cancel(self.account, self.batch_id)
+            result = await self._services.provider.cancel(self.account, self.batch_id)
             self.cancel_accepted = True
             self.already_terminal = bool(result.already_terminal)
             faults.reached("cancel_accepted")
@@ -492,14 +249,14 @@ class Follow:
             self.busy = False
             if token is not None:
                 otel_context.detach(token)
-        self._continue(self._policy.initial_interval, urgent=True)
+        self._continue(self._services.policy.initial_interval, urgent=True)
 
     async def poll(self) -> float | None:
         """One poll, for the scheduler: the seconds until the next one, or None when the follow is over."""
         if not self.active:
             return None
         if self.busy:  # a newcomer's urgent poll met one already on the wire: look again shortly
-            return self._policy.initial_interval
+            return self._services.policy.initial_interval
         if not self.cancel_accepted:
             await self._cancel()  # schedules the confirming poll itself
             return None
@@ -510,7 +267,7 @@ class Follow:
             await self._expire_subscribers()
             if self.live and not self.stopping:
                 priority = Priority.CONFIRM if self._confirming else Priority.POLL
-                snapshot = await self._provider.retrieve(self.account, self.batch_id, priority=priority)
+                snapshot = await self._services.provider.retrieve(self.account, self.batch_id, priority=priority)
                 self._confirming = False
                 changed = snapshot.status != self.last_status
                 await self._observe(snapshot)
@@ -529,7 +286,7 @@ class Follow:
         if not self.live:
             self._end()
             return None
-        self._interval = next_interval(self._interval, changed, self._policy)
+        self._interval = next_interval(self._interval, changed, self._services.policy)
         return self._until_next(self._interval)
 
     def _continue(self, delay: float, *, urgent: bool = False) -> None:
@@ -540,8 +297,8 @@ class Follow:
             self._end()
             return
         self._confirming = urgent
-        self._interval = self._policy.initial_interval
-        self._scheduler.schedule(self, self._until_next(delay), urgent=urgent)
+        self._interval = self._services.policy.initial_interval
+        self._services.scheduler.schedule(self, self._until_next(delay), urgent=urgent)
 
     def _until_next(self, interval: float) -> float:
         """The interval, but no later than the nearest subscriber deadline."""
@@ -552,10 +309,10 @@ class Follow:
         if self._ended or self.stopping:
             return
         self._ended = True
-        self._scheduler.unschedule(self)
+        self._services.scheduler.unschedule(self)
         self.changed()  # nobody waits any more: the tombstone
-        if self._on_end is not None:
-            self._on_end(self)
+        if self._services.owner is not None:
+            self._services.owner.ended(self)
 
     async def _failed(self, exc: Exception) -> None:
         """A provider's final answer (refused, retries exhausted) or a bug ends every waiting command."""
@@ -598,7 +355,7 @@ class Follow:
             final=final,
             already_terminal=self.already_terminal,
         )
-        await self._publish(sub, event)
+        await self._services.publish(sub, event)
         sub.last_status = snapshot.status
         if final:
             self._finish(sub, event)
@@ -612,8 +369,8 @@ class Follow:
         sub.final = event
         self.subscribers.remove(sub)  # the next state leaves it out; a long follow keeps no finished commands
         sub.release_once()
-        if sub.on_final is not None:
-            sub.on_final(event)
+        if self._services.owner is not None:
+            self._services.owner.finished(sub, event)
         if sub.in_record:
             self.changed()
         faults.reached("final_published")
@@ -645,43 +402,5 @@ class Follow:
             batch_id=self.batch_id,
             last_status=sub.last_status,
         )
-        await self._publish(sub, event)
+        await self._services.publish(sub, event)
         self._finish(sub, event)
-
-
-class StateWrites:
-    """Writes follows' states through a bounded set of writers, in the order they changed.
-
-    A follow that changed is queued once, however often it changes before its turn, and a writer writes
-    its newest state then; so 100,000 follows changing at once (a burst of cancels accepted) are 100,000
-    queue entries and ``writers`` writes on the wire, not 100,000 tasks each holding a record. An
-    ``asyncio.Queue`` wakes one idle writer per entry (an Event would wake all of them for each).
-    """
-
-    def __init__(self, writers: int = 256) -> None:
-        self._writers = writers
-        self._queue: asyncio.Queue[Follow] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def enqueue(self, follow: Follow) -> None:
-        if not self._tasks:
-            # A fresh context: the first enqueue happens while a command is taken in (see scheduler.py).
-            self._tasks = [
-                asyncio.create_task(self._run(), name=f"state writer #{i}", context=contextvars.Context())
-                for i in range(self._writers)
-            ]
-        self._queue.put_nowait(follow)
-
-    async def _run(self) -> None:
-        while True:
-            follow = await self._queue.get()
-            try:
-                await follow.write_once()
-            except Exception:  # a bug in one write must not stop the others; that follow restarts on a move
-                log.exception("writing the state of %s failed", follow.key)
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []

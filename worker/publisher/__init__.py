@@ -1,0 +1,38 @@
+"""The publisher's side: what applications and operators use to send cancels and read outcomes.
+
+* ``client.py``: the Python client (``publish_cancel``, ``wait_for_outcome``, ``EventFollower``); its names
+  are exported here, so ``from worker.publisher import publish_cancel``.
+* ``cli.py``: the ``batch-cancel`` command (publish, watch, follows).
+* ``follows.py``: the live follows on the follow-state topic, for ``batch-cancel follows``.
+
+The worker's runtime never imports this package (tests/test_boundaries.py): nothing here can change what a
+deployed worker does.
+"""
+
+from worker.publisher.client import (
+    DEFAULT_COMMANDS_TOPIC,
+    DEFAULT_EVENTS_TOPIC,
+    EventFollower,
+    OutcomeTimeout,
+    build_command,
+    encode_command,
+    parse_event,
+    publish_cancel,
+    publish_cancel_sync,
+    trace_headers,
+    wait_for_outcome,
+)
+
+__all__ = [
+    "DEFAULT_COMMANDS_TOPIC",
+    "DEFAULT_EVENTS_TOPIC",
+    "EventFollower",
+    "OutcomeTimeout",
+    "build_command",
+    "encode_command",
+    "parse_event",
+    "publish_cancel",
+    "publish_cancel_sync",
+    "trace_headers",
+    "wait_for_outcome",
+]
