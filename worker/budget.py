@@ -7,7 +7,8 @@ behind routine polls of batches that are already cancelling:
 1. ``CANCEL``: a new command's cancel POST (and its retries);
 2. ``LIST``: one page of a selector's batch list (a kill switch by selector, a standing kill's sweep);
 3. ``CONFIRM``: the first GET after a cancel, and a poll a newcomer is waiting on;
-4. ``POLL``: every routine poll.
+4. ``BULK``: the cancel POST of a selector's child (one of possibly thousands a kill switch publishes);
+5. ``POLL``: every routine poll, and a child's confirming GET.
 
 Why ``LIST`` sits there: a kill switch must be fast, and every one of its cancels waits for the page that names
 the batch, so a list page must not queue behind thousands of routine polls. But a plain cancel, which names its
@@ -15,6 +16,12 @@ batch already, still overtakes it: a page is one request that yields up to a hun
 cancels, and those cancels then run at ``CANCEL`` and overtake the next page in turn, so the expansion streams
 rather than lists everything first. List pages are few (at most 2 % of a kill switch's requests with 100-item
 pages), so ranking them above confirms costs confirms and polls almost nothing.
+
+Why ``BULK`` sits there: a kill switch over 10,000 batches queues 10,000 cancels at once. At ``CANCEL`` they
+would hold up a plain cancel (and the confirmation a waiting publisher wants) for as long as the budget needs to
+send them all; below routine polls they would wait for every follow of the account. So they come after the
+requests someone is waiting on and before the routine ones, and a child's own confirming GET drops to ``POLL``,
+so the budget goes to the remaining cancels first (a cancelling batch bills nothing more for being read late).
 
 The allowed rate adapts (additive increase, multiplicative decrease). A 429 halves it (never below
 ``floor``) and, with ``Retry-After``, holds every request of the account until then; quota headers that
@@ -44,7 +51,8 @@ class Priority(IntEnum):
     CANCEL = 0
     LIST = 1
     CONFIRM = 2
-    POLL = 3
+    BULK = 3
+    POLL = 4
 
 
 @dataclass

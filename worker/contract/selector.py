@@ -48,6 +48,7 @@ __all__ = [
     "MAX_KILL_S",
     "MAX_SWEEP_INTERVAL_S",
     "MIN_SWEEP_INTERVAL_S",
+    "PARENT_METADATA_KEY",
     "Criteria",
     "LiftCommand",
     "SelectableStatus",
@@ -57,6 +58,9 @@ __all__ = [
     "selector_key",
 ]
 
+#: The metadata key of a selector's child that names its selector (and marks it as one: its cancel is sent at
+#: bulk priority, behind plain cancels).
+PARENT_METADATA_KEY = "bcw.parent"
 KIND_SELECTOR = "cancel_matching"
 KIND_LIFT = "lift_kill"
 #: The guard's default: most budget kills hit a handful of batches; a hundred is already an incident.

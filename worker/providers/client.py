@@ -72,21 +72,23 @@ class ProviderClient:
         self.gates = {account: AccountGate(max_concurrency, max_requests_per_s) for account in access}
         self._policy = policy
 
-    async def cancel(self, account: str, batch_id: str) -> CancelResult:
-        """Ask for the cancel; if the batch had already finished, read it once and report that state."""
+    async def cancel(self, account: str, batch_id: str, *, priority: Priority = Priority.CANCEL) -> CancelResult:
+        """Ask for the cancel; if the batch had already finished, read it once and report that state.
+
+        ``priority`` is ``BULK`` for a selector's child, whose cancel must not hold up a plain one."""
         try:
             snapshot = await self._call(
-                "POST", self._dialect.cancel_path, account, batch_id, op="cancel", priority=Priority.CANCEL
+                "POST", self._dialect.cancel_path, account, batch_id, op="cancel", priority=priority
             )
         except AlreadyTerminal as refused:
-            snapshot = await self.retrieve(account, batch_id, priority=Priority.CANCEL)
+            snapshot = await self.retrieve(account, batch_id, priority=priority)
             if snapshot.terminal:
                 return CancelResult(snapshot, already_terminal=True)
             if snapshot.status in _MOVING_TO_END:
                 return CancelResult(snapshot, already_terminal=False)
             raise Rejected(refused.http_status, None, refused.message) from None
         if snapshot is None:  # the answer held no batch (Gemini, Vertex, Bedrock): read what the cancel left
-            snapshot = await self.retrieve(account, batch_id, priority=Priority.CANCEL)
+            snapshot = await self.retrieve(account, batch_id, priority=priority)
         # A 200 that already shows completed/failed/expired means the batch finished before our cancel landed.
         finished_first = snapshot.terminal and snapshot.status is not BatchStatus.CANCELLED
         return CancelResult(snapshot, already_terminal=finished_first)

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from worker import faults
-from worker.contract import CancelCommand, SelectorCommand, child_command_id
+from worker.contract import PARENT_METADATA_KEY, CancelCommand, SelectorCommand, child_command_id
 from worker.providers.listing import ListedBatch
 
 __all__ = ["PARENT_KEY", "PUBLISH_CHUNK", "CommandSink", "child_of", "publish_children"]
 
 #: The metadata key that names a child's selector.
-PARENT_KEY = "bcw.parent"
+PARENT_KEY = PARENT_METADATA_KEY
 #: Children sent at once; the producer bounds sends in flight itself, this bounds the tasks waiting on it.
 PUBLISH_CHUNK = 500
 
