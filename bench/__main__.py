@@ -138,9 +138,7 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         m = results["many"]
         _say(f"  {m['finals']:,} finals, peak {m['peak_requests_per_s']:,.0f} req/s, {m['worker_peak_rss_mb']:.0f} MB")
     if "storm" in parts:
-        _say("storm: quota cut to 50/s for 20 s under a 200/s budget")
-        results["storm"] = await scenarios.storm(ctx, 2_000, 200.0, 50.0, 20.0)
-        _say(f"  {results['storm']['finals']:,} finals, {results['storm']['refused_share']:.0%} refused in the storm")
+        await _storm(ctx, results)
     if "kill" in parts:
         await _kill_switch(ctx, results)
     if "scale" in parts:
@@ -212,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+async def _storm(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    _say("storm: quota cut to 50/s for 20 s under a 200/s budget")
+    results["storm"] = await scenarios.storm(ctx, 2_000, 200.0, 50.0, 20.0)
+    _say(f"  {results['storm']['finals']:,} finals, {results['storm']['refused_share']:.0%} refused in the storm")
 
 
 async def _kill_switch(ctx: scenarios.Context, results: dict[str, Any]) -> None:
