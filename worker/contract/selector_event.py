@@ -91,6 +91,7 @@ class SelectorEvent(BaseModel):
     final: bool
     outcome: SelectorOutcome | None = Field(description="Set exactly when final is true.")
     sweep: int = Field(0, ge=0, description="Which sweep this reports (1 for a one-shot selector).")
+    swept: bool = Field(False, description="The sweep is done: its counts are final (false while it still lists).")
     pages: int = Field(0, ge=0, description="List pages read in this sweep.")
     listed: int = Field(0, ge=0, description="Batches the provider listed in this sweep.")
     matched: int = Field(0, ge=0, description="Batches that matched in this sweep.")
@@ -121,7 +122,7 @@ class SelectorEvent(BaseModel):
     def build(cls, command_id: str, provider: str | None, account: str | None, **fields: Any) -> SelectorEvent:
         """An event whose id follows from what it says, so a repeat after a crash has the same id; a final's id
         follows from the command alone, so a final repeated in a crash window is one event to a consumer."""
-        counts = ("sweep", "pages", "matched", "published")
+        counts = ("sweep", "swept", "pages", "matched", "published")
         what = "final" if fields.get("final") else "\x1f".join(str(fields.get(name, "")) for name in counts)
         event_id = str(uuid.uuid5(_EVENT_ID_NAMESPACE, "\x1f".join((command_id, provider or "", account or "", what))))
         fields.setdefault("observed_at", datetime.now(UTC))

@@ -104,6 +104,7 @@ class StandingKill:
             standing=True,
             final=False,
             outcome=None,
+            swept=True,
             **{**report.fields(), "published": self.state.published, "matches": []},
         )
         await self.events.publish_selector(progress, self.context)

@@ -152,6 +152,7 @@ def _progress(command: SelectorCommand, report: SweepReport) -> SelectorEvent:
         dry_run=command.dry_run,
         final=False,
         outcome=None,
+        swept=False,
         **{**report.fields(), "children": [], "matches": [], "detail": None},
     )
 
@@ -167,5 +168,6 @@ def final_event(command: SelectorCommand, report: SweepReport, outcome: Selector
         dry_run=command.dry_run,
         final=True,
         outcome=outcome,
+        swept=True,
         **report.fields(),
     )

@@ -229,5 +229,6 @@ def _sweep_progress(command: SelectorCommand, report: SweepReport) -> SelectorEv
         standing=True,
         final=False,
         outcome=None,
+        swept=True,
         **{**report.fields(), "matches": []},
     )
