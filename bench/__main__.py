@@ -156,6 +156,24 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         results["profile"] |= scenarios.summarize_profile(out)
 
 
+async def _storm(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    _say("storm: quota cut to 50/s for 20 s under a 200/s budget")
+    results["storm"] = await scenarios.storm(ctx, 2_000, 200.0, 50.0, 20.0)
+    _say(f"  {results['storm']['finals']:,} finals, {results['storm']['refused_share']:.0%} refused in the storm")
+
+
+async def _kill_switch(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    """The issue's sizes (10,000 matching among 12,000 at 100/s); ``--quick`` scales them by ten."""
+    quick = ctx.sizes.throughput < scenarios.Sizes().throughput
+    n, others = (1_000, 200) if quick else (10_000, 2_000)
+    _say(f"kill switch: {n:,} matching batches among {n + others:,}, budget 100/s")
+    results["kill_switch"] = k = await selector.kill_switch(ctx, n, others, 100.0)
+    _say(
+        f"  last cancel after {k['seconds_to_last_post']:.0f} s ({k['ratio_to_budget']:.2f} x the budget), "
+        f"lists {k['list_share']:.1%} of requests, plain cancel p99 {k['plain_cancel_ms']['p99']:.0f} ms"
+    )
+
+
 def _publish(results: dict[str, Any], args: argparse.Namespace, log_dir: Path | None) -> None:
     print(report.table(results))
     png = args.results / "latest.png"
@@ -210,21 +228,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-async def _storm(ctx: scenarios.Context, results: dict[str, Any]) -> None:
-    _say("storm: quota cut to 50/s for 20 s under a 200/s budget")
-    results["storm"] = await scenarios.storm(ctx, 2_000, 200.0, 50.0, 20.0)
-    _say(f"  {results['storm']['finals']:,} finals, {results['storm']['refused_share']:.0%} refused in the storm")
-
-
-async def _kill_switch(ctx: scenarios.Context, results: dict[str, Any]) -> None:
-    """The issue's sizes (10,000 matching among 12,000 at 100/s); ``--quick`` scales them by ten."""
-    quick = ctx.sizes.throughput < scenarios.Sizes().throughput
-    n, others = (1_000, 200) if quick else (10_000, 2_000)
-    _say(f"kill switch: {n:,} matching batches among {n + others:,}, budget 100/s")
-    results["kill_switch"] = k = await selector.kill_switch(ctx, n, others, 100.0)
-    _say(
-        f"  last cancel after {k['seconds_to_last_post']:.0f} s ({k['ratio_to_budget']:.2f} x the budget), "
-        f"lists {k['list_share']:.1%} of requests, plain cancel p99 {k['plain_cancel_ms']['p99']:.0f} ms"
-    )

@@ -118,7 +118,7 @@ async def publish_selector(
     decode_any(value, max_bytes=64 * 1024)  # the worker's own verdict, before anything leaves
     headers = trace_headers()
     if signing_key is not None:
-        headers.append(("bcw-signature", sign(value, signing_key).encode()))
+        headers.append(sign(value, signing_key))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, **dict(kafka_options or {})
     )
@@ -168,7 +168,9 @@ class SelectorWatch:
     async def __aexit__(self, *exc: object) -> None:
         await self._follower.__aexit__(None, None, None)
 
-    async def final(self, *, timeout: float, on_event: Callable[[SelectorEvent], object] | None = None) -> SelectorEvent:
+    async def final(
+        self, *, timeout: float, on_event: Callable[[SelectorEvent], object] | None = None
+    ) -> SelectorEvent:
         """The selector's final event (or, for a standing kill with ``sweep`` set, that sweep's progress)."""
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
@@ -228,10 +230,10 @@ class SelectorWatch:
                 continue
             if not isinstance(cid, str) or not cid.startswith("sel-") or not isinstance(batch, str):
                 continue
-            if cid == child_command_id(command.command_id, command.provider, command.account, batch):
-                if cid not in self.tally.seen:
-                    self.tally.seen.add(cid)
-                    self.tally.outcomes[str(body.get("outcome"))] += 1
+            mine = cid == child_command_id(command.command_id, command.provider, command.account, batch)
+            if mine and cid not in self.tally.seen:
+                self.tally.seen.add(cid)
+                self.tally.outcomes[str(body.get("outcome"))] += 1
         return found
 
 
