@@ -35,8 +35,10 @@ EXIT_OK, EXIT_NO, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 6
 _CODES = {"invalid": 5, "gave_up": 4, "rejected": 3}
 _FINISHED = ("completed", "failed", "expired")
 
-err = Console(stderr=True)
-out = Console()
+#: Without a terminal (a script, CI, a pipe) rich would cut tables to 80 columns and elide batch ids: be wide.
+_WIDTH = None if sys.stdout.isatty() else 240
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
+out = Console(width=_WIDTH)
 
 
 def add_parsers(sub: Any, kafka: argparse.ArgumentParser, env: Any) -> None:
