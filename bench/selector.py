@@ -46,9 +46,10 @@ async def kill_switch(ctx: Context, n: int, others: int, budget: float) -> dict[
         team = uuid.uuid4().hex[:8]
         hits = emulator.create_batches(PROVIDER, n, prefix=f"kill_{team}_", metadata={"team": team}, cancelling_s=600)
         emulator.create_batches(PROVIDER, others, prefix=f"keep_{team}_", metadata={"team": "other"})
+        kill_id = f"bench-kill-{team}"
         command = {
             "kind": "cancel_matching",
-            "command_id": f"bench-kill-{team}",
+            "command_id": kill_id,
             "provider": PROVIDER,
             "account": "default",
             "match": {"metadata": {"team": team}},
@@ -68,7 +69,7 @@ async def kill_switch(ctx: Context, n: int, others: int, budget: float) -> dict[
             probe = await _probe(emulator, topics, 5.0, 50, "kill")
             # Wait on the children's final events (headers only), not on the request log: fetching a log of
             # tens of thousands of entries every few seconds would load the emulator the run measures.
-            children = {child_command_id(command["command_id"], PROVIDER, "default", b) for b in hits}
+            children = {child_command_id(kill_id, PROVIDER, "default", b) for b in hits}
             await observer.wait_finals(children, n / budget * 3 + 180)
             posts = _posts(emulator, set(hits))
             last = posts[-1] if posts else float("nan")
