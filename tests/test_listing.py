@@ -434,3 +434,14 @@ def test_dashscope_is_newest_first_and_names_are_ds_name() -> None:
     assert [b.name for b in page.batches] == ["nightly"] and page.next_cursor == "d1"
     done = dialect.parse_list({"data": [item], "has_more": True, "last_id": "d1"}, ListFilter(created_after=101), None)
     assert done.batches == () and done.next_cursor is None  # newest first: nothing later can be newer
+
+
+def test_an_openai_compatible_list_without_the_field_refuses_the_selector() -> None:
+    """Groq's items carry no ``model``: a model selector must fail loudly, not match nothing."""
+    dialect = dialect_for("openai")
+    body = {"object": "list", "data": [_openai_item("b1", metadata={"team": "a"})]}
+    with pytest.raises(UnsupportedCriterion, match=r"^openai cannot evaluate model: .*carry no 'model' field"):
+        dialect.parse_list(body, ListFilter(model="llama"), None)
+    assert dialect.parse_list(body, ListFilter(metadata={"team": "a"}), None).batches  # metadata is there
+    nulls = {"data": [_openai_item("b1", model=None, metadata=None)], "has_more": False}
+    assert dialect.parse_list(nulls, ListFilter(model="x", metadata={"k": "v"}), None).batches == ()

@@ -279,3 +279,19 @@ async def test_list_requests_are_authenticated_and_their_secrets_redacted(
     (request,) = emulator.list_requests()
     assert request["status"] == 200 and request["path"] == "/anthropic/v1/messages/batches"
     assert request["headers"]["x-api-key"] == "[redacted]"
+
+
+async def test_a_throttled_list_is_retried_after_the_wait_and_slows_the_account(
+    emulator: Emulator, make_client: MakeClient
+) -> None:
+    ids = _create(emulator, "openai")
+    emulator.set_quota("openai", 1, retry_after_s=0.2)  # one request a second, then 429 with Retry-After
+    try:
+        client = make_client("openai")
+        found, pages, _ = await _walk(client, ListFilter())
+    finally:
+        emulator.set_quota("openai", None)
+    assert sorted(found) == sorted(ids.values())
+    statuses = [r["status"] for r in emulator.list_requests()]
+    assert statuses.count(200) == pages == COUNT // PAGE and 429 in statuses
+    assert client.gates["default"].adaptive.throttled == statuses.count(429)
