@@ -295,3 +295,15 @@ async def test_a_throttled_list_is_retried_after_the_wait_and_slows_the_account(
     statuses = [r["status"] for r in emulator.list_requests()]
     assert statuses.count(200) == pages == COUNT // PAGE and 429 in statuses
     assert client.gates["default"].adaptive.throttled == statuses.count(429)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic", "gemini", "vertex", "bedrock", "xai"])
+async def test_a_cursor_the_provider_refuses_is_rejected_after_one_request(
+    emulator: Emulator, make_client: MakeClient, dialect: str
+) -> None:
+    """A stale or forged cursor gets the provider's 400: ``rejected``, not retried, nothing else sent."""
+    _create(emulator, dialect)
+    with pytest.raises(Rejected) as info:
+        await make_client(dialect).list_page("default", ListFilter(), "no-such-cursor")
+    assert info.value.http_status == 400
+    assert [r["status"] for r in emulator.list_requests()] == [400]
