@@ -251,6 +251,9 @@ async def test_list_page_refuses_before_sending(monkeypatch: pytest.MonkeyPatch)
         return httpx.Response(500)
 
     client = _client(handler, monkeypatch, "anthropic")
+    assert client.list_support["metadata"] == "unsupported" and client.list_support["created_after"] == "client"
+    with pytest.raises(UnsupportedCriterion):
+        client.check_filter(ListFilter(model="claude"))
     with pytest.raises(UnsupportedCriterion):
         await client.list_page("default", ListFilter(metadata={"team": "a"}), None)
     for bad in ("", "a b", "x" * (MAX_CURSOR_CHARS + 1), "a\nb", "é"):
