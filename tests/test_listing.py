@@ -94,6 +94,8 @@ def test_criteria_names_exactly_what_is_set_and_the_filter_is_frozen() -> None:
     source = {"team": "a"}
     f = ListFilter(statuses=RUNNING, metadata=source, name_prefix="x")
     assert f.criteria() == {"statuses", "metadata", "name_prefix"}
+    assert hash(f) == hash(ListFilter(statuses=RUNNING, metadata={"team": "a"}, name_prefix="x"))
+    assert len({_listed(), _listed()}) == 1  # both are hashable despite their mappings
     source["team"] = "b"  # the caller's dict changing later does not change the filter
     assert f.metadata == {"team": "a"}
     with pytest.raises(TypeError):
