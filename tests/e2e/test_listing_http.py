@@ -63,7 +63,7 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-MakeClient = Callable[[str], ProviderClient]
+MakeClient = Callable[..., ProviderClient]
 
 
 @pytest.fixture
@@ -71,8 +71,13 @@ async def make_client(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.Mo
     made: list[ProviderClient] = []
     emulator.reset()
 
-    def make(dialect: str) -> ProviderClient:
-        config: dict[str, Any] = {"dialect": dialect, "base_url": emulator.base_url(dialect), "max_requests_per_s": 1e5}
+    def make(dialect: str, **overrides: Any) -> ProviderClient:
+        config: dict[str, Any] = {
+            "dialect": dialect,
+            "base_url": emulator.base_url(dialect),
+            "max_requests_per_s": 1e5,
+            **overrides,
+        }
         if dialect == "vertex":
             key = make_service_account_key(tmp_path, emulator.google_token_uri)
             emulator.trust_google_key(key.key_id, key.client_email, key.public_pem)
@@ -307,3 +312,13 @@ async def test_a_cursor_the_provider_refuses_is_rejected_after_one_request(
         await make_client(dialect).list_page("default", ListFilter(), "no-such-cursor")
     assert info.value.http_status == 400
     assert [r["status"] for r in emulator.list_requests()] == [400]
+
+
+async def test_azure_classic_lists_with_its_api_version(emulator: Emulator, make_client: MakeClient) -> None:
+    ids = _create(emulator, "azure")
+    client = make_client("azure", base_url=emulator.azure_classic_base_url(), api_version="2024-10-21")
+    found, pages, _ = await _walk(client, ListFilter(metadata={"team": "a"}))
+    assert sorted(found) == sorted(ids[s.i] for s in SPECS if s.team == "a") and pages == COUNT // PAGE
+    for request in emulator.list_requests():
+        assert request["path"] == "/azure/openai/batches"
+        assert parse_qs(request["query"])["api-version"] == ["2024-10-21"]
