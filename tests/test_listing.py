@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -94,6 +95,8 @@ def test_criteria_names_exactly_what_is_set_and_the_filter_is_frozen() -> None:
     source = {"team": "a"}
     f = ListFilter(statuses=RUNNING, metadata=source, name_prefix="x")
     assert f.criteria() == {"statuses", "metadata", "name_prefix"}
+    assert hash(f) == hash(ListFilter(statuses=RUNNING, metadata={"team": "a"}, name_prefix="x"))
+    assert len({_listed(), _listed()}) == 1  # both are hashable despite their mappings
     source["team"] = "b"  # the caller's dict changing later does not change the filter
     assert f.metadata == {"team": "a"}
     with pytest.raises(TypeError):
@@ -251,6 +254,9 @@ async def test_list_page_refuses_before_sending(monkeypatch: pytest.MonkeyPatch)
         return httpx.Response(500)
 
     client = _client(handler, monkeypatch, "anthropic")
+    assert client.list_support["metadata"] == "unsupported" and client.list_support["created_after"] == "client"
+    with pytest.raises(UnsupportedCriterion):
+        client.check_filter(ListFilter(model="claude"))
     with pytest.raises(UnsupportedCriterion):
         await client.list_page("default", ListFilter(metadata={"team": "a"}), None)
     for bad in ("", "a b", "x" * (MAX_CURSOR_CHARS + 1), "a\nb", "é"):
@@ -262,3 +268,186 @@ async def test_list_page_refuses_before_sending(monkeypatch: pytest.MonkeyPatch)
     assert unknown.value.code == "unknown_account"
     await client.aclose()
     assert sent == []
+
+
+# --- the other dialects' requests and pages ------------------------------------------------------------------
+
+
+def test_anthropic_pages_after_id_up_to_1000_and_stops_past_created_after() -> None:
+    dialect = dialect_for("anthropic")
+    assert dialect.list_request(ListFilter(), None, 1000) == ("/messages/batches", {"limit": "1000"})
+    assert dialect.list_request(ListFilter(), "msgbatch_9", 20)[1] == {"limit": "20", "after_id": "msgbatch_9"}
+
+    def item(batch_id: str, created: str) -> dict[str, Any]:
+        counts = {"processing": 1, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        return {"id": batch_id, "processing_status": "in_progress", "created_at": created, "request_counts": counts}
+
+    body = {
+        "data": [item("m3", "2026-12-03T05:00:00Z"), item("m2", "2026-12-03T04:00:00Z")],
+        "has_more": True,
+        "last_id": "m2",
+    }
+    after_4 = int(datetime(2026, 12, 3, 4, tzinfo=UTC).timestamp())
+    page = dialect.parse_list(body, ListFilter(created_after=after_4), None)
+    assert [b.batch_id for b in page.batches] == ["m3", "m2"] and page.next_cursor == "m2"
+    later = dialect.parse_list(body, ListFilter(created_after=after_4 + 1), None)
+    assert [b.batch_id for b in later.batches] == ["m3"] and later.next_cursor is None  # m2 is older: stop
+
+
+def test_mistral_sends_its_server_filters_and_pages_by_number() -> None:
+    dialect = dialect_for("mistral")
+    f = ListFilter(statuses=RUNNING, model="mistral-small", created_after=1_800_000_000, metadata={"team": "a"})
+    path, params = dialect.list_request(f, None, 50)
+    assert path == "/batch/jobs"
+    assert params == {
+        "page": "0",
+        "page_size": "50",
+        "order_by": "-created",
+        "status": ["QUEUED", "RUNNING"],
+        "model": "mistral-small",
+        "created_after": datetime.fromtimestamp(1_800_000_000 - 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }  # metadata is matched on our side (the server's reading of it is unconfirmed)
+    assert dialect.list_request(f, "3/50", 10)[1]["page"] == "3"
+    assert dialect.list_request(f, "3/50", 10)[1]["page_size"] == "50"  # the first page's size, kept
+    assert "status" not in dialect.list_request(ListFilter(statuses=frozenset({BatchStatus.UNKNOWN})), None, 5)[1]
+
+    def job(i: int, team: str) -> dict[str, Any]:
+        metadata = {"team": team}
+        return {
+            "id": f"j{i}",
+            "status": "RUNNING",
+            "created_at": 1_800_000_100,
+            "metadata": metadata,
+            "model": "mistral-small",
+        }
+
+    first = dialect.parse_list({"data": [job(1, "a"), job(2, "b")], "total": 5}, f, None)
+    assert [b.batch_id for b in first.batches] == ["j1"] and first.next_cursor == "1/2"
+    last = dialect.parse_list({"data": [job(5, "a")], "total": 5}, f, "2/2")
+    assert last.next_cursor is None
+    for bad in ("x", "1", "1/0", "-1/2", "1/2/3"):
+        with pytest.raises(Rejected):
+            dialect.list_request(f, bad, 10)
+
+
+def test_together_lists_one_bare_array() -> None:
+    dialect = dialect_for("together")
+    assert dialect.list_request(ListFilter(), None, 100) == ("/batches", {})
+    body = [
+        {"id": "t1", "status": "IN_PROGRESS", "created_at": "2026-12-03T05:00:00Z", "model_id": "llama"},
+        {"id": "t2", "status": "COMPLETED", "created_at": "2026-12-03T05:00:00Z", "model_id": "llama"},
+    ]
+    page = dialect.parse_list(body, ListFilter(statuses=RUNNING, model="llama"), None)
+    assert [b.batch_id for b in page.batches] == ["t1"] and page.next_cursor is None and page.listed == 2
+    with pytest.raises(Retryable):
+        dialect.parse_list({"data": body}, ListFilter(), None)
+
+
+def test_xai_pages_by_token_and_matches_names() -> None:
+    dialect = dialect_for("xai")
+    assert dialect.list_request(ListFilter(), "tok", 10)[1] == {"limit": "10", "pagination_token": "tok"}
+    body = {
+        "batches": [
+            {"batch_id": "x1", "name": "kill-1", "state": {"num_requests": 2, "num_pending": 2}},
+            {"batch_id": "x2", "name": "keep-2", "state": {"num_requests": 2, "num_pending": 2}},
+        ],
+        "pagination_token": "next",
+    }
+    page = dialect.parse_list(body, ListFilter(name_prefix="kill-"), None)
+    assert [(b.batch_id, b.name, b.status) for b in page.batches] == [("x1", "kill-1", BatchStatus.IN_PROGRESS)]
+    assert page.next_cursor == "next"
+    assert dialect.parse_list({}, ListFilter(), "next").next_cursor is None  # proto JSON: empty list, no token
+
+
+def test_gemini_reads_operations_and_strips_the_batches_prefix() -> None:
+    dialect = dialect_for("gemini")
+    assert dialect.list_request(ListFilter(), "t", 7) == ("/batches", {"pageSize": "7", "pageToken": "t"})
+    meta = {"state": "BATCH_STATE_RUNNING", "displayName": "kill-1", "model": "models/gemini-2.5-flash"}
+    body = {"operations": [{"name": "batches/abc-1", "metadata": meta}], "nextPageToken": "n"}
+    page = dialect.parse_list(body, ListFilter(model="gemini-2.5-flash", name_prefix="kill"), None)
+    assert [(b.batch_id, b.status) for b in page.batches] == [("abc-1", BatchStatus.IN_PROGRESS)]
+    assert page.next_cursor == "n"
+    with pytest.raises(Retryable):
+        dialect.parse_list({"operations": [{"name": "operations/x"}]}, ListFilter(), None)
+
+
+def test_vertex_builds_one_filter_and_reads_labels() -> None:
+    dialect = dialect_for("vertex")
+    f = ListFilter(
+        statuses=frozenset({BatchStatus.CANCELLING}), created_after=0 + 86_400, metadata={"team": "a", "env": "p-1"}
+    )
+    path, params = dialect.list_request(f, None, 10)
+    assert path == "/batchPredictionJobs" and params["pageSize"] == "10"
+    assert params["filter"] == (
+        '(state="JOB_STATE_CANCELLING") AND createTime>="1970-01-02T00:00:00Z" AND labels.env="p-1" AND labels.team="a"'
+    )
+    assert "filter" not in dialect.list_request(ListFilter(), None, 10)[1]
+    for key, value in (("Team", "a"), ("team", "A"), ("team", 'a" OR state!="x'), ("1team", "a"), ("t", "x" * 64)):
+        with pytest.raises(UnsupportedCriterion, match=r"^vertex cannot evaluate metadata"):
+            dialect.check_filter(ListFilter(metadata={key: value}))
+    job = {
+        "name": "projects/p/locations/l/batchPredictionJobs/123",
+        "state": "JOB_STATE_PAUSED",
+        "labels": {"team": "a"},
+        "displayName": "kill-1",
+        "createTime": "2026-12-03T05:00:00.123456789Z",
+    }
+    page = dialect.parse_list({"batchPredictionJobs": [job]}, ListFilter(statuses=RUNNING), None)
+    assert [(b.batch_id, b.metadata, b.name) for b in page.batches] == [("123", {"team": "a"}, "kill-1")]
+    assert page.next_cursor is None
+
+
+def test_bedrock_sends_one_status_times_and_name_and_reads_arns() -> None:
+    dialect = dialect_for("bedrock")
+    f = ListFilter(
+        statuses=frozenset({BatchStatus.IN_PROGRESS}), created_after=100, created_before=200, name_prefix="k"
+    )
+    path, params = dialect.list_request(f, "tok", 2000)
+    assert path == "/model-invocation-jobs"
+    assert params == {
+        "maxResults": "2000",
+        "sortBy": "CreationTime",
+        "sortOrder": "Descending",
+        "nextToken": "tok",
+        "statusEquals": "InProgress",
+        "submitTimeAfter": "1970-01-01T00:01:39Z",
+        "submitTimeBefore": "1970-01-01T00:03:21Z",
+        "nameContains": "k",
+    }
+    assert dialect.max_page_size == 1000  # list_page cuts 2000 down to this
+    several = dialect.list_request(ListFilter(statuses=RUNNING), None, 10)[1]
+    assert "statusEquals" not in several  # three statuses: one call, matched on our side
+    summary = {
+        "jobArn": "arn:aws:bedrock:us-east-1:1:model-invocation-job/abcdefghijkl",
+        "jobName": "kill-1",
+        "status": "Scheduled",
+        "submitTime": "2026-12-03T05:00:00Z",
+        "modelId": "anthropic.claude",
+    }
+    page = dialect.parse_list(
+        {"invocationJobSummaries": [summary], "nextToken": "n"}, ListFilter(statuses=RUNNING), None
+    )
+    assert [(b.batch_id, b.status, b.name) for b in page.batches] == [("abcdefghijkl", BatchStatus.QUEUED, "kill-1")]
+    assert page.next_cursor == "n"
+
+
+def test_dashscope_is_newest_first_and_names_are_ds_name() -> None:
+    dialect = dialect_for("dashscope")
+    item = {"id": "d1", "status": "in_progress", "created_at": 100, "metadata": {"ds_name": "nightly"}}
+    page = dialect.parse_list(
+        {"data": [item], "has_more": True, "last_id": "d1"}, ListFilter(name_prefix="night"), None
+    )
+    assert [b.name for b in page.batches] == ["nightly"] and page.next_cursor == "d1"
+    done = dialect.parse_list({"data": [item], "has_more": True, "last_id": "d1"}, ListFilter(created_after=101), None)
+    assert done.batches == () and done.next_cursor is None  # newest first: nothing later can be newer
+
+
+def test_an_openai_compatible_list_without_the_field_refuses_the_selector() -> None:
+    """Groq's items carry no ``model``: a model selector must fail loudly, not match nothing."""
+    dialect = dialect_for("openai")
+    body = {"object": "list", "data": [_openai_item("b1", metadata={"team": "a"})]}
+    with pytest.raises(UnsupportedCriterion, match=r"^openai cannot evaluate model: .*carry no 'model' field"):
+        dialect.parse_list(body, ListFilter(model="llama"), None)
+    assert dialect.parse_list(body, ListFilter(metadata={"team": "a"}), None).batches  # metadata is there
+    nulls = {"data": [_openai_item("b1", model=None, metadata=None)], "has_more": False}
+    assert dialect.parse_list(nulls, ListFilter(model="x", metadata={"k": "v"}), None).batches == ()

@@ -63,7 +63,7 @@ def emulator() -> Iterator[Emulator]:
         yield emu
 
 
-MakeClient = Callable[[str], ProviderClient]
+MakeClient = Callable[..., ProviderClient]
 
 
 @pytest.fixture
@@ -71,8 +71,13 @@ async def make_client(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.Mo
     made: list[ProviderClient] = []
     emulator.reset()
 
-    def make(dialect: str) -> ProviderClient:
-        config: dict[str, Any] = {"dialect": dialect, "base_url": emulator.base_url(dialect), "max_requests_per_s": 1e5}
+    def make(dialect: str, **overrides: Any) -> ProviderClient:
+        config: dict[str, Any] = {
+            "dialect": dialect,
+            "base_url": emulator.base_url(dialect),
+            "max_requests_per_s": 1e5,
+            **overrides,
+        }
         if dialect == "vertex":
             key = make_service_account_key(tmp_path, emulator.google_token_uri)
             emulator.trust_google_key(key.key_id, key.client_email, key.public_pem)
@@ -279,3 +284,41 @@ async def test_list_requests_are_authenticated_and_their_secrets_redacted(
     (request,) = emulator.list_requests()
     assert request["status"] == 200 and request["path"] == "/anthropic/v1/messages/batches"
     assert request["headers"]["x-api-key"] == "[redacted]"
+
+
+async def test_a_throttled_list_is_retried_after_the_wait_and_slows_the_account(
+    emulator: Emulator, make_client: MakeClient
+) -> None:
+    ids = _create(emulator, "openai")
+    emulator.set_quota("openai", 1, retry_after_s=0.2)  # one request a second, then 429 with Retry-After
+    try:
+        client = make_client("openai")
+        found, pages, _ = await _walk(client, ListFilter())
+    finally:
+        emulator.set_quota("openai", None)
+    assert sorted(found) == sorted(ids.values())
+    statuses = [r["status"] for r in emulator.list_requests()]
+    assert statuses.count(200) == pages == COUNT // PAGE and 429 in statuses
+    assert client.gates["default"].adaptive.throttled == statuses.count(429)
+
+
+@pytest.mark.parametrize("dialect", ["openai", "anthropic", "gemini", "vertex", "bedrock", "xai"])
+async def test_a_cursor_the_provider_refuses_is_rejected_after_one_request(
+    emulator: Emulator, make_client: MakeClient, dialect: str
+) -> None:
+    """A stale or forged cursor gets the provider's 400: ``rejected``, not retried, nothing else sent."""
+    _create(emulator, dialect)
+    with pytest.raises(Rejected) as info:
+        await make_client(dialect).list_page("default", ListFilter(), "no-such-cursor")
+    assert info.value.http_status == 400
+    assert [r["status"] for r in emulator.list_requests()] == [400]
+
+
+async def test_azure_classic_lists_with_its_api_version(emulator: Emulator, make_client: MakeClient) -> None:
+    ids = _create(emulator, "azure")
+    client = make_client("azure", base_url=emulator.azure_classic_base_url(), api_version="2024-10-21")
+    found, pages, _ = await _walk(client, ListFilter(metadata={"team": "a"}))
+    assert sorted(found) == sorted(ids[s.i] for s in SPECS if s.team == "a") and pages == COUNT // PAGE
+    for request in emulator.list_requests():
+        assert request["path"] == "/azure/openai/batches"
+        assert parse_qs(request["query"])["api-version"] == ["2024-10-21"]

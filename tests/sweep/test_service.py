@@ -190,3 +190,31 @@ async def test_revocation_stops_a_selector_in_flight_without_marking_its_offset(
     started = time.monotonic()
     await selectors.stop_partitions([3], grace=0.1)
     assert time.monotonic() - started < 5 and offsets.done == [] and sinks.events == []
+
+
+async def test_a_bug_in_a_sweep_ends_the_selector_gave_up_and_frees_its_offset() -> None:
+    class Broken(Lister):
+        async def list_page(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyError("a bug")
+
+    selectors, sinks, _ = _selectors(Broken(_population()))
+    offsets = Offsets()
+    selectors.take(Rec(7), offsets, _selector(), None)
+    await until(lambda: offsets.done == [7], what="offset done")
+    final = sinks.events[-1]
+    assert final.outcome is SelectorOutcome.GAVE_UP and final.detail is not None
+    assert final.detail.code == "internal_error" and "KeyError" in final.detail.message
+
+
+async def test_a_criterion_only_the_answer_shows_unsupported_ends_rejected() -> None:
+    class Groq(Lister):
+        async def list_page(self, *args: Any, **kwargs: Any) -> Any:
+            raise UnsupportedCriterion("groq", "model", "its list items carry no model")
+
+    selectors, sinks, _ = _selectors(Groq(_population()))
+    offsets = Offsets()
+    selectors.take(Rec(7), offsets, _selector(), None)
+    await until(lambda: offsets.done == [7], what="offset done")
+    final = sinks.events[-1]
+    assert final.outcome is SelectorOutcome.REJECTED and final.detail is not None
+    assert final.detail.code == "unsupported_criterion" and sinks.commands == []

@@ -182,10 +182,25 @@ class Dialect:
         """OpenAI's ``{object: list, data, first_id, last_id, has_more}``; a missing ``has_more`` (Groq) ends it."""
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise Retryable(f"answer is not a batch list: {error_info(body).message[:120]}")
+        self._carried(body["data"], f)
         items = [self.list_item(item) for item in body["data"]]
         more = body.get("has_more") is True and bool(items)
         last = body.get("last_id") if isinstance(body.get("last_id"), str) else (items[-1].batch_id if items else None)
         return page_of(self, items, f, last if more else None)
+
+    def _carried(self, raw_items: list[Any], f: ListFilter) -> None:
+        """Refuse a model or metadata selector when the provider's items have no such field at all.
+
+        OpenAI-compatible APIs configured as ``openai`` differ in what their items carry (Groq's have no
+        ``model``; SiliconFlow's and DashScope's documented items show none either). A missing field would
+        silently match nothing, so the first item without it turns the selector into a clear refusal instead.
+        A field that is present but ``null`` is a batch without a value: it simply does not match.
+        """
+        for criterion, key in (("model", "model"), ("metadata", "metadata")):
+            if criterion in f.criteria() and any(isinstance(i, dict) and key not in i for i in raw_items):
+                raise UnsupportedCriterion(
+                    self.name, criterion, f"this provider's batch list items carry no {key!r} field"
+                )
 
     def list_item(self, item: object) -> ListedBatch:
         """One OpenAI-shaped item: the dialect's own ``parse_batch`` reads status, times and model."""

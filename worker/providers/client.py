@@ -25,7 +25,7 @@ from worker.errors import AlreadyTerminal, Rejected, Retryable
 from worker.providers.access import AccountAccess
 from worker.providers.base import Dialect, Op, decode_body
 from worker.providers.headers import parse_quota
-from worker.providers.listing import ListFilter, ListPage, Query, checked_cursor
+from worker.providers.listing import Criterion, ListFilter, ListPage, Query, Support, checked_cursor
 from worker.retry import RetryPolicy, call_with_retry
 from worker.telemetry import TRACER, exporting, metrics
 
@@ -107,9 +107,14 @@ class ProviderClient:
             if close is not None:
                 close()
 
+    @property
+    def list_support(self) -> Mapping[Criterion, Support]:
+        """Per selector criterion: evaluated by this provider's list call, on our side, or not at all."""
+        return self._dialect.list_support
+
     def check_filter(self, f: ListFilter) -> None:
-        """Raise ``UnsupportedCriterion`` for a criterion this provider cannot evaluate (intake asks, before any
-        request, so the selector ends ``invalid`` instead of silently matching all or nothing)."""
+        """Raise ``UnsupportedCriterion`` for a criterion this provider cannot evaluate (no request is made):
+        what validating a selector command needs before anything is listed."""
         self._dialect.check_filter(f)
 
     async def list_page(self, account: str, f: ListFilter, cursor: str | None, *, page_size: int = 100) -> ListPage:

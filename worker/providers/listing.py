@@ -76,6 +76,9 @@ class ListedBatch:
     #: The display name where batches have one (Gemini/Vertex ``displayName``, Bedrock ``jobName``, xAI ``name``).
     name: str | None = None
 
+    def __hash__(self) -> int:  # the metadata mapping is not hashable; equal batches still hash alike
+        return hash((self.batch_id, self.status, self.provider_status, self.created_at, self.name))
+
 
 @dataclass(frozen=True)
 class ListFilter:
@@ -94,6 +97,19 @@ class ListFilter:
         object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
         if self.statuses is not None:
             object.__setattr__(self, "statuses", frozenset(self.statuses))
+
+    def __hash__(self) -> int:  # usable as a key (a standing kill's filter), metadata included
+        return hash(
+            (
+                self.statuses,
+                self.created_after,
+                self.created_before,
+                self.model,
+                self.endpoint,
+                frozenset(self.metadata.items()),
+                self.name_prefix,
+            )
+        )
 
     def criteria(self) -> frozenset[Criterion]:
         """The criteria this filter sets (an empty ``statuses`` set counts as set: it matches nothing)."""

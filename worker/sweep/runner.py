@@ -22,6 +22,7 @@ from worker.contract import (
 )
 from worker.contract.selector_event import MAX_LISTED
 from worker.errors import GaveUp, Rejected
+from worker.providers.listing import UnsupportedCriterion
 from worker.sweep.criteria import to_filter
 from worker.sweep.expand import CommandSink, publish_children
 from worker.sweep.listing import Lister, Sweep, walk
@@ -113,6 +114,10 @@ async def run_sweep(
     except GaveUp as exc:
         report.outcome = SelectorOutcome.GAVE_UP
         report.detail = FailureDetail(code="list_retries_exhausted", message=str(exc))
+        return report
+    except UnsupportedCriterion as exc:  # only the answer showed it (an OpenAI-compatible list without ``model``)
+        report.outcome = SelectorOutcome.REJECTED
+        report.detail = FailureDetail(code="unsupported_criterion", message=f"{exc}; nothing was cancelled")
         return report
     report.pages, report.listed, report.matched = sweep.pages, sweep.listed, sweep.matched
     if sweep.fresh > command.max_batches:

@@ -106,7 +106,15 @@ class Selectors:
 
     async def _selector(self, record: Record, offsets: Done, command: SelectorCommand, context: Any) -> None:
         lister = self._listers[command.provider]
-        report = await run_sweep(command, lister, self._commands, self._events, context)
+        try:
+            report = await run_sweep(command, lister, self._commands, self._events, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must end this one selector, not hold its partition's offsets forever
+            log.exception("selector %s failed; ending it gave_up", command.command_id)
+            why = f"the worker failed on this selector ({type(exc).__name__}); see its logs"
+            report = SweepReport(sweep=1, outcome=SelectorOutcome.GAVE_UP)
+            report.detail = FailureDetail(code="internal_error", message=why)
         metrics.SELECTOR_MATCHES.labels(command.provider).inc(report.matched)
         if command.standing and report.outcome is None:
             now = datetime.fromtimestamp(self._clock(), UTC)
