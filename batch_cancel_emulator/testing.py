@@ -18,9 +18,10 @@ import httpx
 
 from batch_cancel_emulator.app import DEFAULT_KEY, key_id
 from batch_cancel_emulator.cloud_auth import DEFAULT_AWS_KEY
+from batch_cancel_emulator.model import Fault, Scenario
 from batch_cancel_emulator.shapes import PREFIXES
 
-__all__ = ["DEFAULT_AWS_KEY", "DEFAULT_KEY", "Emulator", "key_id"]
+__all__ = ["DEFAULT_AWS_KEY", "DEFAULT_KEY", "Emulator", "Fault", "Scenario", "key_id"]
 
 #: Dialect → the base URL path the worker is configured with; each dialect adds its own resource path.
 _BASES = {
@@ -40,7 +41,24 @@ _BASES = {
 assert set(_BASES) == set(PREFIXES.values()), "every emulated dialect needs its base URL here"
 
 
+def _scenario(scenario: Scenario | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """A scenario as the admin API takes it: a ``Scenario``, or its fields as keywords, checked here so a
+    misspelt one fails in the test that wrote it."""
+    if scenario is not None and fields:
+        raise TypeError(f"give a Scenario or its fields as keywords, not both ({sorted(fields)})")
+    checked = scenario if scenario is not None else Scenario.model_validate(fields)
+    return checked.model_dump(mode="json", exclude_defaults=True)
+
+
 class Emulator:
+    """One emulator process on a free loopback port, its base URLs per dialect, and its admin API.
+
+    ``api_keys`` maps a dialect to the API key it accepts instead of ``DEFAULT_KEY``; ``start_timeout_s``
+    bounds the wait for the admin API to answer. ``url`` is the server's root once started. Batches are
+    created with a fault ``Scenario`` (``create_batch``, ``create_batches``); what the emulator received is
+    read back with ``requests`` and ``stats``; ``set_quota`` and ``add_key`` change it while it runs.
+    """
+
     def __init__(self, *, api_keys: dict[str, str] | None = None, start_timeout_s: float = 15.0) -> None:
         self._args = [f"--api-key={d}={k}" for d, k in (api_keys or {}).items()]
         self._timeout = start_timeout_s
@@ -126,19 +144,20 @@ class Emulator:
         self,
         dialect: str,
         batch_id: str | None = None,
+        scenario: Scenario | None = None,
         *,
         metadata: dict[str, str] | None = None,
         model: str | None = None,
         endpoint: str | None = None,
         name: str | None = None,
         created_at: int | None = None,
-        **scenario: Any,
+        **fields: Any,
     ) -> str:
-        """Create one batch (at any time, also while a worker runs); keyword arguments besides the listing
-        attributes (``metadata``, ``model``, ``endpoint``, ``name``, ``created_at``) are scenario fields
-        (``faults=[...]``, ``status="completed"``…)."""
+        """Create one batch (at any time, also while a worker runs) with a ``Scenario``, or its fields as keywords
+        (``faults=[...]``, ``status=...``); ``metadata``, ``model``, ``endpoint``, ``name`` and ``created_at``
+        are what a selector's list sees."""
         attributes = _attributes(metadata, model, endpoint, name, created_at)
-        body: dict[str, Any] = {"dialect": dialect, "scenario": scenario, "attributes": attributes}
+        body: dict[str, Any] = {"dialect": dialect, "scenario": _scenario(scenario, fields), "attributes": attributes}
         return str(self._post("/_admin/batches", body | ({"id": batch_id} if batch_id else {}))["id"])
 
     def create_batches(
@@ -147,15 +166,17 @@ class Emulator:
         count: int,
         *,
         prefix: str | None = None,
+        scenario: Scenario | None = None,
         metadata: dict[str, str] | None = None,
         model: str | None = None,
         endpoint: str | None = None,
         name: str | None = None,
         created_at: int | None = None,
-        **scenario: Any,
+        **fields: Any,
     ) -> list[str]:
+        """Create ``count`` batches with one scenario and the same attributes (as ``create_batch``); their ids."""
         attributes = _attributes(metadata, model, endpoint, name, created_at)
-        body = {"dialect": dialect, "count": count, "scenario": scenario, "attributes": attributes}
+        body = {"dialect": dialect, "count": count, "scenario": _scenario(scenario, fields), "attributes": attributes}
         return list(self._post("/_admin/batches/bulk", body | ({"prefix": prefix} if prefix else {}))["ids"])
 
     def list_requests(self, dialect: str | None = None) -> list[dict[str, Any]]:

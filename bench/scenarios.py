@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -500,9 +499,6 @@ async def overload(ctx: Context, capacity: float, seconds: float) -> dict[str, A
     return result | {"capacity": capacity, "max_in_flight": OVERLOAD_IN_FLIGHT}
 
 
-_RESUMED = re.compile(r"resumed (\d+) follows of partitions \[[\d, ]*\] in ([\d.]+)s")
-
-
 async def restore_follows(ctx: Context, n: int) -> dict[str, Any]:
     """A rolling restart of one worker holding ``n`` live follows: how fast it leaves, how fast the next
     process has them back (read from the follows topic to its end and resumed), and how many cancels the
@@ -530,9 +526,9 @@ async def restore_follows(ctx: Context, n: int) -> dict[str, Any]:
                     if time.monotonic() - t1 > 120:
                         raise RuntimeError(f"restored {restored} of {n} follows in 120 s:\n{second.log_tail()}")
                     await asyncio.sleep(0.2)
-                    found = _RESUMED.findall(second.log_path.read_text(errors="replace"))
-                    restored = sum(int(c) for c, _ in found)
-                    restore_s = max((float(t) for _, t in found), default=0.0)
+                    found = second.log_events("follows_resumed")
+                    restored = sum(int(r["follows"]) for r in found)
+                    restore_s = max((float(r["seconds"]) for r in found), default=0.0)
                 start_to_restored = time.monotonic() - t1
                 rss = rss_mb(second.pid)
             finally:

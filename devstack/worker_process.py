@@ -8,6 +8,7 @@ that failures quote, and a worker is ready when its ``/readyz`` says so, never a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from devstack.broker import die_with_parent, free_port
 
@@ -89,6 +90,21 @@ class ChildProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        """The JSON log records with this ``event`` field (``BCW_LOG_FORMAT=json``), in order: what tests and
+        benchmarks read of a worker's log, so that rewording a message breaks nothing."""
+        found = []
+        for line in self.log_text().splitlines():
+            if f'"event": "{event}"' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                found.append(record)
+        return found
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batch_cancel_emulator.testing import Emulator
 from devstack.broker import KafkaBroker
+from tests.support import fakes
 from tests.support.stack import Stack, StackFactory
+from worker.dispatch import Dispatcher
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +36,21 @@ def new_topic(kafka: KafkaBroker) -> TopicFactory:
         return name
 
     return create
+
+
+@pytest.fixture
+async def make_dispatcher() -> AsyncIterator[fakes.MakeDispatcher]:
+    """``fakes.make`` for a test, closing every dispatcher (and its follows) it built when the test ends."""
+    built: list[Dispatcher] = []
+
+    def make(*args: Any, **kwargs: Any) -> Dispatcher:
+        d = fakes.make(*args, **kwargs)
+        built.append(d)
+        return d
+
+    yield make
+    for d in built:
+        await fakes.close(d)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all
+from tests.support.fakes import FAST, FakeProvider, MakeDispatcher, Rec, Sink, States, command, submit_all
 from tests.support.waiting import until
 from worker.budget import Priority
 from worker.contract import (
@@ -25,9 +25,9 @@ from worker.errors import GaveUp, Rejected
 from worker.follow import FollowPolicy, Follows, next_interval
 
 
-async def test_cancel_then_follow_publishes_each_change_then_one_final() -> None:
+async def test_cancel_then_follow_publishes_each_change_then_one_final(make_dispatcher: MakeDispatcher) -> None:
     provider, sink = FakeProvider(polls=["cancelling", "cancelling", "cancelled"]), Sink()
-    d = make(provider, sink)
+    d = make_dispatcher(provider, sink)
     offsets = submit_all(d, [Rec(command("c1"))])
     await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     events = sink.for_command("c1")
@@ -39,9 +39,9 @@ async def test_cancel_then_follow_publishes_each_change_then_one_final() -> None
     assert provider.cancels == 1
 
 
-async def test_two_commands_for_one_batch_share_one_cancel_and_both_finish() -> None:
+async def test_two_commands_for_one_batch_share_one_cancel_and_both_finish(make_dispatcher: MakeDispatcher) -> None:
     provider, sink = FakeProvider(polls=["cancelling"] * 5 + ["cancelled"]), Sink()
-    d = make(provider, sink)
+    d = make_dispatcher(provider, sink)
     offsets = submit_all(d, [Rec(command("a"), offset=0), Rec(command("b"), offset=1)])
     await until(lambda: offsets.to_commit() == 2 and sum(e.final for e in sink.events) == 2)
     assert provider.cancels == 1
@@ -66,38 +66,38 @@ async def test_a_following_command_is_committable_once_its_intent_is_durable() -
     await d.follows.close()
 
 
-async def test_without_a_durable_intent_the_offset_waits_for_the_final_event() -> None:
+async def test_without_a_durable_intent_the_offset_waits_for_the_final_event(make_dispatcher: MakeDispatcher) -> None:
     provider, sink, states = FakeProvider(polls=["cancelling"] * 20 + ["cancelled"]), Sink(), States()
     states.hold.clear()  # the follow-state topic never acknowledges
-    offsets = submit_all(make(provider, sink, states), [Rec(command("c1"))])
+    offsets = submit_all(make_dispatcher(provider, sink, states), [Rec(command("c1"))])
     await until(lambda: provider.gets > 3)
     assert offsets.to_commit() is None
     await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     assert [e.final for e in sink.for_command("c1")][-1]
 
 
-async def test_rejected_cancel_is_final_with_status_and_message() -> None:
+async def test_rejected_cancel_is_final_with_status_and_message(make_dispatcher: MakeDispatcher) -> None:
     provider = FakeProvider(cancel_error=Rejected(http_status=401, code=None, message="Invalid token"))
     sink = Sink()
-    offsets = submit_all(make(provider, sink), [Rec(command("r"))])
+    offsets = submit_all(make_dispatcher(provider, sink), [Rec(command("r"))])
     await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("r")
     assert final.final and final.outcome == Outcome.REJECTED
     assert final.detail is not None and final.detail.http_status == 401 and final.detail.message == "Invalid token"
 
 
-async def test_retries_exhausted_is_final_gave_up() -> None:
+async def test_retries_exhausted_is_final_gave_up(make_dispatcher: MakeDispatcher) -> None:
     provider = FakeProvider(cancel_error=GaveUp(cause="503 code 50505 x7", attempts=7))
     sink = Sink()
-    offsets = submit_all(make(provider, sink), [Rec(command("g"))])
+    offsets = submit_all(make_dispatcher(provider, sink), [Rec(command("g"))])
     await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("g")
     assert final.outcome == Outcome.GAVE_UP and final.detail is not None and "50505" in final.detail.message
 
 
-async def test_follow_timeout_gives_up_with_the_last_status() -> None:
+async def test_follow_timeout_gives_up_with_the_last_status(make_dispatcher: MakeDispatcher) -> None:
     provider, sink = FakeProvider(polls=["cancelling"] * 10_000), Sink()
-    offsets = submit_all(make(provider, sink), [Rec(command("t", follow_timeout_s=0.2))])
+    offsets = submit_all(make_dispatcher(provider, sink), [Rec(command("t", follow_timeout_s=0.2))])
     await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     final = sink.for_command("t")[-1]
     assert final.outcome == Outcome.GAVE_UP
@@ -105,18 +105,18 @@ async def test_follow_timeout_gives_up_with_the_last_status() -> None:
     assert sum(e.final for e in sink.for_command("t")) == 1
 
 
-async def test_no_follow_reports_the_cancel_reply_as_final() -> None:
+async def test_no_follow_reports_the_cancel_reply_as_final(make_dispatcher: MakeDispatcher) -> None:
     provider, sink = FakeProvider(), Sink()
-    offsets = submit_all(make(provider, sink), [Rec(command("n", follow=False))])
+    offsets = submit_all(make_dispatcher(provider, sink), [Rec(command("n", follow=False))])
     await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("n")
     assert final.final and final.status == BatchStatus.CANCELLING
     assert provider.gets == 0
 
 
-async def test_already_terminal_batch_is_reported_as_such() -> None:
+async def test_already_terminal_batch_is_reported_as_such(make_dispatcher: MakeDispatcher) -> None:
     provider, sink = FakeProvider(cancel_status="completed", already_terminal=True), Sink()
-    offsets = submit_all(make(provider, sink), [Rec(command("done"))])
+    offsets = submit_all(make_dispatcher(provider, sink), [Rec(command("done"))])
     await until(lambda: offsets.to_commit() == 1 and any(e.final for e in sink.events))
     (final,) = sink.for_command("done")
     assert final.outcome == Outcome.COMPLETED and final.already_terminal
@@ -139,10 +139,10 @@ async def test_already_terminal_batch_is_reported_as_such() -> None:
     ],
 )
 async def test_invalid_commands_are_dead_lettered_and_never_reach_the_provider(
-    value: bytes, reason: DeadLetterReason
+    make_dispatcher: MakeDispatcher, value: bytes, reason: DeadLetterReason
 ) -> None:
     provider, sink = FakeProvider(), Sink()
-    offsets = submit_all(make(provider, sink), [Rec(value)])
+    offsets = submit_all(make_dispatcher(provider, sink), [Rec(value)])
     await until(lambda: offsets.to_commit() == 1)
     assert [(r.value, why) for r, why, _ in sink.dead] == [(value, reason)]
     assert provider.cancels == 0
@@ -151,9 +151,11 @@ async def test_invalid_commands_are_dead_lettered_and_never_reach_the_provider(
         assert final.outcome == Outcome.INVALID
 
 
-async def test_a_stopped_partition_hands_its_follows_over_without_a_final_event() -> None:
+async def test_a_stopped_partition_hands_its_follows_over_without_a_final_event(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink, states = FakeProvider(polls=["cancelling"] * 10_000), Sink(), States()
-    d = make(provider, sink, states)
+    d = make_dispatcher(provider, sink, states)
     offsets = submit_all(d, [Rec(command("long"))])
     await until(lambda: provider.gets > 2)
     await d.follows.stop_partitions([0], grace=5)
@@ -179,9 +181,11 @@ class BrokenVerifier:
         raise RuntimeError("a bug, with details that must stay in the log")
 
 
-async def test_a_bug_parks_the_record_in_the_dlq_instead_of_stalling_its_partition() -> None:
+async def test_a_bug_parks_the_record_in_the_dlq_instead_of_stalling_its_partition(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink = FakeProvider(), Sink()
-    d = make(provider, sink, accounts=frozenset({"default"}), verifier=BrokenVerifier())
+    d = make_dispatcher(provider, sink, accounts=frozenset({"default"}), verifier=BrokenVerifier())
     offsets = submit_all(d, [Rec(command("boom"), offset=0), Rec(command("next", batch="b2"), offset=1)])
     await until(lambda: offsets.to_commit() == 2)
     assert [(why, r.offset) for r, why, _ in sink.dead] == [
@@ -210,6 +214,7 @@ class _TracingProvider(FakeProvider):
 
 
 async def test_each_command_keeps_its_own_trace_in_provider_calls_and_its_log_line(
+    make_dispatcher: MakeDispatcher,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The scheduler and the state writers start while the first command is taken in; they must not carry its
@@ -224,11 +229,15 @@ async def test_each_command_keeps_its_own_trace_in_provider_calls_and_its_log_li
         for i, (cid, t) in enumerate(traces.items())
     ]
     provider, sink = _TracingProvider(), Sink()
-    d = make(provider, sink)
+    d = make_dispatcher(provider, sink)
     caplog.set_level("INFO", logger="worker.dispatch")
     offsets = submit_all(d, records)
     await until(lambda: offsets.to_commit() == 2 and sum(e.final for e in sink.events) == 2)
     assert provider.trace_of == {"batch_a": traces["a"], "batch_b": traces["b"]}
-    finished = {r.__dict__["command_id"]: r.__dict__["trace_id"] for r in caplog.records if "finished" in r.msg}
+    finished = {
+        r.__dict__["command_id"]: r.__dict__["trace_id"]
+        for r in caplog.records
+        if r.__dict__.get("event") == "command_finished"
+    }
     assert finished == traces
     await d.follows.close()

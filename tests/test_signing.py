@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fakes import FakeProvider, Rec, Sink, make, submit_all
+from tests.support.fakes import FakeProvider, MakeDispatcher, Rec, Sink, submit_all
 from tests.support.waiting import until
 from worker.app import signature_verifier
 from worker.config import AccountConfig, ConfigError, ProvidersFile, Settings
@@ -124,10 +124,12 @@ def test_accounts_without_keys_are_untouched() -> None:
         check(v, Rec(value(requested_at=None)))  # the same command for the signed account is refused
 
 
-async def test_dispatch_dead_letters_unsigned_command_and_never_calls_the_provider() -> None:
+async def test_dispatch_dead_letters_unsigned_command_and_never_calls_the_provider(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink = FakeProvider(), Sink()
     verifier = SignatureVerifier({("p", "signed"): [KEY]}, max_age_s=300)
-    d = make(provider, sink, accounts=frozenset({"default", "signed"}), verifier=verifier)
+    d = make_dispatcher(provider, sink, accounts=frozenset({"default", "signed"}), verifier=verifier)
     now = datetime.now(UTC)
     good = value("good", requested_at=now)
     offsets = submit_all(

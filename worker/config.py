@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "Dialect",
     "EventLoop",
+    "KafkaConnection",
     "ProviderConfig",
     "ProvidersFile",
     "Settings",
@@ -283,8 +284,13 @@ def load_providers(path: Path) -> ProvidersFile:
         raise ConfigError(f"providers file {path}: {explain(exc)}") from None
 
 
-class Settings(BaseSettings):
-    """Deployment settings, each from ``BCW_<NAME>`` (e.g. ``BCW_KAFKA_BOOTSTRAP_SERVERS``)."""
+class KafkaConnection(BaseSettings):
+    """How to reach the Kafka cluster, each from ``BCW_<NAME>``: what a publisher and the worker share.
+
+    The publisher (``worker.publisher``, the ``batch-cancel`` command) reads only these, so a publisher never
+    validates the worker's own settings (its tracing exporters, its providers file); the worker's
+    ``Settings`` extends them, so one environment serves both.
+    """
 
     model_config = SettingsConfigDict(env_prefix="BCW_", extra="forbid", frozen=True)
 
@@ -301,6 +307,28 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="PEM CA bundle for the broker; unset = system CAs.")
     kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
     kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
+    client_id: str = "batch-cancel-worker"
+
+    @model_validator(mode="after")
+    def _kafka_security_is_coherent(self) -> KafkaConnection:
+        """Refuse settings the chosen protocol would silently ignore, and protocols missing what they need.
+
+        An operator who sets a CA file or a SASL user on a PLAINTEXT connection believes the traffic is
+        protected, and it is not. Raises ``ConfigError`` (which pydantic lets through unwrapped): the message
+        names environment variables, the way an operator set them.
+        """
+        problem = _kafka_security_problem(self)
+        if problem is not None:
+            raise ConfigError(problem)
+        return self
+
+
+class Settings(KafkaConnection):
+    """Deployment settings, each from ``BCW_<NAME>`` (e.g. ``BCW_KAFKA_BOOTSTRAP_SERVERS``); the Kafka connection's
+    come from ``KafkaConnection``."""
+
+    model_config = SettingsConfigDict(env_prefix="BCW_", extra="forbid", frozen=True)
+
     commands_topic: str = COMMANDS_TOPIC
     events_topic: str = EVENTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
@@ -310,7 +338,6 @@ class Settings(BaseSettings):
     )
     group_id: str = "batch-cancel-worker"
     group_instance_id: str | None = Field(None, description="Static membership (KIP-345), e.g. a StatefulSet pod name.")
-    client_id: str = "batch-cancel-worker"
     providers_file: Path = Path("providers.yaml")
 
     max_in_flight: int = Field(
@@ -372,21 +399,8 @@ class Settings(BaseSettings):
         trace_exporters(os.environ)
         return self
 
-    @model_validator(mode="after")
-    def _kafka_security_is_coherent(self) -> Settings:
-        """Refuse settings the chosen protocol would silently ignore, and protocols missing what they need.
 
-        An operator who sets a CA file or a SASL user on a PLAINTEXT connection believes the traffic is
-        protected, and it is not. Raises ``ConfigError`` (which pydantic lets through unwrapped): the message
-        names environment variables, the way an operator set them.
-        """
-        problem = _kafka_security_problem(self)
-        if problem is not None:
-            raise ConfigError(problem)
-        return self
-
-
-def _kafka_security_problem(settings: Settings) -> str | None:  # noqa: PLR0911 - one return per problem
+def _kafka_security_problem(settings: KafkaConnection) -> str | None:  # noqa: PLR0911 - one return per problem
     protocol = settings.kafka_security_protocol
     uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
     sasl_set = [
@@ -421,7 +435,7 @@ def _kafka_security_problem(settings: Settings) -> str | None:  # noqa: PLR0911 
     return None
 
 
-def kafka_tls_files(settings: Settings) -> tuple[tuple[str, Path | None], ...]:
+def kafka_tls_files(settings: KafkaConnection) -> tuple[tuple[str, Path | None], ...]:
     """The TLS files, each with the variable that sets it (for messages)."""
     return (
         ("BCW_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),

@@ -2,10 +2,10 @@
 
 The consumer hands every record to ``Dispatcher.submit`` and goes straight back to polling; nothing here
 blocks the poll loop. A valid command is decoded, authorised and joined to the one ``Follow`` of its batch in
-its partition within ``submit`` itself (``Follows.join``), with a ``CommandHandle`` that releases the record's
-offset in its partition's offsets (``Done``) once the command's intent is durable on the follow-state topic
-or its final event is published, whichever comes first; the commit loop does the rest. Anything wrong goes to
-the dead-letter topic, plus a final ``invalid`` event when its ``command_id`` could be read: only that gets a
+its partition within ``submit`` itself (``Follows.join``), with a ``CommandHandle`` that releases the
+record's offset in its partition's ``CommandOffsets`` once the command's intent is durable on the follow-state
+topic or its final event is published, whichever comes first; the commit loop does the rest. Anything wrong
+goes to the dead-letter topic, plus a final ``invalid`` event when its ``command_id`` could be read: only that gets a
 task of its own.
 
 The follows themselves (resume, handover, shutdown) belong to ``worker.follow.Follows``.
@@ -35,7 +35,7 @@ from worker.contract import (
     failure_event,
 )
 from worker.follow import CommandHandle, Follows, StateSink, Subscriber
-from worker.record import Done, Record
+from worker.record import CommandOffsets, Record
 from worker.signing import SignatureVerifier
 from worker.telemetry import CommandContext, CommandTracing, metrics
 
@@ -65,7 +65,9 @@ class SelectorTaker(Protocol):
     """``worker.sweep.Selectors`` as intake sees it."""
 
     def check(self, command: SelectorCommand | LiftCommand) -> None: ...
-    def take(self, record: Record, offsets: Done, command: SelectorCommand | LiftCommand, context: Any) -> None: ...
+    def take(
+        self, record: Record, offsets: CommandOffsets, command: SelectorCommand | LiftCommand, context: Any
+    ) -> None: ...
 
 
 def _partial(command: Command) -> dict[str, str]:
@@ -113,7 +115,7 @@ class Dispatcher:
         return sum(len(t) for t in self._tasks.values())
 
     # --- intake ---------------------------------------------------------------------------------------------
-    def submit(self, record: Record, offsets: Done) -> None:
+    def submit(self, record: Record, offsets: CommandOffsets) -> None:
         """Decode, authorise and join a record's follow now; only a record going to the DLQ gets a task.
 
         The poll loop calls this for every record, so the common path allocates no task and awaits nothing:
@@ -162,22 +164,24 @@ class Dispatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- one command ----------------------------------------------------------------------------------------
-    async def _invalid(self, record: Record, offsets: Done, exc: InvalidCommand, context: CommandContext) -> None:
+    async def _invalid(
+        self, record: Record, offsets: CommandOffsets, exc: InvalidCommand, context: CommandContext
+    ) -> None:
         await self._reject(record, exc, context)
         self._finished(record, offsets, Outcome.INVALID, context)
 
-    def _finished(self, record: Record, offsets: Done, outcome: Outcome, context: CommandContext) -> None:
+    def _finished(self, record: Record, offsets: CommandOffsets, outcome: Outcome, context: CommandContext) -> None:
         metrics.COMMANDS.labels(outcome.value).inc()
         metrics.COMMAND_FINAL_SECONDS.observe(max(0.0, time.time() - context.produced_at))
         context.span.end()
         if not offsets.revoked:
             offsets.finished(record.offset)
 
-    def _join(self, record: Record, offsets: Done, command: CancelCommand, context: CommandContext) -> None:
+    def _join(self, record: Record, offsets: CommandOffsets, command: CancelCommand, context: CommandContext) -> None:
         limit = min(command.follow_timeout_s or float("inf"), self.follows.policy.max_follow)
         sub = Subscriber(
             command.command_id,
-            follow=command.follow,
+            wants_follow=command.follow,
             context=context,
             deadline=time.time() + limit,
             handle=CommandHandle(offsets, record.offset),  # the offset, not the record (its bytes and headers)
@@ -188,7 +192,7 @@ class Dispatcher:
             context.span.end()
 
     # --- invalid input --------------------------------------------------------------------------------------
-    async def _park(self, record: Record, offsets: Done, error: Exception, context: CommandContext) -> None:
+    async def _park(self, record: Record, offsets: CommandOffsets, error: Exception, context: CommandContext) -> None:
         """Dead-letter a record the worker failed on (``internal_error``), so its partition moves on.
 
         The exception went to the log with its traceback; the dead letter names only its type, because an
@@ -208,7 +212,9 @@ class Dispatcher:
             )
         self._finished(record, offsets, Outcome.INVALID, context)
 
-    def _hand_over(self, record: Record, offsets: Done, command: SelectorCommand | LiftCommand, context: Any) -> None:
+    def _hand_over(
+        self, record: Record, offsets: CommandOffsets, command: SelectorCommand | LiftCommand, context: Any
+    ) -> None:
         """A selector or lift: refused here like any command when its provider or the clock cannot take it,
         else run by ``Selectors`` (which marks its offset done once its work is durable)."""
         if self._selectors is None:

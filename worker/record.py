@@ -1,7 +1,7 @@
 """What the worker reads of a consumed Kafka record, and how it says a record is done.
 
-aiokafka's ``ConsumerRecord`` fits ``Record``, and ``worker.kafka.offsets.PartitionOffsets`` fits ``Done``;
-so do test fakes. They are protocols so that dispatch and following never import the Kafka plumbing.
+aiokafka's ``ConsumerRecord`` fits ``Record``, and ``worker.kafka.offsets.PartitionOffsets`` fits
+``CommandOffsets``; so do test fakes. They are protocols so that dispatch and following never import the Kafka plumbing.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["Done", "Record"]
+__all__ = ["CommandOffsets", "Record"]
 
 
 class Record(Protocol):
@@ -29,7 +29,7 @@ class Record(Protocol):
     def timestamp(self) -> int: ...
 
 
-class Done(Protocol):
+class CommandOffsets(Protocol):
     """A partition's offset bookkeeping: ``finished`` marks a record done (its offset may be committed)."""
 
     @property

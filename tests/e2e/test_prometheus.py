@@ -21,7 +21,6 @@ provider's first 429) and ``rate()`` cannot see that first step; the second roun
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from typing import Any
 
@@ -30,6 +29,7 @@ import yaml
 from devstack.prometheus import RULES, Prometheus, dashboard_queries
 from tests.support.events import EventLog, publish_commands
 from tests.support.stack import Stack, StackFactory
+from tests.support.waiting import until_sync
 
 NAMESPACE = "e2e"
 POD = "worker-0"
@@ -72,14 +72,6 @@ def _round(s: Stack, n: int) -> list[dict[str, Any] | bytes]:
         *({"provider": "openai", "account": "wrongkey", "batch_id": b} for b in refused),
         b"cancel " + tag.encode() + b" please",
     ]
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.5)
 
 
 async def test_every_dashboard_query_and_alert_on_a_real_prometheus(make_stack: StackFactory) -> None:
@@ -129,7 +121,7 @@ async def test_every_dashboard_query_and_alert_on_a_real_prometheus(make_stack: 
             groups = prom.api("rules", type="alert")["groups"]
             return {r["name"]: r for g in groups for r in g["rules"]}
 
-        _wait(lambda: all(r["health"] == "ok" for r in rules().values()), 30, "every rule evaluated")
+        until_sync(lambda: all(r["health"] == "ok" for r in rules().values()), 30, "every rule evaluated")
         loaded = rules()
         assert set(loaded) == set(alerts)
         for name, rule in loaded.items():
@@ -151,7 +143,7 @@ async def test_every_dashboard_query_and_alert_on_a_real_prometheus(make_stack: 
 
         at_once = {n for n in TRIPPED if "for" not in alerts[n]}
         assert at_once, "the scenario should trip an alert without for:"
-        _wait(lambda: at_once <= set(firing()), 30, f"{sorted(at_once)} firing in Prometheus")
+        until_sync(lambda: at_once <= set(firing()), 30, f"{sorted(at_once)} firing in Prometheus")
         fired = firing()
         assert fired["BcwDeadLetters"]["annotations"]["summary"] == (
             "Commands are being dead-lettered (reason invalid_json)"

@@ -303,3 +303,21 @@ def test_emulator_only_ever_saw_valid_batch_paths(emulator: Emulator) -> None:
     assert all(r["op"] in ("cancel", "retrieve") and r["batch_id"] for r in requests), [
         r["path"] for r in requests if not r["op"]
     ]
+
+
+def test_a_scenario_is_a_typed_object_or_keywords_checked_before_the_request(emulator: Emulator) -> None:
+    """``Scenario`` and ``Fault`` come from ``testing``; a misspelt keyword fails in the test, not as a 422."""
+    from pydantic import ValidationError
+
+    from batch_cancel_emulator.testing import Fault, Scenario
+
+    typed = emulator.create_batch("openai", scenario=Scenario(status="completed", faults=[Fault(kind="overload")]))
+    assert emulator.batch("openai", typed)["status"] == "completed"
+    [bulk] = emulator.create_batches("openai", 1, scenario=Scenario(status="completed"))
+    assert emulator.batch("openai", bulk)["status"] == "completed"
+    before = len(emulator.requests())
+    with pytest.raises(ValidationError, match="statuss"):
+        emulator.create_batch("openai", statuss="completed")
+    with pytest.raises(TypeError, match="not both"):
+        emulator.create_batch("openai", scenario=Scenario(), status="completed")
+    assert len(emulator.requests()) == before

@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.events import EventLog
 from tests.support.stack import Stack, StackFactory
+from worker.contract import BatchStateEvent
 from worker.publisher import EventFollower, publish_cancel, publish_cancel_sync, wait_for_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,10 +176,10 @@ async def test_client_publish_then_wait_for_outcome_reads_back_from_a_timestamp(
     batch = s.emulator.create_batch("openai", bid(), cancelling_polls=1)
     command_id = await publish_cancel(s.bootstrap, "openai", batch, topic=s.commands, reason="e2e client")
     await asyncio.sleep(0)  # the wait starts after the publish on purpose: it must still see every event
-    seen: list[dict[str, Any]] = []
+    seen: list[BatchStateEvent] = []
     final = await wait_for_outcome(s.bootstrap, command_id, events_topic=s.events, timeout=60, on_event=seen.append)
-    assert final["outcome"] == "cancelled" and final["batch_id"] == batch
-    assert [e["status"] for e in seen] == ["cancelling", "cancelled"]
+    assert final.outcome == "cancelled" and final.batch_id == batch
+    assert [e.status for e in seen] == ["cancelling", "cancelled"]
 
 
 async def test_client_follower_entered_before_publish_and_sync_wrapper(shared_stack: Stack) -> None:
@@ -187,7 +188,7 @@ async def test_client_follower_entered_before_publish_and_sync_wrapper(shared_st
     async with EventFollower(s.bootstrap, s.events) as follower:
         command_id = await asyncio.to_thread(publish_cancel_sync, s.bootstrap, "siliconflow", batch, topic=s.commands)
         final = await follower.outcome(command_id, timeout=60)
-    assert final["outcome"] == "completed" and final["already_terminal"] is True
+    assert final.outcome == "completed" and final.already_terminal is True
 
 
 async def test_client_no_follow_ends_accepted(shared_stack: Stack) -> None:
@@ -196,7 +197,7 @@ async def test_client_no_follow_ends_accepted(shared_stack: Stack) -> None:
     async with EventFollower(s.bootstrap, s.events) as follower:
         command_id = await publish_cancel(s.bootstrap, "openai", batch, topic=s.commands, follow=False)
         final = await follower.outcome(command_id, timeout=60)
-    assert final["outcome"] == "accepted" and final["status"] == "cancelling"
+    assert final.outcome == "accepted" and final.status == "cancelling"
 
 
 # --- kcat -------------------------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ async def test_kcat_one_liner_from_the_docs_cancels_a_batch(shared_stack: Stack,
         code, _, err = await run("bash", "-euo", "pipefail", "-c", kcat_one_liner(), env=env, timeout=60)
         assert code == 0, err
         final = await follower.outcome(command_id, timeout=60)
-    assert final["outcome"] == "cancelled" and final["batch_id"] == batch
+    assert final.outcome == "cancelled" and final.batch_id == batch
     record = await command_record(s, command_id)
     assert record.key == f"openai/default/{batch}".encode() and TRACEPARENT.match(record.headers["traceparent"])
 

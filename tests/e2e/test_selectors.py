@@ -85,8 +85,8 @@ def _population(s: Stack, dialect: str, window: tuple[int, int], team: str) -> t
     miss = emu.create_batches(dialect, 60, metadata={"team": team}, created_at=t0 + 100, status="completed")
     miss += emu.create_batches(dialect, 20, metadata={"team": team}, created_at=t0 + 200, status="cancelling")
     other = "someone-else" if dialect in WITH_METADATA else team
-    status = {} if dialect in WITH_METADATA else {"status": "completed"}
-    miss += emu.create_batches(dialect, 20, metadata={"team": other}, created_at=t0 + 300, **status)
+    status = None if dialect in WITH_METADATA else "completed"
+    miss += emu.create_batches(dialect, 20, metadata={"team": other}, created_at=t0 + 300, status=status)
     miss += emu.create_batches(dialect, 3, metadata={"team": team}, created_at=window[1] + 10)
     return hit, miss
 

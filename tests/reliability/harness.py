@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import time
 import uuid
 from collections import Counter
@@ -147,18 +146,14 @@ class VariantWorker(WorkerProcess):
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), self.env.get("PYTHONPATH")]))
 
 
-_ASSIGNED = re.compile(r"partitions assigned: \[([\d, ]*)\]")
-_REVOKED = re.compile(r"partitions revoked: \[([\d, ]*)\]")
-
-
 def assignments(worker: WorkerProcess) -> list[list[int]]:
     """Every assignment the worker logged, in order (one delivery of the partitions' uncommitted records)."""
-    return [[int(p) for p in m.group(1).split(",") if p.strip()] for m in _ASSIGNED.finditer(worker.log_text())]
+    return [list(record["partitions"]) for record in worker.log_events("partitions_assigned")]
 
 
 def revocations(worker: WorkerProcess) -> int:
     """Rebalances that took partitions away (a first join logs an empty revocation; it is not counted)."""
-    return sum(1 for found in _REVOKED.findall(worker.log_text()) if found.strip())
+    return sum(1 for record in worker.log_events("partitions_revoked") if record["partitions"])
 
 
 def deliveries(workers: Iterable[WorkerProcess]) -> Counter[int]:

@@ -67,11 +67,7 @@ async def lag_zero_after(s: Stack, timeout: float = 30.0) -> float:
 
 def restored(worker: WorkerProcess) -> int:
     """Follows the worker resumed from the follows topic, summed over its assignments."""
-    total = 0
-    for line in worker.log_text().splitlines():
-        if '"resumed ' in line and " follows of partitions " in line:
-            total += int(line.split('"resumed ', 1)[1].split(" ", 1)[0])
-    return total
+    return sum(int(record["follows"]) for record in worker.log_events("follows_resumed"))
 
 
 async def durable(s: Stack) -> dict[str, FollowState]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -14,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.support.waiting import until
 from worker.contract import batch_key
 
 __all__ = ["EventLog", "Published", "committed_vs_end", "publish_commands"]
@@ -77,11 +77,8 @@ class EventLog:
         return list(seen.values())
 
     async def wait_until(self, predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            await self.poll()
+        """``until``, reading more events between two checks."""
+        await until(predicate, timeout, what, step=self.poll)
 
     async def wait_finals(self, command_ids: Iterable[str], timeout: float = 60.0) -> None:
         ids = list(command_ids)

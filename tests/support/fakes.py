@@ -1,15 +1,15 @@
 """In-process fakes for the dispatch and follow logic: a provider, the event sink, the follow-state topic.
 
 The end-to-end and reliability tests prove the same paths over a real broker and real HTTP; these fakes let
-the unit tests pin the rules that are hard to provoke there (tests/test_dispatch.py, test_signing.py,
-test_follow_resume.py).
+the unit tests pin the rules that are hard to provoke there (tests/test_dispatch.py, tests/test_signing.py,
+tests/follow/test_follow_resume.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,19 @@ from worker.follow import FollowPolicy, Follows
 from worker.kafka.offsets import PartitionOffsets
 from worker.providers import CancelResult
 
-__all__ = ["FAST", "FakeProvider", "Rec", "Sink", "States", "command", "make", "snap", "submit_all"]
+__all__ = [
+    "FAST",
+    "FakeProvider",
+    "MakeDispatcher",
+    "Rec",
+    "Sink",
+    "States",
+    "close",
+    "command",
+    "make",
+    "snap",
+    "submit_all",
+]
 
 #: Follow intervals short enough that a unit test's follow ends in milliseconds.
 FAST = FollowPolicy(initial_interval=0.01, max_interval=0.05, backoff=2.0, max_follow=30)
@@ -119,6 +131,16 @@ def make(
     providers, allowed = {"p": provider}, {"p": accounts}
     follows = Follows(providers, allowed, sink, states or States(), policy)
     return Dispatcher(providers, allowed, sink, follows, max_command_bytes=65536, verifier=verifier)
+
+
+#: The ``make_dispatcher`` fixture (tests/conftest.py): ``make``, with every dispatcher built closed afterwards.
+MakeDispatcher = Callable[..., Dispatcher]
+
+
+async def close(d: Dispatcher) -> None:
+    """Stop what a dispatcher and its follows started (dead-letter tasks, schedulers, state writers)."""
+    await d.stop_intake()
+    await d.follows.close()
 
 
 def submit_all(d: Dispatcher, records: list[Rec]) -> PartitionOffsets:

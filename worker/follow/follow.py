@@ -99,7 +99,10 @@ class Follow(Durable):
         self.since = time.time()
         self.stopping = False
         self.busy = False  # a cancel or a poll is on the wire
-        self.ticket = 0  # the scheduler's: which of its heap entries for this follow is current
+        # The scheduler's, and only it writes it: which of its heap entries for this follow is current. 0 means
+        # "no current entry" (never scheduled, taken by a runner, or unscheduled); a stopped follow is not
+        # rescheduled because ``poll`` returns None for it.
+        self.ticket = 0
         self._interval = services.policy.initial_interval
         self._confirming = False
         self._ended = False
@@ -134,7 +137,7 @@ class Follow(Durable):
             deadline = w.deadline.timestamp() if w.deadline else follow.since + cap
             sub = Subscriber(
                 w.command_id,
-                follow=w.follow,
+                wants_follow=w.follow,
                 context=context_of(w),
                 deadline=deadline,
                 last_status=w.last_status,
@@ -175,7 +178,7 @@ class Follow(Durable):
             command_id=sub.command_id,
             deadline=_utc(sub.deadline),
             last_status=sub.last_status,
-            follow=sub.follow,
+            follow=sub.wants_follow,
             traceparent=traceparent,
             tracestate=tracestate,
             received_at=received_at,
@@ -355,7 +358,7 @@ class Follow(Durable):
         Reports need no lock: they happen only inside the follow's one call (``busy``), and joining is
         synchronous, so no two of them interleave.
         """
-        final = snapshot.terminal or not sub.follow
+        final = snapshot.terminal or not sub.wants_follow
         if sub.done or (snapshot.status == sub.last_status and not final):
             return
         event = observed_event(

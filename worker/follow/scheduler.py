@@ -78,12 +78,12 @@ class PollScheduler:
                 for i in range(runners)
             ),
             asyncio.create_task(
-                self._dispatch_cancels(self._cancels, asyncio.Semaphore(CANCELS_AT_ONCE)),
+                self._start_cancels(self._cancels, asyncio.Semaphore(CANCELS_AT_ONCE)),
                 name=f"cancels {name}",
                 context=contextvars.Context(),
             ),
             asyncio.create_task(
-                self._dispatch_cancels(self._bulk, asyncio.Semaphore(BULK_CANCELS_AT_ONCE)),
+                self._start_cancels(self._bulk, asyncio.Semaphore(BULK_CANCELS_AT_ONCE)),
                 name=f"bulk cancels {name}",
                 context=contextvars.Context(),
             ),
@@ -119,7 +119,7 @@ class PollScheduler:
             task.cancel()
         await asyncio.gather(*self._runners, *self._cancel_tasks, return_exceptions=True)
 
-    async def _dispatch_cancels(self, heap: list[_Entry], slots: asyncio.Semaphore) -> None:
+    async def _start_cancels(self, heap: list[_Entry], slots: asyncio.Semaphore) -> None:
         def done(task: asyncio.Task[None]) -> None:
             self._cancel_tasks.discard(task)
             slots.release()

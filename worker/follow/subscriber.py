@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from worker.contract import BatchStateEvent, BatchStatus, Outcome
-from worker.record import Done
+from worker.record import CommandOffsets
 from worker.telemetry import CommandContext, metrics
 
 __all__ = ["CommandHandle", "Subscriber"]
@@ -30,7 +30,7 @@ class CommandHandle:
 
     __slots__ = ("_offset", "_offsets", "resumed_in")
 
-    def __init__(self, offsets: Done | None, offset: int = -1, *, resumed_in: int | None = None) -> None:
+    def __init__(self, offsets: CommandOffsets | None, offset: int = -1, *, resumed_in: int | None = None) -> None:
         self._offsets = offsets
         self._offset = offset
         self.resumed_in = resumed_in  # the commands partition it was resumed in (None: taken in here)
@@ -59,6 +59,7 @@ class CommandHandle:
                 "command finished: %s (resumed)",
                 outcome.value,
                 extra={
+                    "event": "command_finished",
                     "command_id": event.command_id,
                     "batch_id": event.batch_id,
                     "partition": self.resumed_in,
@@ -73,6 +74,7 @@ class CommandHandle:
             "command finished: %s",
             outcome.value,
             extra={
+                "event": "command_finished",
                 "command_id": event.command_id,
                 "provider": event.provider,
                 "account": event.account,
@@ -94,11 +96,11 @@ class Subscriber:
 
     ``handle.release`` is called once, when the command's offset may be committed: its intent is durable or
     its final event is published. ``handle.finished`` is called once with that final event.
-    Only the command's id and ``follow`` flag are kept: the batch is the follow's.
+    Only the command's id and ``follow`` field are kept: the batch is the follow's.
     """
 
     command_id: str
-    follow: bool = True  # the command's ``follow`` field: report until terminal (False: only the cancel's answer)
+    wants_follow: bool = True  # the command's ``follow``: report until terminal (False: only the cancel's answer)
     context: CommandContext | None = None  # its trace context (the events continue it) and Kafka timestamp
     deadline: float = float("inf")  # Unix seconds
     last_status: BatchStatus | None = None

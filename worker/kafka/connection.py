@@ -39,7 +39,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from worker.config import ConfigError, Settings, kafka_tls_files
+from worker.config import ConfigError, KafkaConnection, kafka_tls_files
 
 __all__ = ["KafkaStartError", "check_connection", "client_kwargs", "security_kwargs", "stop_client"]
 
@@ -85,7 +85,7 @@ class KafkaStartError(Exception):
     """The broker cannot be used with these settings; the message is one line, free of secrets."""
 
 
-def client_kwargs(settings: Settings) -> dict[str, Any]:
+def client_kwargs(settings: KafkaConnection) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client (producer, consumer, admin); raises ``ConfigError``."""
     return {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
@@ -94,10 +94,10 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def security_kwargs(settings: Settings) -> dict[str, Any]:
+def security_kwargs(settings: KafkaConnection) -> dict[str, Any]:
     """aiokafka's security arguments, with the SASL password and TLS files read now; raises ``ConfigError``.
 
-    That the combination makes sense is checked where the settings are defined (``Settings``); what is left
+    That the combination makes sense is checked where the settings are defined (``KafkaConnection``); what is left
     here is what needs the file system.
     """
     protocol = settings.kafka_security_protocol
@@ -109,12 +109,12 @@ def security_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def _sasl(settings: Settings) -> dict[str, Any]:
+def _sasl(settings: KafkaConnection) -> dict[str, Any]:
     if settings.kafka_sasl_password is not None:
         password = settings.kafka_sasl_password.get_secret_value()
     else:
         path = settings.kafka_sasl_password_file
-        assert path is not None  # Settings requires exactly one of the two
+        assert path is not None  # KafkaConnection requires exactly one of the two
         try:
             # Only the line end a Secret mount or `echo` adds is dropped; inner whitespace is the password's.
             password = path.read_text().rstrip("\r\n")
@@ -129,7 +129,7 @@ def _sasl(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
+def _ssl_context(settings: KafkaConnection) -> ssl.SSLContext:
     """aiokafka's context: certificate and host name always verified (``check_hostname`` cannot be off)."""
     for name, path in kafka_tls_files(settings):
         if path is not None:
@@ -155,7 +155,7 @@ def _readable(name: str, path: Path) -> None:
         raise ConfigError(f"cannot read {name} {path}: {exc.strerror}") from None
 
 
-async def check_connection(settings: Settings, timeout: float = 15.0) -> None:
+async def check_connection(settings: KafkaConnection, timeout: float = 15.0) -> None:
     """Connect and authenticate to one bootstrap broker, or raise ``KafkaStartError`` saying why not.
 
     Tried once per address, in order; the first success is enough (the clients then discover the rest).
@@ -187,7 +187,7 @@ async def check_connection(settings: Settings, timeout: float = 15.0) -> None:
     raise KafkaStartError(f"{errors[0]}{more}")
 
 
-def _explain(server: str, exc: BaseException, settings: Settings) -> str:  # noqa: PLR0911 - one per cause
+def _explain(server: str, exc: BaseException, settings: KafkaConnection) -> str:  # noqa: PLR0911 - one per cause
     """The cause of a failed connection in operator's words, with the setting that most likely fixes it."""
     who = f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism})"
     if isinstance(exc, ssl.SSLCertVerificationError):

@@ -10,8 +10,8 @@ Three rules from aiokafka's behaviour shape this module:
 * ``getmany`` is called continuously, even while every partition is paused, because a member that stops
   polling for ``max_poll_interval_ms`` leaves the group (aiokafka#848) and its work is redelivered.
   Back-pressure is ``pause()``, which never triggers a rebalance.
-* Commits happen only in the commit loop and the revoke callback, and only for offsets whose outcomes
-  are published (see ``offsets.py``).
+* Commits happen only in the commit loop and the revoke callback, and only for offsets whose commands are
+  done with: intent durable on the follow-state topic, or outcome published (see ``offsets.py``).
 * aiokafka rebalances eagerly and does not call ``on_partitions_revoked`` before ``stop()``, so shutdown
   commits explicitly before leaving the group.
 """
@@ -255,7 +255,7 @@ class CommandConsumer:
                 offsets.revoked = True
             with contextlib.suppress(KeyError):  # never reported for this partition
                 metrics.COMMIT_LAG.remove(str(tp.partition))
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+        log.info("partitions revoked: %s", numbers, extra={"event": "partitions_revoked", "partitions": numbers})
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
@@ -268,7 +268,8 @@ class CommandConsumer:
             self._restores.add(task)
             task.add_done_callback(self._restores.discard)
         self.joined.set()
-        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        numbers = sorted(tp.partition for tp in assigned)
+        log.info("partitions assigned: %s", numbers, extra={"event": "partitions_assigned", "partitions": numbers})
 
     async def _restore(self, partitions: set[TopicPartition]) -> None:
         """Read the follows of newly assigned partitions and resume them, then let their commands in.
@@ -298,7 +299,13 @@ class CommandConsumer:
                 self._consumer.resume(tp)
         took = time.monotonic() - started
         metrics.RESTORE_SECONDS.observe(took)
-        log.info("resumed %d follows of partitions %s in %.2fs", resumed, numbers, took)
+        log.info(
+            "resumed %d follows of partitions %s in %.2fs",
+            resumed,
+            numbers,
+            took,
+            extra={"event": "follows_resumed", "follows": resumed, "partitions": numbers, "seconds": round(took, 3)},
+        )
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import ValidationError
 
-from worker.config import ConfigError, Settings
+from worker.config import ConfigError, KafkaConnection, Settings
 from worker.contract import FollowState, KillState, decode_kept, encode_follow_state, encode_kill_state
 from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.producer import EventProducer
@@ -63,7 +63,7 @@ class FollowStore:
 
 
 async def read_follows(
-    settings: Settings, topic: str, partitions: Iterable[int], *, timeout: float = 120.0
+    settings: KafkaConnection, topic: str, partitions: Iterable[int], *, timeout: float = 120.0
 ) -> dict[int, list[FollowState | KillState]]:
     """Read partitions of the follows topic to their current end; the latest record per key wins.
 

@@ -1,4 +1,5 @@
-"""Which offsets may be committed: the watermark below which every command's outcome is published.
+"""Which offsets may be committed: the watermark below which every command is done with (its intent durable
+on the follow-state topic, or its outcome published).
 
 Commands of one partition finish out of order (a quick rejection overtakes a batch that stays
 ``cancelling`` for ten minutes), but Kafka stores one committed offset per partition. Committing a
@@ -41,7 +42,8 @@ class PartitionOffsets:
         self.fetched = offset + 1
 
     def finished(self, offset: int) -> None:
-        """The record's outcome is published: it may be committed once every earlier record is too."""
+        """The record is done with (its intent is durable or its outcome published): it may be committed once
+        every earlier record is too."""
         self._done.add(offset)
         while self._order and self._order[0] in self._done:
             head = self._order.popleft()

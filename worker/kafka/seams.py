@@ -2,7 +2,7 @@
 
 ``CommandConsumer`` is written against these rather than against ``AIOKafkaConsumer`` and the ``Dispatcher``,
 so its rules (back-pressure, revocation, drain, commit order) are unit-tested with fakes
-(tests/test_consumer.py) and the Kafka plumbing does not reach up into the code that handles commands.
+(tests/kafka/test_consumer.py) and the Kafka plumbing does not reach up into the code that handles commands.
 
 * ``ConsumerClient``: the part of aiokafka's ``AIOKafkaConsumer`` the loop calls (``consumer.kafka_consumer``
   builds the real one).

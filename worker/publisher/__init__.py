@@ -1,6 +1,7 @@
 """The publisher's side: what applications and operators use to send cancels and read outcomes.
 
-* ``client.py``: the Python client (``publish_cancel``, ``wait_for_outcome``, ``EventFollower``); its names
+* ``client.py``: the Python client (``CancelPublisher``, ``publish_cancel``, ``wait_for_outcome``,
+  ``EventFollower``); its names
   are exported here, so ``from worker.publisher import publish_cancel``.
 * ``cli.py``: the ``batch-cancel`` command (publish, watch, follows).
 * ``follows.py``: the live follows on the follow-state topic, for ``batch-cancel follows``.
@@ -12,6 +13,7 @@ deployed worker does.
 from worker.publisher.client import (
     DEFAULT_COMMANDS_TOPIC,
     DEFAULT_EVENTS_TOPIC,
+    CancelPublisher,
     EventFollower,
     OutcomeTimeout,
     build_command,
@@ -26,6 +28,7 @@ from worker.publisher.client import (
 __all__ = [
     "DEFAULT_COMMANDS_TOPIC",
     "DEFAULT_EVENTS_TOPIC",
+    "CancelPublisher",
     "EventFollower",
     "OutcomeTimeout",
     "build_command",

@@ -40,8 +40,8 @@ from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from worker.config import ConfigError, Settings
-from worker.contract import InvalidCommand
+from worker.config import ConfigError, KafkaConnection
+from worker.contract import BatchStateEvent, InvalidCommand
 from worker.contract.topics import FOLLOWS_TOPIC
 from worker.kafka.connection import security_kwargs
 from worker.publisher import kill_cli
@@ -70,25 +70,25 @@ _EPILOG = """exit codes: 0 ok (cancelled, completed, failed, expired, accepted) 
 Defaults come from BCW_KAFKA_BOOTSTRAP_SERVERS, BCW_COMMANDS_TOPIC and BCW_EVENTS_TOPIC."""
 
 
-def exit_code(final: dict[str, Any]) -> int:
-    return EXIT_CODES.get(str(final.get("outcome")), EXIT_OK)
+def exit_code(final: BatchStateEvent) -> int:
+    return EXIT_CODES.get(str(final.outcome), EXIT_OK)
 
 
-def format_event(event: dict[str, Any]) -> str:
+def format_event(event: BatchStateEvent) -> str:
     """One readable line per state change: time, status (or FINAL outcome), batch, and why it failed."""
-    at = str(event.get("observed_at") or "")[11:23]
-    what = f"FINAL {event.get('outcome')}" if event.get("final") else str(event.get("status"))
-    batch = f"{event.get('provider')}/{event.get('account')}/{event.get('batch_id')}"
+    at = event.observed_at.isoformat()[11:23]
+    what = f"FINAL {event.outcome}" if event.final else str(event.status)
+    batch = f"{event.provider}/{event.account}/{event.batch_id}"
     extra = []
-    if event.get("provider_status") and event.get("provider_status") != event.get("status"):
-        extra.append(f"provider_status={event['provider_status']}")
-    if event.get("already_terminal"):
+    if event.provider_status and event.provider_status != event.status:
+        extra.append(f"provider_status={event.provider_status}")
+    if event.already_terminal:
         extra.append("already_terminal")
-    detail = event.get("detail")
-    if isinstance(detail, dict):
-        http = f"HTTP {detail['http_status']} " if detail.get("http_status") else ""
-        extra.append(f"{http}{detail.get('code') or ''}: {detail.get('message') or ''}".strip())
-    line = f"{at:<12}  {what:<18}  {batch}  {event.get('command_id')}"
+    detail = event.detail
+    if detail is not None:
+        http = f"HTTP {detail.http_status} " if detail.http_status else ""
+        extra.append(f"{http}{detail.code or ''}: {detail.message or ''}".strip())
+    line = f"{at:<12}  {what:<18}  {batch}  {event.command_id}"
     return f"{line}  {' '.join(extra)}" if extra else line
 
 
@@ -193,20 +193,26 @@ async def _publish(args: argparse.Namespace) -> int:
                 return EXIT_TIMEOUT
         code = exit_code(final)
         if code != EXIT_OK:
-            detail = final.get("detail") or {}
-            http = f"HTTP {detail['http_status']} " if detail.get("http_status") else ""
-            code_part = f"{detail['code']}: " if detail.get("code") else ""
-            _say(f"batch-cancel: {final.get('outcome')}: {http}{code_part}{detail.get('message')}", err=True)
+            detail = final.detail
+            http = f"HTTP {detail.http_status} " if detail is not None and detail.http_status else ""
+            code_part = f"{detail.code}: " if detail is not None and detail.code else ""
+            message = detail.message if detail is not None else None
+            _say(f"batch-cancel: {final.outcome}: {http}{code_part}{message}", err=True)
         return code
 
 
-def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
-    """SASL/TLS from the same ``BCW_KAFKA_*`` variables the worker reads, so one environment serves both."""
+def _connection(args: argparse.Namespace) -> KafkaConnection:
+    """The Kafka connection from the same ``BCW_KAFKA_*`` variables the worker reads, so one environment serves
+    both; only those: a publisher's environment may hold anything else (its own tracing exporter included)."""
     try:
-        settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
+        return KafkaConnection(kafka_bootstrap_servers=args.bootstrap_servers)
     except ValidationError as exc:
         raise ConfigError(f"bad setting: {explain(exc, env_prefix='BCW_')}") from None
-    return security_kwargs(settings)
+
+
+def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
+    """SASL/TLS for the client (``security_kwargs``: files and the password read now)."""
+    return security_kwargs(_connection(args))
 
 
 def _signing_key(var: str | None) -> bytes | None:
@@ -219,7 +225,7 @@ def _signing_key(var: str | None) -> bytes | None:
 
 
 async def _follows(args: argparse.Namespace) -> int:
-    settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
+    settings = _connection(args)
     for line in format_follows(await live_follows(settings, args.follows_topic, args.provider), as_json=args.json):
         _say(line)
     return EXIT_OK
@@ -235,12 +241,13 @@ async def _watch(args: argparse.Namespace) -> int:
                 event = parse_event(value)
                 if event is None or not _matches(event, args):
                     continue
-                _say(json.dumps(event, separators=(",", ":")) if args.json else format_event(event))
+                # --json: the event as the worker wrote it (fields this client does not know included), compact
+                _say(json.dumps(json.loads(value or b""), separators=(",", ":")) if args.json else format_event(event))
 
 
-def _matches(event: dict[str, Any], args: argparse.Namespace) -> bool:
-    return (args.batch_id is None or event.get("batch_id") == args.batch_id) and (
-        args.command_id is None or event.get("command_id") == args.command_id
+def _matches(event: BatchStateEvent, args: argparse.Namespace) -> bool:
+    return (args.batch_id is None or event.batch_id == args.batch_id) and (
+        args.command_id is None or event.command_id == args.command_id
     )
 
 

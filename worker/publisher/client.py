@@ -18,7 +18,6 @@ publisher's trace.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
-from worker.contract import CancelCommand, batch_key, decode_command
+from worker.contract import BatchStateEvent, CancelCommand, batch_key, decode_command
 from worker.contract.topics import COMMANDS_TOPIC, EVENTS_TOPIC
 from worker.kafka.connection import stop_client
 from worker.signing import sign
@@ -38,6 +37,7 @@ from worker.signing import sign
 __all__ = [
     "DEFAULT_COMMANDS_TOPIC",
     "DEFAULT_EVENTS_TOPIC",
+    "CancelPublisher",
     "EventFollower",
     "OutcomeTimeout",
     "build_command",
@@ -56,17 +56,18 @@ MAX_COMMAND_BYTES = 64 * 1024
 #: ``wait_for_outcome`` without ``since`` looks back this far, covering clock skew and a slow caller.
 DEFAULT_LOOKBACK = timedelta(minutes=5)
 
-EventCallback = Callable[[dict[str, Any]], object]
+EventCallback = Callable[[BatchStateEvent], object]
 _tracer = trace.get_tracer("batch-cancel-worker.client")
 
 
 class OutcomeTimeout(TimeoutError):
     """No final event arrived in time; ``last_event`` is the newest state seen for the command, if any."""
 
-    def __init__(self, command_id: str, timeout: float, last_event: dict[str, Any] | None) -> None:
+    def __init__(self, command_id: str, timeout: float, last_event: BatchStateEvent | None) -> None:
         self.command_id = command_id
         self.last_event = last_event
-        seen = f"last status {last_event.get('status')}" if last_event else "no event seen"
+        status = last_event.status.value if last_event is not None and last_event.status else None
+        seen = f"last status {status}" if last_event is not None else "no event seen"
         super().__init__(f"no final event for command {command_id} within {timeout:g}s ({seen})")
 
 
@@ -120,16 +121,104 @@ async def publish_cancel(
 ) -> str:
     """Send one cancel command and return its ``command_id`` once the broker has acknowledged it.
 
-    Pass a started ``producer`` to publish many commands over one connection (the budget guard does);
-    otherwise an idempotent ``acks=all`` producer is opened and closed around this one send, with
-    ``kafka_options`` (e.g. ``worker.kafka.connection.security_kwargs(settings)`` for SASL/TLS).
-    With ``signing_key`` the command is signed for accounts that require it (``requested_at`` is set to now
-    when absent, because signed commands must carry it).
+    A convenience over ``CancelPublisher``: pass a started ``producer`` to publish over a connection you
+    own; otherwise a ``CancelPublisher`` is opened and closed around this one send, with ``kafka_options``
+    (e.g. ``worker.kafka.connection.security_kwargs(KafkaConnection())`` for SASL/TLS). With ``signing_key``
+    the command is signed for accounts that require it (``requested_at`` is set to now when absent, because
+    signed commands must carry it). The command is validated before any connection is made.
     """
+    command, value = _prepared(
+        provider, batch_id, account=account, reason=reason, signing_key=signing_key, fields=fields
+    )
+    if producer is not None:
+        await _send(producer, topic, command, value, signing_key)
+        return command.command_id
+    async with CancelPublisher(
+        bootstrap_servers, topic=topic, kafka_options=kafka_options, signing_key=signing_key
+    ) as publisher:
+        await _send(publisher.producer, topic, command, value, signing_key)
+    return command.command_id
+
+
+class CancelPublisher:
+    """Publishes cancel commands over one idempotent ``acks=all`` producer that it opens and always closes.
+
+    ``async with CancelPublisher(bootstrap_servers, kafka_options=...) as publisher:`` then
+    ``command_id = await publisher.cancel(provider, batch_id, ...)`` as often as needed; leaving the block
+    closes the producer, and so does a failed start (an unreachable broker), so nothing is left open on
+    any path. ``publish_cancel`` is the one-command convenience over it.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic: str = DEFAULT_COMMANDS_TOPIC,
+        kafka_options: Mapping[str, Any] | None = None,
+        signing_key: bytes | None = None,
+    ) -> None:
+        self.topic = topic
+        self._signing_key = signing_key
+        self._options = {"bootstrap_servers": bootstrap_servers, **dict(kafka_options or {})}
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("CancelPublisher is not started (use it as `async with`)")
+        return self._producer
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a failed start leaves its connections and tasks behind otherwise
+            raise
+        self._producer = producer
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> CancelPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def cancel(
+        self, provider: str, batch_id: str, *, account: str = "default", reason: str | None = None, **fields: Any
+    ) -> str:
+        """Send one cancel command (``build_command``'s fields) and return its ``command_id`` once acknowledged."""
+        command, value = _prepared(
+            provider, batch_id, account=account, reason=reason, signing_key=self._signing_key, fields=fields
+        )
+        await _send(self.producer, self.topic, command, value, self._signing_key)
+        return command.command_id
+
+
+def _prepared(
+    provider: str,
+    batch_id: str,
+    *,
+    account: str,
+    reason: str | None,
+    signing_key: bytes | None,
+    fields: dict[str, Any],
+) -> tuple[CancelCommand, bytes]:
+    """The command and its bytes, validated as the worker will (before any connection)."""
     if signing_key is not None:
         fields.setdefault("requested_at", datetime.now(UTC))
     command = build_command(provider, batch_id, account=account, reason=reason, **fields)
-    value = encode_command(command)
+    return command, encode_command(command)
+
+
+async def _send(
+    producer: AIOKafkaProducer, topic: str, command: CancelCommand, value: bytes, signing_key: bytes | None
+) -> None:
     key = batch_key(command.provider, command.account, command.batch_id)
     attributes = {
         "messaging.system": "kafka",
@@ -142,18 +231,7 @@ async def publish_cancel(
         headers = [("content-type", b"application/json"), *trace_headers()]
         if signing_key is not None:
             headers.append(sign(value, signing_key))
-        if producer is not None:
-            await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
-            return command.command_id
-        own = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, **dict(kafka_options or {})
-        )
-        await own.start()
-        try:
-            await own.send_and_wait(topic, value, key=key.encode(), headers=headers)
-        finally:
-            await own.stop()
-    return command.command_id
+        await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
 
 
 def publish_cancel_sync(
@@ -239,11 +317,11 @@ class EventFollower:
 
     async def outcome(
         self, command_id: str, *, timeout: float, on_event: EventCallback | None = None
-    ) -> dict[str, Any]:
+    ) -> BatchStateEvent:
         """The command's final event; ``on_event`` sees each of its events once (duplicates are dropped)."""
         deadline = time.monotonic() + timeout
         seen: set[str] = set()
-        last: dict[str, Any] | None = None
+        last: BatchStateEvent | None = None
         wanted = command_id.encode()
         while (remaining := deadline - time.monotonic()) > 0:
             for headers, value in await self.records(int(min(remaining, 0.5) * 1000)):
@@ -251,24 +329,26 @@ class EventFollower:
                 if header_id is not None and header_id != wanted:
                     continue  # most events belong to other commands: skip them without parsing
                 event = parse_event(value)
-                if event is None or event.get("command_id") != command_id or event.get("event_id") in seen:
+                if event is None or event.command_id != command_id or event.event_id in seen:
                     continue
-                seen.add(str(event.get("event_id")))
+                seen.add(event.event_id)
                 last = event
                 if on_event is not None:
                     on_event(event)
-                if event.get("final"):
+                if event.final:
                     return event
         raise OutcomeTimeout(command_id, timeout, last)
 
 
-def parse_event(value: bytes | None) -> dict[str, Any] | None:
-    """One record of the events topic as a JSON object; ``None`` for anything else (the topic is shared)."""
+def parse_event(value: bytes | None) -> BatchStateEvent | None:
+    """One record of the events topic as the contract's ``BatchStateEvent``; ``None`` for anything else (the
+    topic may carry other records). Fields a newer worker adds are ignored, so the client keeps working."""
+    if not value:
+        return None
     try:
-        event = json.loads(value) if value else None
+        return BatchStateEvent.model_validate_json(value)
     except ValueError:
         return None
-    return event if isinstance(event, dict) else None
 
 
 async def wait_for_outcome(
@@ -280,7 +360,7 @@ async def wait_for_outcome(
     on_event: EventCallback | None = None,
     since: datetime | None = None,
     kafka_options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> BatchStateEvent:
     """Wait for a command already sent: reads from ``since`` (default: five minutes ago) to its final event.
 
     Reading from a time rather than from "now" is what makes calling this *after* ``publish_cancel`` safe;

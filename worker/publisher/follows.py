@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from worker.config import Settings
+from worker.config import KafkaConnection
 from worker.contract import FollowState
 from worker.kafka.connection import client_kwargs
 from worker.kafka.follow_store import read_follows
@@ -21,7 +21,7 @@ from worker.kafka.follow_store import read_follows
 __all__ = ["format_follows", "live_follows"]
 
 
-async def live_follows(settings: Settings, topic: str, provider: str | None = None) -> list[FollowState]:
+async def live_follows(settings: KafkaConnection, topic: str, provider: str | None = None) -> list[FollowState]:
     """Every live follow on ``topic``, oldest first (optionally only one provider's)."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()

@@ -32,7 +32,7 @@ from worker.contract import (
     check_until,
 )
 from worker.providers.listing import ListFilter, UnsupportedCriterion
-from worker.record import Done, Record
+from worker.record import CommandOffsets, Record
 from worker.sweep.criteria import to_filter
 from worker.sweep.expand import CommandSink
 from worker.sweep.kill import KillStore, StandingKill
@@ -93,7 +93,9 @@ class Selectors:
         if why is not None:
             raise InvalidCommand(DeadLetterReason.SCHEMA_VIOLATION, why, command_id=command.command_id, partial=partial)
 
-    def take(self, record: Record, offsets: Done, command: SelectorCommand | LiftCommand, context: Any) -> None:
+    def take(
+        self, record: Record, offsets: CommandOffsets, command: SelectorCommand | LiftCommand, context: Any
+    ) -> None:
         """Run the command in a task of its own; its offset is marked done once its work is durable."""
         if isinstance(command, SelectorCommand):
             work = self._selector(record, offsets, command, context)
@@ -104,7 +106,7 @@ class Selectors:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _selector(self, record: Record, offsets: Done, command: SelectorCommand, context: Any) -> None:
+    async def _selector(self, record: Record, offsets: CommandOffsets, command: SelectorCommand, context: Any) -> None:
         lister = self._listers[command.provider]
         try:
             report = await run_sweep(command, lister, self._commands, self._events, context)
@@ -136,7 +138,7 @@ class Selectors:
             metrics.SELECTORS.labels(outcome.value).inc()
         offsets.finished(record.offset)
 
-    async def _lift(self, record: Record, offsets: Done, lift: LiftCommand, context: Any) -> None:
+    async def _lift(self, record: Record, offsets: CommandOffsets, lift: LiftCommand, context: Any) -> None:
         kill = self._kills.pop((lift.provider, lift.account, lift.kill_id), None)
         if kill is None:
             outcome = SelectorOutcome.REJECTED

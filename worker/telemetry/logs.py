@@ -22,11 +22,27 @@ from worker.telemetry.tracing import span_ids
 __all__ = ["LOG_FIELDS", "ConsoleFormatter", "JsonFormatter", "OncePer", "configure_logging"]
 
 
-#: ``extra`` keys copied into every log line when present.
-LOG_FIELDS = ("command_id", "provider", "account", "batch_id", "partition", "offset", "status", "attempt", "cause")
+#: ``extra`` keys copied into every log line when present. ``event`` names a line that tools read (the
+#: reliability suite, the benchmarks, an operator's queries), so they match on it and its fields
+#: (``partitions``, ``follows``, ``seconds``), never on the wording of the message.
+LOG_FIELDS = (
+    "command_id",
+    "provider",
+    "account",
+    "batch_id",
+    "partition",
+    "offset",
+    "status",
+    "attempt",
+    "cause",
+    "event",
+    "partitions",
+    "follows",
+    "seconds",
+)
 
 
-def _tracespan_ids(record: logging.LogRecord) -> dict[str, str]:
+def _trace_ids(record: logging.LogRecord) -> dict[str, str]:
     """The ids a caller passed in ``extra`` (a line about one command, written where another is current),
     else those of the current span."""
     given = record.__dict__.get("trace_id")
@@ -43,7 +59,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        out.update(_tracespan_ids(record))
+        out.update(_trace_ids(record))
         for name in LOG_FIELDS:
             value = record.__dict__.get(name)
             if value is not None:

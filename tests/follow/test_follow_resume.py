@@ -9,7 +9,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from tests.support.fakes import FAST, FakeProvider, Rec, Sink, States, command, make, submit_all
+from tests.support.fakes import FAST, FakeProvider, MakeDispatcher, Rec, Sink, States, command, submit_all
 from tests.support.waiting import until
 from worker.contract import MAX_WAITING, BatchStatus, FollowState, Outcome, WaitingCommand
 from worker.kafka.offsets import PartitionOffsets
@@ -40,9 +40,11 @@ def waiting(cid: str, told: BatchStatus | None = BatchStatus.CANCELLING, **extra
     return WaitingCommand.model_validate(fields)
 
 
-async def test_a_resumed_follow_does_not_cancel_again_and_tells_only_what_is_new() -> None:
+async def test_a_resumed_follow_does_not_cancel_again_and_tells_only_what_is_new(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink, states = FakeProvider(polls=["cancelling", "cancelling", "cancelled"]), Sink(), States()
-    d = make(provider, sink, states)
+    d = make_dispatcher(provider, sink, states)
     assert d.follows.resume(0, [state(waiting("c1", traceparent=TRACEPARENT))]) == 1
     await until(lambda: any(e.final for e in sink.events))
     assert provider.cancels == 0
@@ -53,7 +55,7 @@ async def test_a_resumed_follow_does_not_cancel_again_and_tells_only_what_is_new
     assert d.follows.following == 0 and d.in_flight == 0
 
 
-async def test_events_after_a_move_continue_the_original_trace() -> None:
+async def test_events_after_a_move_continue_the_original_trace(make_dispatcher: MakeDispatcher) -> None:
     provider, states = FakeProvider(polls=["cancelled"]), States()
     contexts: list[object] = []
 
@@ -63,32 +65,34 @@ async def test_events_after_a_move_continue_the_original_trace() -> None:
             await super().publish(event, context)  # type: ignore[arg-type]
 
     sink = Recording()
-    make(provider, sink, states).follows.resume(0, [state(waiting("c1", traceparent=TRACEPARENT))])
+    make_dispatcher(provider, sink, states).follows.resume(0, [state(waiting("c1", traceparent=TRACEPARENT))])
     await until(lambda: bool(sink.events))
     assert trace_carrier(contexts[0])["traceparent"] == TRACEPARENT
 
 
-async def test_a_cancel_not_yet_accepted_is_sent_by_the_new_owner() -> None:
+async def test_a_cancel_not_yet_accepted_is_sent_by_the_new_owner(make_dispatcher: MakeDispatcher) -> None:
     provider, sink = FakeProvider(polls=["cancelled"]), Sink()
-    make(provider, sink).follows.resume(0, [state(waiting("c1", told=None), accepted=False, last=None)])
+    make_dispatcher(provider, sink).follows.resume(0, [state(waiting("c1", told=None), accepted=False, last=None)])
     await until(lambda: any(e.final for e in sink.events))
     assert provider.cancels == 1
     assert [e.status for e in sink.for_command("c1")] == [BatchStatus.CANCELLING, BatchStatus.CANCELLED]
 
 
-async def test_a_deadline_is_wall_clock_and_survives_the_move() -> None:
+async def test_a_deadline_is_wall_clock_and_survives_the_move(make_dispatcher: MakeDispatcher) -> None:
     provider, sink = FakeProvider(polls=["cancelling"] * 10_000), Sink()
     past = datetime.now(UTC) - timedelta(seconds=1)
-    make(provider, sink).follows.resume(0, [state(waiting("late", deadline=past))])
+    make_dispatcher(provider, sink).follows.resume(0, [state(waiting("late", deadline=past))])
     await until(lambda: any(e.final for e in sink.events))
     [final] = sink.for_command("late")
     assert final.outcome == Outcome.GAVE_UP and final.detail is not None and final.detail.code == "follow_timeout"
 
 
-async def test_a_redelivered_command_joins_its_resumed_entry_instead_of_starting_again() -> None:
+async def test_a_redelivered_command_joins_its_resumed_entry_instead_of_starting_again(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     """The crash came after the state naming c1 was written and before c1's offset was committed."""
     provider, sink = FakeProvider(polls=["cancelling"] * 20 + ["cancelled"]), Sink()
-    d = make(provider, sink)
+    d = make_dispatcher(provider, sink)
     d.follows.resume(0, [state(waiting("c1"))])
     offsets = submit_all(d, [Rec(command("c1"), offset=7)])
     await until(lambda: offsets.to_commit() == 8)  # released at once: its intent is already durable
@@ -98,9 +102,11 @@ async def test_a_redelivered_command_joins_its_resumed_entry_instead_of_starting
     assert d.in_flight == 0
 
 
-async def test_a_newcomer_on_a_resumed_follow_hears_the_state_without_a_second_cancel() -> None:
+async def test_a_newcomer_on_a_resumed_follow_hears_the_state_without_a_second_cancel(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink = FakeProvider(polls=["cancelling"] * 10_000), Sink()
-    d = make(provider, sink)
+    d = make_dispatcher(provider, sink)
     d.follows.resume(0, [state(waiting("old"))])
     submit_all(d, [Rec(command("new"), offset=1)])
     await until(lambda: bool(sink.for_command("new")))
@@ -110,9 +116,11 @@ async def test_a_newcomer_on_a_resumed_follow_hears_the_state_without_a_second_c
     await d.follows.close()
 
 
-async def test_a_record_holds_at_most_max_waiting_commands_and_the_rest_commit_at_their_final() -> None:
+async def test_a_record_holds_at_most_max_waiting_commands_and_the_rest_commit_at_their_final(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink, states = FakeProvider(polls=["cancelling"] * 60 + ["cancelled"]), Sink(), States()
-    d = make(provider, sink, states)
+    d = make_dispatcher(provider, sink, states)
     records = [Rec(command(f"c{i}"), offset=i) for i in range(MAX_WAITING + 1)]
     offsets = submit_all(d, records)
     await until(lambda: offsets.to_commit() == MAX_WAITING)  # the last one is not in the record
@@ -124,9 +132,11 @@ async def test_a_record_holds_at_most_max_waiting_commands_and_the_rest_commit_a
     assert sum(e.final for e in sink.events) == MAX_WAITING + 1
 
 
-async def test_a_new_follow_of_a_batch_writes_after_the_tombstone_of_the_previous_one() -> None:
+async def test_a_new_follow_of_a_batch_writes_after_the_tombstone_of_the_previous_one(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink, states = FakeProvider(cancel_status="cancelled", polls=["cancelled"]), Sink(), States()
-    d = make(provider, sink, states, replace(FAST, intent_delay=0))  # every follow writes its intent at once
+    d = make_dispatcher(provider, sink, states, replace(FAST, intent_delay=0))  # every follow writes its intent at once
     offsets = submit_all(d, [Rec(command("a"), offset=0)])
     await until(lambda: offsets.to_commit() == 1)
     states.hold.clear()  # the first follow's tombstone is slow to be acknowledged ...
@@ -156,17 +166,19 @@ def test_the_state_record_round_trips_and_rejects_unknown_fields() -> None:
         raise AssertionError("an unknown field must be refused")
 
 
-async def test_resuming_an_unconfigured_provider_is_logged_not_crashed() -> None:
-    d = make(FakeProvider(), Sink())
+async def test_resuming_an_unconfigured_provider_is_logged_not_crashed(make_dispatcher: MakeDispatcher) -> None:
+    d = make_dispatcher(FakeProvider(), Sink())
     orphan = state(waiting("c1")).model_copy(update={"provider": "gone"})
     assert d.follows.resume(0, [orphan]) == 0
     assert d.follows.following == 0
     assert FAST.initial_interval > 0
 
 
-async def test_a_cancel_answered_at_once_writes_one_state_with_the_answer_and_then_the_tombstone() -> None:
+async def test_a_cancel_answered_at_once_writes_one_state_with_the_answer_and_then_the_tombstone(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink, states = FakeProvider(polls=["cancelling", "cancelled"]), Sink(), States()
-    d = make(provider, sink, states, replace(FAST, intent_delay=5.0))
+    d = make_dispatcher(provider, sink, states, replace(FAST, intent_delay=5.0))
     offsets = submit_all(d, [Rec(command("a"))])
     await until(lambda: offsets.to_commit() == 1)
     first = states.writes[0][2]  # the intent waited for the cancel's answer ...
@@ -177,9 +189,11 @@ async def test_a_cancel_answered_at_once_writes_one_state_with_the_answer_and_th
     await d.follows.close()
 
 
-async def test_a_batch_finished_at_the_cancel_writes_no_state_and_commits_at_its_final() -> None:
+async def test_a_batch_finished_at_the_cancel_writes_no_state_and_commits_at_its_final(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink, states = FakeProvider(cancel_status="cancelled"), Sink(), States()
-    d = make(provider, sink, states, replace(FAST, intent_delay=5.0))
+    d = make_dispatcher(provider, sink, states, replace(FAST, intent_delay=5.0))
     offsets = submit_all(d, [Rec(command("a"))])
     await until(lambda: offsets.to_commit() == 1 and d.follows.following == 0)
     assert [e.outcome for e in sink.for_command("a")] == [Outcome.CANCELLED]
@@ -187,10 +201,12 @@ async def test_a_batch_finished_at_the_cancel_writes_no_state_and_commits_at_its
     await d.follows.close()
 
 
-async def test_a_cancel_not_answered_within_the_delay_gets_its_intent_written_so_commits_move() -> None:
+async def test_a_cancel_not_answered_within_the_delay_gets_its_intent_written_so_commits_move(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     answer = asyncio.Event()
     provider, sink, states = FakeProvider(cancel_gate=answer), Sink(), States()
-    d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
+    d = make_dispatcher(provider, sink, states, replace(FAST, intent_delay=0.05))
     offsets = submit_all(d, [Rec(command("a"))])
     await until(lambda: offsets.to_commit() == 1)
     (intent,) = [s for _, _, s in states.writes]
@@ -202,19 +218,23 @@ async def test_a_cancel_not_answered_within_the_delay_gets_its_intent_written_so
     await d.follows.close()
 
 
-async def test_a_follow_stopped_before_its_intent_is_written_leaves_its_command_to_be_redelivered() -> None:
+async def test_a_follow_stopped_before_its_intent_is_written_leaves_its_command_to_be_redelivered(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     provider, sink, states = FakeProvider(cancel_gate=asyncio.Event()), Sink(), States()  # never answers
-    d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
+    d = make_dispatcher(provider, sink, states, replace(FAST, intent_delay=0.05))
     offsets = submit_all(d, [Rec(command("a"))])
     await d.follows.stop_partitions([0], grace=0.2)  # waits out the grace (the cancel hangs), 4x the intent delay
     assert states.writes == [] and offsets.to_commit() is None
     await d.follows.close()
 
 
-async def test_a_command_joining_while_the_intent_is_on_the_wire_gets_its_own_entry_written_in_time() -> None:
+async def test_a_command_joining_while_the_intent_is_on_the_wire_gets_its_own_entry_written_in_time(
+    make_dispatcher: MakeDispatcher,
+) -> None:
     answer = asyncio.Event()
     provider, sink, states = FakeProvider(cancel_gate=answer), Sink(), States()
-    d = make(provider, sink, states, replace(FAST, intent_delay=0.05))
+    d = make_dispatcher(provider, sink, states, replace(FAST, intent_delay=0.05))
     offsets = PartitionOffsets()
     offsets.started(0)
     offsets.started(1)

@@ -323,7 +323,7 @@ def test_azure_configuration_mistakes_fail_at_start(config: dict[str, Any], mess
 
 # --- schemas/README.md's status table is what the code does ----------------------------------------------------
 
-_README = Path(__file__).resolve().parents[1] / "schemas" / "README.md"
+_README = Path(__file__).resolve().parents[2] / "schemas" / "README.md"
 _LITERALS = re.compile(r"^`[^`]+`( / `[^`]+`)*$")
 
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from examples.budget_guard.__main__ import _team_budget
 from examples.budget_guard.ledger import BatchRef, Ledger, SpendEvent
 from examples.budget_guard.service import command_id_for
-from worker.contract import DeadLetterReason, InvalidCommand, decode_command
+from worker.contract import BatchStateEvent, DeadLetterReason, InvalidCommand, decode_command
 from worker.publisher import build_command, encode_command, publish_cancel_sync, trace_headers
 from worker.publisher.cli import EXIT_CODES, exit_code, format_event, main
 
@@ -76,8 +76,11 @@ async def test_the_sync_wrapper_refuses_to_run_inside_an_event_loop() -> None:
         publish_cancel_sync("127.0.0.1:1", "openai", "batch_1")
 
 
-def _event(**fields: Any) -> dict[str, Any]:
-    base = {
+def _event(**fields: Any) -> BatchStateEvent:
+    base: dict[str, Any] = {
+        "event_id": "e1",
+        "previous_status": None,
+        "terminal": False,
         "command_id": "c1",
         "provider": "openai",
         "account": "default",
@@ -89,7 +92,14 @@ def _event(**fields: Any) -> dict[str, Any]:
         "detail": None,
         "observed_at": "2025-03-11T09:30:13.123456Z",
     }
-    return base | fields
+    event = base | fields
+    if event["final"]:  # a final event is what the worker sends for its outcome (the contract checks it)
+        outcome = event["outcome"]
+        if outcome in {"cancelled", "completed", "failed", "expired"}:
+            event = base | {"status": outcome, "provider_status": outcome, "terminal": True} | fields
+        elif outcome in {"rejected", "gave_up", "invalid"} and event["detail"] is None:
+            event["detail"] = {"http_status": None, "code": "x", "message": "why"}
+    return BatchStateEvent.model_validate(event)
 
 
 @pytest.mark.parametrize(
