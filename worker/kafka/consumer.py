@@ -248,6 +248,8 @@ class CommandConsumer:
         self._restoring -= revoked
         if self._restoring:  # kept partitions whose restore was interrupted above: read them again
             again, self._restoring = set(self._restoring), set()
+            # Fresh PartitionOffsets for them too: correct only because a partition still restoring has taken
+            # no command in (it stays paused until its follows are back), so there is nothing to lose.
             self._assigned(again)
         for tp in revoked:
             offsets = self._partitions.pop(tp, None)

@@ -68,6 +68,10 @@ class _NoHeaders:
 
 
 class EventProducer:
+    """The worker's one producer: state events (``publish``), dead letters (``dead_letter``) and follow-state
+    records (``put``, for ``FollowStore``), each retried until the broker has it; ``healthy`` tells the
+    readiness probe whether sends are getting through."""
+
     def __init__(self, settings: Settings, injector: HeaderInjector | None = None) -> None:
         self._settings = settings
         self._injector: HeaderInjector = injector or _NoHeaders()

@@ -21,6 +21,8 @@ __all__ = ["HealthServer"]
 
 
 class HealthServer:
+    """The probe and metrics port (see the module docstring); ``add_check`` registers a named readiness check."""
+
     def __init__(self, host: str, port: int, registry: CollectorRegistry = REGISTRY) -> None:
         self._host = host
         self._port = port
