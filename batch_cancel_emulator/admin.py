@@ -2,8 +2,10 @@
 
 Endpoints (JSON in, JSON out):
 
-* ``POST /_admin/batches`` ``{dialect, id?, scenario?}`` → ``{dialect, id}``
-* ``POST /_admin/batches/bulk`` ``{dialect, count, prefix?, scenario?}`` → ``{dialect, ids}``
+* ``POST /_admin/batches`` ``{dialect, id?, scenario?, attributes?}`` → ``{dialect, id}``; ``attributes``
+  (``{metadata, model, endpoint, name, created_at}``, all optional) are what a selector lists and matches
+  (``batch_cancel_emulator.listing``). A batch may be created at any time, also while a worker lists.
+* ``POST /_admin/batches/bulk`` ``{dialect, count, prefix?, scenario?, attributes?}`` → ``{dialect, ids}``
 * ``GET  /_admin/batches/{dialect}/{id}`` → the emulated state (status, timestamps, fault progress)
 * ``GET  /_admin/requests?dialect=&batch_id=&since=`` → ``{requests, next}`` (``since`` = a previous ``next``)
 * ``GET  /_admin/stats`` → counts, current and max in-flight per ``dialect:…`` and per ``key:dialect:key_id``
@@ -27,7 +29,7 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
-from batch_cancel_emulator.model import Scenario
+from batch_cancel_emulator.model import Attributes, Scenario
 from batch_cancel_emulator.shapes import PREFIXES, has_error
 
 if TYPE_CHECKING:
@@ -87,7 +89,7 @@ def _create(app: App, body: dict[str, Any], _: Query) -> Answer:
     batch_id = str(body.get("id") or _new_id(dialect))
     if not valid_batch_id(batch_id):
         return _bad("id does not match the batch id pattern")
-    app.store.create(dialect, batch_id, _scenario(dialect, body))
+    app.store.create(dialect, batch_id, _scenario(dialect, body), _attributes(body))
     return _ok({"dialect": dialect, "id": batch_id}, 201)
 
 
@@ -95,11 +97,11 @@ def _bulk(app: App, body: dict[str, Any], _: Query) -> Answer:
     dialect, count = _dialect(body), int(body.get("count", 0))
     if not 0 < count <= _BULK_MAX:
         return _bad(f"count must be 1..{_BULK_MAX}")
-    scenario = _scenario(dialect, body)
+    scenario, attributes = _scenario(dialect, body), _attributes(body)
     prefix = str(body.get("prefix") or f"batch_{uuid.uuid4().hex[:8]}_")
     ids = [f"{prefix}{i}" for i in range(count)]
     for batch_id in ids:
-        app.store.create(dialect, batch_id, scenario)
+        app.store.create(dialect, batch_id, scenario, attributes)
     return _ok({"dialect": dialect, "ids": ids}, 201)
 
 
@@ -123,11 +125,24 @@ def _scenario(dialect: str, body: dict[str, Any]) -> Scenario:
     return scenario
 
 
+def _attributes(body: dict[str, Any]) -> Attributes:
+    return Attributes.model_validate(body.get("attributes") or {})
+
+
 def _show(app: App, dialect: str, batch_id: str) -> Answer:
     batch = app.store.get(dialect, batch_id)
     if batch is None:
         return _bad("no such batch", 404)
-    return _ok({"dialect": batch.dialect, "id": batch.id, "status": batch.status, "times": batch.times})
+    return _ok(
+        {
+            "dialect": batch.dialect,
+            "id": batch.id,
+            "status": batch.status,
+            "times": batch.times,
+            "created_at": batch.created_at,
+            "metadata": batch.metadata,
+        }
+    )
 
 
 def _stats(app: App, _: dict[str, Any], __: Query) -> Answer:

@@ -20,7 +20,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import unquote
 
-from batch_cancel_emulator import cloud_shapes
+from batch_cancel_emulator import cloud_shapes, listing
 from batch_cancel_emulator.cloud_auth import AwsKeys, GoogleTokens
 from batch_cancel_emulator.model import Fault, Store
 from batch_cancel_emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
@@ -197,7 +197,7 @@ class App:
         entry = self._log_entry(
             method, path=path, query=query, dialect=dialect, batch_id=batch_id, op=op, headers=scope["headers"]
         )
-        vertex_scope = _vertex_scope(path) if dialect == "vertex" else None
+        vertex_scope = _vertex_scope(path, listed=op == "list") if dialect == "vertex" else None
         auth_error: str | None = None
         if dialect == "vertex":
             entry["scope"] = vertex_scope
@@ -214,9 +214,18 @@ class App:
         names = [f"dialect:{dialect or '-'}"] + ([f"key:{dialect}:{key_id(key)}"] if key and dialect else [])
         self.stats.enter(*names)
         try:
-            versionless = dialect == "azure" and path.startswith(_AZURE_CLASSIC) and b"api-version=" not in query
+            classic = path.startswith(_AZURE_CLASSIC) or path == _AZURE_CLASSIC.rstrip("/")
+            versionless = dialect == "azure" and classic and b"api-version=" not in query
             status, answer, ctype, extra, drop = await self._answer(
-                dialect, batch_id, op, method, key, versionless=versionless, auth_error=auth_error, scope=vertex_scope
+                dialect,
+                batch_id,
+                op,
+                method,
+                key,
+                versionless=versionless,
+                auth_error=auth_error,
+                scope=vertex_scope,
+                query=query,
             )
             extra = [*extra, *cloud_shapes.error_headers(dialect, status, answer)]
             entry["status"] = status
@@ -241,10 +250,11 @@ class App:
         versionless: bool = False,
         auth_error: str | None = None,
         scope: tuple[str, str] | None = None,
+        query: bytes = b"",
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bool]:
         if versionless:  # Azure's classic API needs ``?api-version=``
             return (*error_response("azure", "no_version"), [], False)
-        if dialect is None or batch_id is None or op is None:
+        if dialect is None or op is None or (batch_id is None and op != "list"):
             return (*error_response(dialect or "openai", "no_route", batch_id=batch_id or ""), [], False)
         if method != ("POST" if op == "cancel" else "GET"):
             return 405, b'{"error":{"message":"method not allowed"}}', b"application/json", [], False
@@ -258,6 +268,9 @@ class App:
         if quota is not None and not quota.allow(time.monotonic()):
             status, body, ctype = error_response(dialect, "rate_limit")
             return status, body, ctype, [(b"retry-after", _number(quota.retry_after_s).encode())], False
+        if op == "list":
+            return (*listing.answer(self.store, dialect, query, scope), [], False)
+        assert batch_id is not None
         batch = self.store.get(dialect, batch_id)
         if batch is None:
             return (*error_response(dialect, "not_found", batch_id=batch_id), [], False)
@@ -301,7 +314,13 @@ def valid_batch_id(batch_id: str) -> bool:
 
 
 def _route(path: str) -> tuple[str | None, str | None, str | None]:  # noqa: PLR0911 - one return per path shape
-    """``(dialect, batch_id, op)`` for a well-formed provider path, else Nones (an unknown path)."""
+    """``(dialect, batch_id, op)`` for a well-formed provider path, else Nones (an unknown path).
+
+    A list path (``listing.list_dialect``) is ``(dialect, None, "list")``.
+    """
+    listed = listing.list_dialect(path)
+    if listed is not None:
+        return listed, None, "list"
     for prefix, dialect in PREFIXES.items():
         if path.startswith(prefix):
             remainder = path[len(prefix) :]
@@ -332,9 +351,9 @@ def _route(path: str) -> tuple[str | None, str | None, str | None]:  # noqa: PLR
     return None, None, None
 
 
-def _vertex_scope(path: str) -> tuple[str, str] | None:
-    """The (project, location) a Vertex path names."""
-    match = _VERTEX_SCOPE.match(path[len(cloud_shapes.VERTEX_PREFIX) :])
+def _vertex_scope(path: str, *, listed: bool = False) -> tuple[str, str] | None:
+    """The (project, location) a Vertex path names (a list path ends at ``batchPredictionJobs``)."""
+    match = _VERTEX_SCOPE.match(path[len(cloud_shapes.VERTEX_PREFIX) :] + ("/" if listed else ""))
     return (match["project"], match["location"]) if match else None
 
 

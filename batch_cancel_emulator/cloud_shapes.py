@@ -21,9 +21,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from batch_cancel_emulator import attributes
 from batch_cancel_emulator.model import Batch
 
-__all__ = ["DIALECTS", "ERRORS", "VERTEX_PREFIX", "batch_body", "error_headers", "status_word"]
+__all__ = ["DIALECTS", "ERRORS", "VERTEX_PREFIX", "batch_body", "batch_object", "error_headers", "status_word"]
 
 DIALECTS = frozenset({"gemini", "vertex", "bedrock"})
 #: Vertex's paths hold the account's project and location before the job: ``{prefix}{p}/locations/{l}/…``.
@@ -78,11 +79,18 @@ def batch_body(batch: Batch, op: str, *, scope: tuple[str, str] = ("emulator-pro
     """What a cancel (``{}``, or nothing for Bedrock) or a retrieve answers; ``scope`` = Vertex project, location."""
     if op == "cancel":
         return b"" if batch.dialect == "bedrock" else b"{}"
+    return json.dumps(batch_object(batch, scope=scope)).encode()
+
+
+def batch_object(batch: Batch, *, scope: tuple[str, str] = ("emulator-project", "us-central1")) -> dict[str, Any]:
+    """The batch as a retrieve (or a list item) shows it, its selector attributes included."""
     if batch.dialect == "gemini":
-        return json.dumps(_gemini(batch)).encode()
-    if batch.dialect == "vertex":
-        return json.dumps(_vertex(batch, *scope)).encode()
-    return json.dumps(_bedrock(batch)).encode()
+        body = _gemini(batch)
+    elif batch.dialect == "vertex":
+        body = _vertex(batch, *scope)
+    else:
+        body = _bedrock(batch)
+    return attributes.apply(batch, body, scope)
 
 
 def _rfc3339(unix: int | None, nanos: bool = False) -> str | None:

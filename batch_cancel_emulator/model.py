@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Batch", "Fault", "Scenario", "Store"]
+__all__ = ["Attributes", "Batch", "Fault", "Scenario", "Store"]
 
 FaultKind = Literal["overload", "rate_limit", "quota", "server_error", "drop", "slow"]
 Terminal = Literal["cancelled", "completed", "failed", "expired"]
@@ -74,6 +74,13 @@ class Batch:
     polls_left: int = 0
     cancelled_mono: float | None = None
     before_cancel: str | None = None
+    # What a selector can match (``batch_cancel_emulator.attributes`` renders them in each dialect's fields);
+    # None/empty: the dialect's own default rendering.
+    metadata: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    endpoint: str | None = None
+    name: str | None = None
+    seq: int = 0  # creation order: the list's tie-break between batches created in the same second
 
     @property
     def shown_status(self) -> str:
@@ -120,15 +127,44 @@ class Batch:
             self.times[f"{self.status}_at"] = int(time.time())
 
 
+class Attributes(BaseModel):
+    """What the admin API may set on a batch for listing tests: selectors match on these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    model: str | None = Field(None, max_length=256)
+    endpoint: str | None = Field(None, max_length=256)
+    name: str | None = Field(None, max_length=256)
+    created_at: int | None = Field(None, gt=0, description="unix seconds; default: now")
+
+
 class Store:
     def __init__(self) -> None:
         self.batches: dict[tuple[str, str], Batch] = {}
+        self._seq = 0
 
-    def create(self, dialect: str, batch_id: str, scenario: Scenario) -> Batch:
+    def create(self, dialect: str, batch_id: str, scenario: Scenario, attributes: Attributes | None = None) -> Batch:
         initial = scenario.status or ("in_queue" if dialect == "siliconflow" else "in_progress")
-        batch = Batch(dialect, batch_id, scenario, initial)
+        attrs = attributes or Attributes()
+        self._seq += 1
+        batch = Batch(
+            dialect,
+            batch_id,
+            scenario,
+            initial,
+            metadata=dict(attrs.metadata),
+            model=attrs.model,
+            endpoint=attrs.endpoint,
+            name=attrs.name,
+            seq=self._seq,
+        )
+        if attrs.created_at is not None:
+            batch.created_at = attrs.created_at
         if initial in TERMINAL:
             batch.times[f"{initial}_at"] = batch.created_at
+        elif initial == "cancelling":  # made cancelling: its cancel was asked at creation (xAI shows it)
+            batch.times["cancelling_at"] = batch.created_at
         self.batches[(dialect, batch_id)] = batch
         return batch
 

@@ -12,11 +12,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from batch_cancel_emulator import cloud_shapes, native_shapes
+from batch_cancel_emulator import attributes, cloud_shapes, native_shapes
 from batch_cancel_emulator.model import Batch
 from worker.contract import TIMESTAMP_FIELDS
 
-__all__ = ["COLON_CANCEL", "PREFIXES", "batch_body", "error_response", "has_error"]
+__all__ = ["COLON_CANCEL", "PREFIXES", "batch_body", "batch_object", "error_response", "has_error"]
 
 #: Path prefix → dialect; the part after the prefix is ``{batch_id}`` or ``{batch_id}/cancel``.
 PREFIXES: dict[str, str] = {
@@ -44,11 +44,17 @@ Response = tuple[int, bytes, bytes]  # status, body, content-type
 def batch_body(batch: Batch, op: str, scope: tuple[str, str] | None = None) -> bytes:
     """The batch object ``batch`` answers with, in its dialect's shape, as a cancel or a retrieve shows it
     (``scope``: the project and location a Vertex request named)."""
-    if batch.dialect in native_shapes.DIALECTS:
-        return json.dumps(native_shapes.batch_object(batch)).encode()
     if batch.dialect in cloud_shapes.DIALECTS:
         return cloud_shapes.batch_body(batch, op, scope=scope or ("emulator-project", "us-central1"))
-    return json.dumps(_openai_like(batch, op)).encode()
+    return json.dumps(batch_object(batch, op)).encode()
+
+
+def batch_object(batch: Batch, op: str = "retrieve", scope: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The batch object (as a dict) a retrieve, a cancel or one list item shows, in its dialect's shape."""
+    if batch.dialect in cloud_shapes.DIALECTS:
+        return cloud_shapes.batch_object(batch, scope=scope or ("emulator-project", "us-central1"))
+    body = native_shapes.batch_object(batch) if batch.dialect in native_shapes.DIALECTS else _openai_like(batch, op)
+    return attributes.apply(batch, body)
 
 
 def _openai_like(batch: Batch, op: str) -> dict[str, Any]:

@@ -141,18 +141,47 @@ class Emulator:
         return response.json()
 
     def create_batch(
-        self, dialect: str, batch_id: str | None = None, scenario: Scenario | None = None, **fields: Any
+        self,
+        dialect: str,
+        batch_id: str | None = None,
+        scenario: Scenario | None = None,
+        *,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        endpoint: str | None = None,
+        name: str | None = None,
+        created_at: int | None = None,
+        **fields: Any,
     ) -> str:
-        """Create one batch with a ``Scenario``, or its fields as keywords (``faults=[...]``, ``status=...``)."""
-        body: dict[str, Any] = {"dialect": dialect, "scenario": _scenario(scenario, fields)}
+        """Create one batch (at any time, also while a worker runs) with a ``Scenario``, or its fields as keywords
+        (``faults=[...]``, ``status=...``); ``metadata``, ``model``, ``endpoint``, ``name`` and ``created_at``
+        are what a selector's list sees."""
+        attributes = _attributes(metadata, model, endpoint, name, created_at)
+        body: dict[str, Any] = {"dialect": dialect, "scenario": _scenario(scenario, fields), "attributes": attributes}
         return str(self._post("/_admin/batches", body | ({"id": batch_id} if batch_id else {}))["id"])
 
     def create_batches(
-        self, dialect: str, count: int, *, prefix: str | None = None, scenario: Scenario | None = None, **fields: Any
+        self,
+        dialect: str,
+        count: int,
+        *,
+        prefix: str | None = None,
+        scenario: Scenario | None = None,
+        metadata: dict[str, str] | None = None,
+        model: str | None = None,
+        endpoint: str | None = None,
+        name: str | None = None,
+        created_at: int | None = None,
+        **fields: Any,
     ) -> list[str]:
-        """Create ``count`` batches with one scenario (as ``create_batch``); their ids, in order."""
-        body = {"dialect": dialect, "count": count, "scenario": _scenario(scenario, fields)}
+        """Create ``count`` batches with one scenario and the same attributes (as ``create_batch``); their ids."""
+        attributes = _attributes(metadata, model, endpoint, name, created_at)
+        body = {"dialect": dialect, "count": count, "scenario": _scenario(scenario, fields), "attributes": attributes}
         return list(self._post("/_admin/batches/bulk", body | ({"prefix": prefix} if prefix else {}))["ids"])
+
+    def list_requests(self, dialect: str | None = None) -> list[dict[str, Any]]:
+        """The list requests the emulator answered (oldest first), with their query strings."""
+        return [r for r in self.requests(dialect=dialect) if r["op"] == "list"]
 
     def batch(self, dialect: str, batch_id: str) -> dict[str, Any]:
         return dict(self._get(f"/_admin/batches/{dialect}/{batch_id}"))
@@ -204,3 +233,10 @@ class Emulator:
 
     def add_aws_credentials(self, access_key_id: str, secret_access_key: str) -> None:
         self._post("/_admin/aws/credentials", {"access_key_id": access_key_id, "secret_access_key": secret_access_key})
+
+
+def _attributes(
+    metadata: dict[str, str] | None, model: str | None, endpoint: str | None, name: str | None, created_at: int | None
+) -> dict[str, Any]:
+    given = {"metadata": metadata, "model": model, "endpoint": endpoint, "name": name, "created_at": created_at}
+    return {key: value for key, value in given.items() if value is not None}

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import report, scenarios, selector
 from bench.stack import make_log_dir
 from devstack.broker import KafkaBroker
 from worker import process
@@ -41,7 +41,7 @@ from worker import process
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DOCS = ROOT.parent / "docs"
-ALL = ("throughput", "latency", "overload", "follows", "restore", "many", "storm", "scale", "profile")
+ALL = ("throughput", "latency", "overload", "follows", "restore", "many", "storm", "kill", "scale", "profile")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -138,9 +138,9 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         m = results["many"]
         _say(f"  {m['finals']:,} finals, peak {m['peak_requests_per_s']:,.0f} req/s, {m['worker_peak_rss_mb']:.0f} MB")
     if "storm" in parts:
-        _say("storm: quota cut to 50/s for 20 s under a 200/s budget")
-        results["storm"] = await scenarios.storm(ctx, 2_000, 200.0, 50.0, 20.0)
-        _say(f"  {results['storm']['finals']:,} finals, {results['storm']['refused_share']:.0%} refused in the storm")
+        await _storm(ctx, results)
+    if "kill" in parts:
+        await _kill_switch(ctx, results)
     if "scale" in parts:
         results["scale_out"] = []
         for n in s.scale_workers:
@@ -154,6 +154,24 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
         run = await scenarios.worker_throughput(ctx, s.profile, profile_to=out)
         results["profile"] = {"commands": s.profile, "commands_per_s": run["commands_per_s"], "raw": str(out)}
         results["profile"] |= scenarios.summarize_profile(out)
+
+
+async def _storm(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    _say("storm: quota cut to 50/s for 20 s under a 200/s budget")
+    results["storm"] = await scenarios.storm(ctx, 2_000, 200.0, 50.0, 20.0)
+    _say(f"  {results['storm']['finals']:,} finals, {results['storm']['refused_share']:.0%} refused in the storm")
+
+
+async def _kill_switch(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    """The issue's sizes (10,000 matching among 12,000 at 100/s); ``--quick`` scales them by ten."""
+    quick = ctx.sizes.throughput < scenarios.Sizes().throughput
+    n, others = (1_000, 200) if quick else (10_000, 2_000)
+    _say(f"kill switch: {n:,} matching batches among {n + others:,}, budget 100/s")
+    results["kill_switch"] = k = await selector.kill_switch(ctx, n, others, 100.0)
+    _say(
+        f"  last cancel after {k['seconds_to_last_post']:.0f} s ({k['ratio_to_budget']:.2f} x the budget), "
+        f"lists {k['list_share']:.1%} of requests, plain cancel p99 {k['plain_cancel_ms']['p99']:.0f} ms"
+    )
 
 
 def _publish(results: dict[str, Any], args: argparse.Namespace, log_dir: Path | None) -> None:

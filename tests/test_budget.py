@@ -76,7 +76,7 @@ def test_quota_headers_are_parsed_or_ignored(headers: dict[str, str], expected: 
     assert (remaining, None if reset is None else pytest.approx(reset)) == expected
 
 
-async def test_the_gate_serves_cancels_before_confirmations_before_polls() -> None:
+async def test_the_gate_serves_cancels_before_list_pages_before_confirmations_before_bulk_before_polls() -> None:
     gate = AccountGate(max_concurrency=1, max_requests_per_s=1_000_000)
     order: list[str] = []
     await gate.acquire(Priority.POLL)  # the one slot is busy
@@ -90,15 +90,17 @@ async def test_the_gate_serves_cancels_before_confirmations_before_polls() -> No
         for n, p in [
             ("poll1", Priority.POLL),
             ("poll2", Priority.POLL),
+            ("child cancel", Priority.BULK),
             ("confirm", Priority.CONFIRM),
+            ("list", Priority.LIST),
             ("cancel", Priority.CANCEL),
         ]
     ]
     await asyncio.sleep(0)
-    assert gate.waiting == [1, 1, 2]
+    assert gate.waiting == [1, 1, 1, 1, 2]
     gate.release()
     await asyncio.gather(*waiters)
-    assert order == ["cancel", "confirm", "poll1", "poll2"]
+    assert order == ["cancel", "list", "confirm", "child cancel", "poll1", "poll2"]
     assert gate.in_flight == 0
 
 

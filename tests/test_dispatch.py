@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.fakes import FAST, FakeProvider, MakeDispatcher, Rec, Sink, States, command, submit_all
 from tests.support.waiting import until
+from worker.budget import Priority
 from worker.contract import (
     BatchStatus,
     DeadLetterReason,
@@ -205,11 +206,11 @@ class _TracingProvider(FakeProvider):
         super().__init__(polls=["cancelled"])
         self.trace_of: dict[str, str] = {}
 
-    async def cancel(self, account: str, batch_id: str) -> Any:
+    async def cancel(self, account: str, batch_id: str, *, priority: Priority = Priority.CANCEL) -> Any:
         from opentelemetry import trace
 
         self.trace_of[batch_id] = format(trace.get_current_span().get_span_context().trace_id, "032x")
-        return await super().cancel(account, batch_id)
+        return await super().cancel(account, batch_id, priority=priority)
 
 
 async def test_each_command_keeps_its_own_trace_in_provider_calls_and_its_log_line(

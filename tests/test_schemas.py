@@ -25,14 +25,18 @@ from worker.contract import (
     CancelCommand,
     DeadLetterReason,
     InvalidCommand,
+    LiftCommand,
     Outcome,
+    SelectorCommand,
+    SelectorEvent,
     dead_letter_headers,
-    decode_command,
+    decode_any,
     event_headers,
     failure_event,
     schemagen,
     state_event,
 )
+from worker.sweep.runner import SweepReport, final_event
 
 SCHEMAS = schemagen.SCHEMA_DIR
 EXAMPLES = SCHEMAS / "examples"
@@ -87,10 +91,11 @@ def test_example_against_its_schema(name: str) -> None:
 def test_worker_agrees_with_the_schema_on_command_examples(name: str) -> None:
     value = (EXAMPLES / name).read_bytes()
     if "fails" not in INDEX[name]:
-        assert isinstance(decode_command(value, max_bytes=64 * 1024), CancelCommand)
+        decoded = decode_any(value, max_bytes=64 * 1024)
+        assert type(decoded) is _COMMAND_MODELS[INDEX[name]["schema"]]
         return
     with pytest.raises(InvalidCommand) as info:
-        decode_command(value, max_bytes=64 * 1024)
+        decode_any(value, max_bytes=64 * 1024)
     assert info.value.reason == DeadLetterReason(INDEX[name]["reason"])
 
 
@@ -128,10 +133,45 @@ def rebuild(event: BatchStateEvent) -> BatchStateEvent:
     )
 
 
-@pytest.mark.parametrize("name", sorted(n for n in INDEX if n.startswith("events/") and "fails" not in INDEX[n]))
+_COMMAND_MODELS = {
+    "cancel-command": CancelCommand,
+    "cancel-command-cloudevent": CancelCommand,
+    "selector-command": SelectorCommand,
+    "lift-command": LiftCommand,
+}
+
+
+@pytest.mark.parametrize(
+    "name", sorted(n for n in INDEX if n.startswith("events/") and "fails" not in INDEX[n] and "selector" not in n)
+)
 def test_event_examples_are_what_the_worker_emits(name: str) -> None:
     event = BatchStateEvent.model_validate_json((EXAMPLES / name).read_bytes())
     assert rebuild(event) == event
+
+
+@pytest.mark.parametrize("name", sorted(n for n in INDEX if INDEX[n]["schema"] == "selector-event"))
+def test_selector_event_examples_are_what_the_worker_emits(name: str) -> None:
+    event = SelectorEvent.model_validate_json((EXAMPLES / name).read_bytes())
+    assert event.outcome is not None
+    report = SweepReport(
+        sweep=event.sweep,
+        outcome=event.outcome,
+        pages=event.pages,
+        listed=event.listed,
+        matched=event.matched,
+        published=event.children,
+        matches=event.matches,
+        detail=event.detail,
+    )
+    command = SelectorCommand.model_validate(
+        {**_SELECTOR_FIELDS, "command_id": event.command_id, "provider": event.provider, "account": event.account}
+        | ({"dry_run": True} if event.dry_run else {})
+    )
+    rebuilt = final_event(command, report, event.outcome).model_copy(update={"observed_at": event.observed_at})
+    assert rebuilt == event
+
+
+_SELECTOR_FIELDS = {"kind": "cancel_matching", "reason": "r", "requested_by": "r"}
 
 
 @pytest.mark.parametrize("name", sorted(n for n in INDEX if n.startswith("events/") and "fails" in INDEX[n]))

@@ -21,6 +21,8 @@ from worker.kafka.follow_store import FollowStore, check_topics
 from worker.kafka.producer import EventProducer
 from worker.providers import ProviderClient, build_clients
 from worker.signing import SignatureVerifier
+from worker.sweep.ownership import KeptState
+from worker.sweep.service import Selectors
 from worker.telemetry import CommandTracing, TraceHeaders, configure_tracing, metrics
 from worker.telemetry.health import HealthServer
 
@@ -73,6 +75,8 @@ class Worker:
             tracing=tracing,
             runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
         )
+        # Selectors publish their children to the commands topic and keep standing kills beside the follows.
+        self.selectors = Selectors(self.clients, self.producer, self.producer, self.store)
         self.dispatcher = Dispatcher(
             self.clients,
             accounts,
@@ -81,9 +85,11 @@ class Worker:
             max_command_bytes=settings.max_command_bytes,
             tracing=tracing,
             verifier=verifier,
+            selectors=self.selectors,
         )
+        kept = KeptState(self.follows, self.selectors)
         self.consumer = CommandConsumer(
-            settings, kafka_consumer(settings), sink=self.dispatcher, follows=self.follows, store=self.store
+            settings, kafka_consumer(settings), sink=self.dispatcher, follows=kept, store=self.store
         )
         metrics.COMMANDS_IN_FLIGHT.set_function(lambda: self.dispatcher.in_flight)
         metrics.FOLLOWS_IN_FLIGHT.set_function(lambda: self.follows.following)
@@ -110,7 +116,7 @@ class Worker:
                         budget=gate.adaptive.ceiling,
                         allowed=gate.rate,
                         in_flight=gate.in_flight,
-                        waiting=(gate.waiting[0], gate.waiting[1], gate.waiting[2]),
+                        waiting=tuple(gate.waiting),
                         scheduled=scheduler.scheduled if scheduler else 0,
                         overdue=scheduler.overdue() if scheduler else 0,
                     )

@@ -5,8 +5,23 @@ rate token (``max_requests_per_s``), handed out in priority order, so a kill-swi
 behind routine polls of batches that are already cancelling:
 
 1. ``CANCEL``: a new command's cancel POST (and its retries);
-2. ``CONFIRM``: the first GET after a cancel, and a poll a newcomer is waiting on;
-3. ``POLL``: every routine poll.
+2. ``LIST``: one page of a selector's batch list (a kill switch by selector, a standing kill's sweep);
+3. ``CONFIRM``: the first GET after a cancel, and a poll a newcomer is waiting on;
+4. ``BULK``: the cancel POST of a selector's child (one of possibly thousands a kill switch publishes);
+5. ``POLL``: every routine poll, and a child's confirming GET.
+
+Why ``LIST`` sits there: a kill switch must be fast, and every one of its cancels waits for the page that names
+the batch, so a list page must not queue behind thousands of routine polls. But a plain cancel, which names its
+batch already, still overtakes it: a page is one request that yields up to a hundred (Anthropic: a thousand)
+cancels, and those cancels then run at ``CANCEL`` and overtake the next page in turn, so the expansion streams
+rather than lists everything first. List pages are few (at most 2 % of a kill switch's requests with 100-item
+pages), so ranking them above confirms costs confirms and polls almost nothing.
+
+Why ``BULK`` sits there: a kill switch over 10,000 batches queues 10,000 cancels at once. At ``CANCEL`` they
+would hold up a plain cancel (and the confirmation a waiting publisher wants) for as long as the budget needs to
+send them all; below routine polls they would wait for every follow of the account. So they come after the
+requests someone is waiting on and before the routine ones, and a child's own confirming GET drops to ``POLL``,
+so the budget goes to the remaining cancels first (a cancelling batch bills nothing more for being read late).
 
 The allowed rate adapts (additive increase, multiplicative decrease). A 429 halves it (never below
 ``floor``) and, with ``Retry-After``, holds every request of the account until then; quota headers that
@@ -34,8 +49,10 @@ __all__ = ["AccountGate", "AdaptiveRate", "Priority", "TokenBucket"]
 
 class Priority(IntEnum):
     CANCEL = 0
-    CONFIRM = 1
-    POLL = 2
+    LIST = 1
+    CONFIRM = 2
+    BULK = 3
+    POLL = 4
 
 
 @dataclass
@@ -118,7 +135,7 @@ class AccountGate:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
-        self.waiting = [0, 0, 0]  # by priority, for the metrics
+        self.waiting = [0] * len(Priority)  # by priority, for the metrics
 
     @property
     def rate(self) -> float:

@@ -17,18 +17,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 
 from worker.contract import (
     BatchStateEvent,
     CancelCommand,
+    Command,
     DeadLetterReason,
     FailureDetail,
     InvalidCommand,
+    LiftCommand,
     Outcome,
-    decode_command,
+    SelectorCommand,
+    decode_any,
     failure_event,
 )
 from worker.follow import CommandHandle, Follows, StateSink, Subscriber
@@ -53,9 +56,24 @@ class EventSink(Protocol):
 def _command_id(record: Record) -> str | None:
     """The command id of a record already known to decode, for the event that accompanies its dead letter."""
     try:
-        return decode_command(record.value, max_bytes=1 << 30).command_id
+        return decode_any(record.value, max_bytes=1 << 30).command_id
     except Exception:  # noqa: BLE001 - best effort, for the event only
         return None
+
+
+class SelectorTaker(Protocol):
+    """``worker.sweep.Selectors`` as intake sees it."""
+
+    def check(self, command: SelectorCommand | LiftCommand) -> None: ...
+    def take(
+        self, record: Record, offsets: CommandOffsets, command: SelectorCommand | LiftCommand, context: Any
+    ) -> None: ...
+
+
+def _partial(command: Command) -> dict[str, str]:
+    """What an ``invalid`` event may echo of a command that decoded but cannot be taken."""
+    fields = {"provider": command.provider, "account": command.account}
+    return fields | ({"batch_id": command.batch_id} if isinstance(command, CancelCommand) else {})
 
 
 class Dispatcher:
@@ -72,6 +90,7 @@ class Dispatcher:
         max_command_bytes: int,
         tracing: CommandTracing | None = None,
         verifier: SignatureVerifier | None = None,
+        selectors: SelectorTaker | None = None,
     ) -> None:
         self._providers = providers
         self._accounts = accounts
@@ -81,6 +100,7 @@ class Dispatcher:
         self._tracing = tracing or CommandTracing(group_id="")
         self._verifier = verifier
         self._tasks: dict[int, set[asyncio.Task[None]]] = {}
+        self._selectors = selectors
 
     # --- what the consumer and the metrics read -------------------------------------------------------------
     @property
@@ -106,6 +126,9 @@ class Dispatcher:
         try:
             try:
                 command = self._decode(record)
+                if not isinstance(command, CancelCommand):
+                    self._hand_over(record, offsets, command, context)
+                    return
                 if context.span.is_recording():
                     context.span.set_attributes(
                         {
@@ -189,21 +212,40 @@ class Dispatcher:
             )
         self._finished(record, offsets, Outcome.INVALID, context)
 
-    def _decode(self, record: Record) -> CancelCommand:
-        command = decode_command(record.value, max_bytes=self._max_bytes)
+    def _hand_over(
+        self, record: Record, offsets: CommandOffsets, command: SelectorCommand | LiftCommand, context: Any
+    ) -> None:
+        """A selector or lift: refused here like any command when its provider or the clock cannot take it,
+        else run by ``Selectors`` (which marks its offset done once its work is durable)."""
+        if self._selectors is None:
+            raise InvalidCommand(
+                DeadLetterReason.SCHEMA_VIOLATION,
+                f"{command.kind} commands are not enabled on this worker",
+                command_id=command.command_id,
+                partial=_partial(command),
+            )
+        self._selectors.check(command)
+        if context.span.is_recording():
+            context.span.set_attributes(
+                {"bcw.command_id": command.command_id, "bcw.provider": command.provider, "bcw.kind": command.kind}
+            )
+        self._selectors.take(record, offsets, command, context)
+
+    def _decode(self, record: Record) -> Command:
+        command = decode_any(record.value, max_bytes=self._max_bytes)
         if command.provider not in self._providers:
             raise InvalidCommand(
                 DeadLetterReason.UNKNOWN_PROVIDER,
                 f"provider {command.provider!r} is not configured on this worker",
                 command_id=command.command_id,
-                partial={"provider": command.provider, "account": command.account, "batch_id": command.batch_id},
+                partial=_partial(command),
             )
         if command.account not in self._accounts.get(command.provider, frozenset()):
             raise InvalidCommand(
                 DeadLetterReason.UNKNOWN_ACCOUNT,
                 f"account {command.account!r} is not configured for provider {command.provider!r}",
                 command_id=command.command_id,
-                partial={"provider": command.provider, "account": command.account, "batch_id": command.batch_id},
+                partial=_partial(command),
             )
         if self._verifier is not None:  # accounts that require signed commands: needs the raw bytes and headers
             self._verifier.verify(record, command)

@@ -8,6 +8,7 @@ moments, so that each crash window listed in docs/durable-follows.md is proven, 
 * ``state_written``: a follow-state record is durable; the offsets it released are not committed yet.
 * ``event_published``: a state event is out; the state recording that it was told is not.
 * ``final_published``: a command's final event is out; its removal from the state (or the tombstone) is not.
+* ``child_published``: a selector's child cancel command is acknowledged; the selector's offset is not committed.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
-from worker.contract import CancelCommand, DeadLetterReason, InvalidCommand
+from worker.contract import CancelCommand, Command, DeadLetterReason, InvalidCommand
 from worker.record import Record
 
 __all__ = ["HEADER", "SIGNATURE_VERSION", "SignatureVerifier", "sign", "signature"]
@@ -73,13 +73,15 @@ class SignatureVerifier:
         """``(provider, account)`` pairs that require signed commands."""
         return frozenset(self._keys)
 
-    def verify(self, record: Record, command: CancelCommand) -> None:
+    def verify(self, record: Record, command: Command) -> None:
         """Raise ``InvalidCommand(UNAUTHORIZED)`` unless the command may be acted on."""
         keys = self._keys.get((command.provider, command.account))
         if keys is None:
             return
         where = f"{command.provider}/{command.account}"
-        partial = {"provider": command.provider, "account": command.account, "batch_id": command.batch_id}
+        partial = {"provider": command.provider, "account": command.account}
+        if isinstance(command, CancelCommand):
+            partial["batch_id"] = command.batch_id
 
         def refuse(message: str, *, answer: bool = True) -> InvalidCommand:
             return InvalidCommand(

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from examples.budget_guard.ledger import Ledger
@@ -32,10 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spend-topic", default="spend")
     parser.add_argument("--budget-usd", type=Decimal, help="budget of every team without its own --team-budget")
     parser.add_argument("--team-budget", type=_team_budget, action="append", default=[], metavar="TEAM=USD")
+    parser.add_argument("--team-key", default="team", help="the metadata key that names a batch's team")
+    parser.add_argument(
+        "--period-end", type=datetime.fromisoformat, help="when the budget resets (default: next month, UTC)"
+    )
+    parser.add_argument("--sweep-interval", type=float, default=60.0, help="a kill's re-listing interval, s")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ledger = Ledger(budgets=dict(args.team_budget), default_budget=args.budget_usd)
-    config = GuardConfig(args.bootstrap_servers, args.spend_topic, args.commands_topic)
+    config = GuardConfig(
+        args.bootstrap_servers,
+        args.spend_topic,
+        args.commands_topic,
+        team_key=args.team_key,
+        period_end=args.period_end,
+        sweep_interval_s=args.sweep_interval,
+    )
     asyncio.run(_serve(config, ledger))
     return 0
 

@@ -1,8 +1,10 @@
-"""The guard's decision, pure: running spend per team, and which batches to cancel when it crosses a budget.
+"""The guard's decision, pure: running spend per team, and which accounts to put a standing kill on.
 
-Kept free of Kafka so the rule ("crossing the budget cancels every batch of that team seen so far, and
-any batch it starts afterwards") is unit-tested on its own. Money is summed as ``Decimal``: a float sum of
-many small costs drifts, and a guard that fires one cent late or early is a guard nobody trusts.
+Kept free of Kafka so the rule ("crossing the budget stops every batch of that team on every account it spends
+on, and any it starts afterwards, until the budget period ends") is unit-tested on its own. The guard no longer
+needs to know batch ids: one standing kill per account, selecting the team's metadata, does it. Money is
+summed as ``Decimal``: a float sum of many small costs drifts, and a guard that fires one cent late or early
+is a guard nobody trusts.
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from worker.contract import batch_key
-
-__all__ = ["BatchRef", "Ledger", "SpendEvent"]
+__all__ = ["AccountRef", "Ledger", "SpendEvent"]
 
 
 class SpendEvent(BaseModel):
@@ -33,14 +33,11 @@ class SpendEvent(BaseModel):
 
 
 @dataclass(frozen=True, order=True)
-class BatchRef:
+class AccountRef:
+    """Where a team spends: the account a standing kill for that team goes on."""
+
     provider: str
     account: str
-    batch_id: str
-
-    @property
-    def key(self) -> str:
-        return batch_key(self.provider, self.account, self.batch_id)
 
 
 @dataclass
@@ -50,8 +47,8 @@ class Ledger:
     budgets: Mapping[str, Decimal]
     default_budget: Decimal | None = None
     spent: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
-    batches: dict[str, set[BatchRef]] = field(default_factory=lambda: defaultdict(set))
-    cancelled: set[BatchRef] = field(default_factory=set)
+    accounts: dict[str, set[AccountRef]] = field(default_factory=lambda: defaultdict(set))
+    killed: set[tuple[str, AccountRef]] = field(default_factory=set)
 
     def budget(self, team: str) -> Decimal | None:
         return self.budgets.get(team, self.default_budget)
@@ -60,12 +57,12 @@ class Ledger:
         budget = self.budget(team)
         return budget is not None and self.spent[team] > budget
 
-    def record(self, event: SpendEvent) -> list[BatchRef]:
-        """Add the cost; return the batches to cancel now (each batch is returned at most once)."""
+    def record(self, event: SpendEvent) -> list[AccountRef]:
+        """Add the cost; return the accounts to put a kill for this team on now (each at most once)."""
         self.spent[event.team] += event.cost_usd
-        self.batches[event.team].add(BatchRef(event.provider, event.account, event.batch_id))
+        self.accounts[event.team].add(AccountRef(event.provider, event.account))
         if not self.over_budget(event.team):
             return []
-        due = sorted(self.batches[event.team] - self.cancelled)
-        self.cancelled.update(due)
+        due = sorted(a for a in self.accounts[event.team] if (event.team, a) not in self.killed)
+        self.killed.update((event.team, a) for a in due)
         return due

@@ -8,19 +8,23 @@ its token lifetime cannot disturb other modules.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from batch_cancel_emulator.testing import DEFAULT_AWS_KEY, DEFAULT_KEY, Emulator
 from devstack.broker import KafkaBroker
 from tests.support.cloud import ServiceAccountKey, make_service_account_key
 from tests.support.events import EventLog, publish_commands
 from tests.support.stack import WRONG_KEY, Stack
+from worker.contract import child_command_id, selector_key
 
 CLOUD = ("gemini", "vertex", "bedrock")
 PROJECT, LOCATION, REGION = "bcw-test-project", "us-central1", "eu-west-1"
@@ -245,3 +249,51 @@ async def test_cloud_secrets_never_reach_any_output(cloud: CloudStack) -> None:
     for channel, text in outputs.items():
         for secret in secrets:
             assert secret.encode() not in text, f"a secret ({secret[:6]}…) leaked into {channel}"
+
+
+@pytest.mark.parametrize("provider", CLOUD)
+async def test_cancel_by_selector(cloud: CloudStack, provider: str) -> None:
+    """A selector over a creation window and a name prefix: exactly the running matches get one cancel each."""
+    s, emu = cloud.stack, cloud.emu
+    t0 = 978_307_200 + int(uuid.uuid4().int % (300 * 86400))  # an hour of 2001 of this test's own
+    prefix = f"eval-{uuid.uuid4().hex[:6]}"
+
+    def make(n: int, *, at: int, name: str, **scenario: Any) -> list[str]:
+        return [
+            emu.create_batch(provider, _id(provider), created_at=at + i, name=f"{name}-{i}", **scenario)
+            for i in range(n)
+        ]
+
+    hits = make(4, at=t0 + 10, name=prefix, cancelling_polls=1)
+    misses = make(3, at=t0 + 20, name=prefix, status="completed") + make(3, at=t0 + 30, name="prod")
+    misses += make(2, at=t0 + 7200, name=prefix)
+    command = {
+        "kind": "cancel_matching",
+        "command_id": f"sel-{uuid.uuid4().hex[:10]}",
+        "provider": provider,
+        "account": "default",
+        "match": {
+            "created_after": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+            "created_before": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + 3600)),
+            "name_prefix": prefix,
+        },
+        "reason": "e2e",
+        "requested_by": "tests",
+    }
+    async with EventLog(s.bootstrap, s.events) as log:
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all")
+        await producer.start()
+        try:
+            key = selector_key(provider, "default").encode()
+            await producer.send_and_wait(s.commands, json.dumps(command).encode(), key=key)
+        finally:
+            await producer.stop()
+        cid = str(command["command_id"])
+        children = [child_command_id(cid, provider, "default", b) for b in hits]
+        await log.wait_finals([cid, *children], timeout=60)
+        final = log.finals(cid)[0]
+        assert (final["outcome"], final["matched"], final["published"]) == ("expanded", 4, 4)
+        assert {log.finals(c)[0]["outcome"] for c in children} == {"cancelled"}
+    posts = Counter(r["batch_id"] for r in emu.requests(dialect=provider) if r["method"] == "POST")
+    assert {b: posts[b] for b in hits} == dict.fromkeys(hits, 1)
+    assert not [b for b in misses if posts[b]]

@@ -323,60 +323,63 @@ def guard_stack(make_stack: StackFactory) -> tuple[Stack, str]:
     return s, spend_topic
 
 
-async def test_budget_guard_cancels_only_the_team_over_budget(guard_stack: tuple[Stack, str]) -> None:
+async def test_budget_guard_kills_only_the_team_over_budget(guard_stack: tuple[Stack, str]) -> None:
+    """Crossing the budget publishes one standing kill per account the team spends on: every running batch of
+    the team stops, including one the guard never heard of, started after the crossing; the other team's run on."""
     s, spend_topic = guard_stack
-    team_a = [
-        ("openai", s.emulator.create_batch("openai", bid("a"), cancelling_polls=2)),
-        ("siliconflow", s.emulator.create_batch("siliconflow", bid("a"), cancelling_polls=2)),
-        ("dashscope", s.emulator.create_batch("dashscope", bid("a"), cancelling_polls=2)),
-    ]
-    late_a = ("deepinfra", s.emulator.create_batch("deepinfra", bid("a"), cancelling_polls=1))
-    team_b = [
-        ("openai", s.emulator.create_batch("openai", bid("b"))),
-        ("deepinfra", s.emulator.create_batch("deepinfra", bid("b"))),
-    ]
+    a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+
+    def batch(provider: str, team: str, **scenario: Any) -> tuple[str, str]:
+        return provider, s.emulator.create_batch(provider, bid(team), metadata={"team": team}, **scenario)
+
+    team_a = [batch("openai", a, cancelling_polls=2), batch("siliconflow", a, cancelling_polls=2)]
+    team_a.append(batch("dashscope", a, cancelling_polls=2))
+    late_a = batch("deepinfra", a, cancelling_polls=1)
+    team_b = [batch("openai", b), batch("deepinfra", b)]
 
     def spend(team: str, ref: tuple[str, str], usd: float) -> dict[str, Any]:
         return {"team": team, "provider": ref[0], "account": "default", "batch_id": ref[1], "cost_usd": usd}
 
     # Under budget so far: a has 7 of 10, b has 9 of 10 (b never crosses).
-    records = [spend("a", team_a[0], 4), spend("b", team_b[0], 5), spend("a", team_a[1], 3), spend("b", team_b[1], 4)]
+    records = [spend(a, team_a[0], 4), spend(b, team_b[0], 5), spend(a, team_a[1], 3), spend(b, team_b[1], 4)]
     guard = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "examples.budget_guard", "--bootstrap-servers", s.bootstrap,
-        "--commands-topic", s.commands, "--spend-topic", spend_topic, "--budget-usd", "10",
+        "--commands-topic", s.commands, "--spend-topic", spend_topic, "--budget-usd", "10", "--sweep-interval", "10",
         cwd=ROOT, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert guard.stderr is not None
     try:
         async with EventLog(s.bootstrap, s.events) as log:
             await send_json(s.bootstrap, spend_topic, records)
-            await send_json(s.bootstrap, spend_topic, [spend("a", team_a[2], 2), spend("a", team_a[0], 1.5)])  # 10.5
-            await send_json(s.bootstrap, spend_topic, [spend("a", late_a, 0.1)])  # a new batch of a team over budget
+            await send_json(s.bootstrap, spend_topic, [spend(a, team_a[2], 2), spend(a, team_a[0], 1.5)])  # 10.5
+            await send_json(s.bootstrap, spend_topic, [spend(a, late_a, 0.1)])  # a's first spend on a new account
+            unseen = batch("openai", a, cancelling_polls=1)  # started after the crossing; no spend record at all
 
             def final_of(batch: str) -> dict[str, Any] | None:
                 finals = [p.value for p in log.records if p.value.get("batch_id") == batch and p.value.get("final")]
                 return finals[0] if finals else None
 
-            a_batches = [b for _, b in [*team_a, late_a]]
-            await log.wait_until(lambda: all(final_of(b) for b in a_batches), timeout=120, what="team a cancelled")
-            assert {final_of(b)["outcome"] for b in a_batches} == {"cancelled"}  # type: ignore[index]
-        cancelled_b = [r for _, b in team_b for r in s.emulator.requests(batch_id=b) if r["method"] == "POST"]
+            a_batches = [x for _, x in [*team_a, late_a, unseen]]
+            await log.wait_until(lambda: all(final_of(x) for x in a_batches), timeout=120, what="team a cancelled")
+            assert {final_of(x)["outcome"] for x in a_batches} == {"cancelled"}  # type: ignore[index]
+        cancelled_b = [r for _, x in team_b for r in s.emulator.requests(batch_id=x) if r["method"] == "POST"]
         assert cancelled_b == []
-        assert not [p for p in log.records if p.value.get("batch_id") in {b for _, b in team_b}]
+        assert not [p for p in log.records if p.value.get("batch_id") in {x for _, x in team_b}]
         commands = EventLog(s.bootstrap, s.commands)
         async with commands:
-            await commands.wait_until(lambda: len(commands.records) >= 4, timeout=30, what="guard commands")
-        assert {p.value["batch_id"] for p in commands.records} == set(a_batches)
-        assert all(
-            p.value["metadata"]["team"] == "a" and p.value["reason"].startswith("budget guard")
-            for p in commands.records
-        )
+            await commands.wait_until(lambda: len(commands.records) >= 9, timeout=30, what="kills and children")
+        kills = [p.value for p in commands.records if p.value.get("kind") == "cancel_matching"]
+        assert sorted(k["provider"] for k in kills) == ["dashscope", "deepinfra", "openai", "siliconflow"]
+        assert all(k["match"] == {"metadata": {"team": a}} and k["until"] for k in kills)
+        children = [p.value for p in commands.records if "kind" not in p.value]
+        assert {c["batch_id"] for c in children} == set(a_batches)
+        assert all(c["reason"].startswith("budget guard") for c in children)
     finally:
         guard.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(guard.wait(), 30)
         logs = (await guard.stderr.read()).decode()
     assert code == 0, logs
-    assert logs.count("cancel published") == 4
+    assert logs.count("standing kill published") == 4
 
 
 async def send_json(bootstrap: str, topic: str, values: list[dict[str, Any]]) -> None:

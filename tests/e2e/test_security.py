@@ -52,11 +52,13 @@ START_FAILURE_BOUND_S = 90
 def worker_acls(
     commands: str, group: str, events: str, dlq: str, follows: str, *, pattern: str = "literal"
 ) -> list[list[str]]:
-    """The worker's ACLs, as documented: READ commands + group, WRITE events + dead letters, READ and WRITE
-    follows, DESCRIBE_CONFIGS follows (the compaction check). Nothing else."""
+    """The worker's ACLs, as documented: READ commands + group, WRITE commands (a selector's children), WRITE
+    events + dead letters, READ and WRITE follows, DESCRIBE_CONFIGS follows (the compaction check). Nothing
+    else."""
     p = ["--allow-principal", "User:worker", "--resource-pattern-type", pattern]
     return [
         [*p, "--operation", "Read", "--topic", commands, "--group", group],
+        [*p, "--operation", "Write", "--topic", commands],
         [*p, "--operation", "Write", "--topic", events, "--topic", dlq],
         [*p, "--operation", "Read", "--operation", "Write", "--operation", "DescribeConfigs", "--topic", follows],
     ]

@@ -48,7 +48,9 @@ class Scheduler:
         self.scheduled: list[tuple[float, bool, bool]] = []
         self.unscheduled = 0
 
-    def schedule(self, follow: Any, delay: float, *, urgent: bool = False, cancel: bool = False) -> None:
+    def schedule(
+        self, follow: Any, delay: float, *, urgent: bool = False, cancel: bool = False, bulk: bool = False
+    ) -> None:
         self.scheduled.append((delay, urgent, cancel))
 
     def unschedule(self, follow: Any) -> None:

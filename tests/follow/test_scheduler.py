@@ -98,3 +98,22 @@ async def test_a_cancel_goes_out_while_every_poll_runner_waits_inside_a_poll() -
         assert "queued poll" not in log  # the runners are still busy; the cancel did not wait for them
     finally:
         await s.close()
+
+
+async def test_a_plain_cancel_overtakes_thousands_of_a_selectors_child_cancels() -> None:
+    """Every bulk slot is taken by a child cancel waiting for the budget and thousands more are queued: a plain
+    cancel still gets a task of its own at once, and the queued children do not start beyond their allowance."""
+    from worker.follow.scheduler import BULK_CANCELS_AT_ONCE
+
+    log: list[str] = []
+    s = PollScheduler("p/a", runners=1)
+    try:
+        children = [Stuck(f"child{i}", log) for i in range(BULK_CANCELS_AT_ONCE + 2_000)]
+        for child in children:
+            s.schedule(child, 0.0, cancel=True, bulk=True)
+        await until(lambda: len(log) == BULK_CANCELS_AT_ONCE)
+        s.schedule(Follow("plain cancel", log), 0.0, cancel=True)
+        await until(lambda: "plain cancel" in log)
+        assert len(log) == BULK_CANCELS_AT_ONCE + 1  # no child beyond the allowance started meanwhile
+    finally:
+        await s.close()

@@ -1,13 +1,10 @@
-"""The publisher side without a broker: command building, encoding, trace headers, CLI output and exit codes,
-and the budget guard's ledger."""
+"""The publisher side without a broker: command building, encoding, trace headers, CLI output and exit codes
+(the budget guard's ledger is tested in tests/examples/test_budget_guard.py)."""
 
 from __future__ import annotations
 
-import argparse
-import re
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,9 +12,6 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import ValidationError
 
-from examples.budget_guard.__main__ import _team_budget
-from examples.budget_guard.ledger import BatchRef, Ledger, SpendEvent
-from examples.budget_guard.service import command_id_for
 from worker.contract import BatchStateEvent, DeadLetterReason, InvalidCommand, decode_command
 from worker.publisher import build_command, encode_command, publish_cancel_sync, trace_headers
 from worker.publisher.cli import EXIT_CODES, exit_code, format_event, main
@@ -150,56 +144,6 @@ def test_cli_requires_provider_and_batch_id() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["publish", "--batch-id", "b1"])
     assert exc.value.code == 2
-
-
-# --- the budget guard's ledger ----------------------------------------------------------------------------
-
-
-def _spend(team: str, batch: str, usd: str, provider: str = "openai") -> SpendEvent:
-    return SpendEvent(team=team, provider=provider, batch_id=batch, cost_usd=Decimal(usd))
-
-
-def test_crossing_the_budget_cancels_every_batch_of_that_team_once() -> None:
-    ledger = Ledger(budgets={"a": Decimal(10)})
-    assert ledger.record(_spend("a", "b1", "4")) == []
-    assert ledger.record(_spend("a", "b2", "6")) == []  # exactly at budget: not crossed
-    due = ledger.record(_spend("a", "b1", "0.01"))
-    assert due == [BatchRef("openai", "default", "b1"), BatchRef("openai", "default", "b2")]
-    assert ledger.record(_spend("a", "b2", "1")) == []  # already cancelled
-    assert ledger.record(_spend("a", "b3", "1")) == [BatchRef("openai", "default", "b3")]  # new batch, over budget
-
-
-def test_other_teams_and_teams_without_budget_are_left_alone() -> None:
-    ledger = Ledger(budgets={"a": Decimal(1)})
-    assert ledger.record(_spend("b", "x", "1000")) == []
-    assert ledger.record(_spend("a", "y", "2")) == [BatchRef("openai", "default", "y")]
-    assert ledger.cancelled == {BatchRef("openai", "default", "y")}
-
-
-def test_default_budget_applies_to_unlisted_teams_and_money_sums_exactly() -> None:
-    ledger = Ledger(budgets={}, default_budget=Decimal("0.3"))
-    assert ledger.record(_spend("t", "b", "0.1")) == []
-    assert ledger.record(_spend("t", "b", "0.2")) == []  # 0.1 + 0.2 == 0.3 exactly, not 0.30000000000000004
-    assert ledger.spent["t"] == Decimal("0.3")
-
-
-def test_spend_event_refuses_negative_or_non_finite_cost() -> None:
-    for bad in ("-1", "NaN", "Infinity"):
-        with pytest.raises(ValidationError):
-            SpendEvent.model_validate({"team": "a", "provider": "p", "batch_id": "b", "cost_usd": bad})
-
-
-def test_guard_command_ids_are_deterministic_per_team_and_batch() -> None:
-    ref = BatchRef("openai", "default", "b1")
-    assert command_id_for("a", ref) == command_id_for("a", ref) != command_id_for("b", ref)
-    assert re.fullmatch(r"[0-9a-f-]{36}", command_id_for("a", ref))
-
-
-def test_team_budget_argument() -> None:
-    assert _team_budget("research=12.5") == ("research", Decimal("12.5"))
-    for bad in ("research", "=3", "a=lots"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            _team_budget(bad)
 
 
 async def test_leaving_an_event_follower_is_clean_when_aiokafka_leaks_its_own_cancellation() -> None:

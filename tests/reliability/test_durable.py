@@ -73,7 +73,7 @@ def restored(worker: WorkerProcess) -> int:
 async def durable(s: Stack) -> dict[str, FollowState]:
     """What the follows topic holds right now, by batch id."""
     found = await read_follows(Settings(kafka_bootstrap_servers=s.bootstrap), s.follows, range(s.partitions))
-    return {state.batch_id: state for states in found.values() for state in states}
+    return {state.batch_id: state for states in found.values() for state in states if isinstance(state, FollowState)}
 
 
 async def test_a_scale_up_during_600_long_follows(make_stack: StackFactory, record_row: RecordRow) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from worker.contract import FollowState
+from worker.contract import FollowState, KillState
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
 
@@ -131,7 +131,7 @@ class FakeCommands:
     dead_lettering: int = 0
     following: int = 0
     submitted: list[tuple[Record, PartitionOffsets]] = field(default_factory=list)
-    resumed: dict[int, list[FollowState]] = field(default_factory=dict)
+    resumed: dict[int, list[FollowState | KillState]] = field(default_factory=dict)
     stopped: list[list[int]] = field(default_factory=list)
     closed: list[float] = field(default_factory=list)
     intake_stopped: list[list[int] | None] = field(default_factory=list)
@@ -152,7 +152,7 @@ class FakeCommands:
     async def stop_intake(self, partitions: Sequence[int] | None = None) -> None:
         self.intake_stopped.append(None if partitions is None else list(partitions))
 
-    def resume(self, partition: int, states: Iterable[FollowState]) -> int:
+    def resume(self, partition: int, states: Iterable[FollowState | KillState]) -> int:
         self.resumed[partition] = list(states)
         return len(self.resumed[partition])
 

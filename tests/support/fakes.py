@@ -51,12 +51,14 @@ class FakeProvider:
     polls: list[str] = field(default_factory=lambda: ["cancelling", "cancelled"])
     cancel_error: Exception | None = None
     cancels: int = 0
+    cancel_priorities: list[Priority] = field(default_factory=list)
     gets: int = 0
     already_terminal: bool = False
     cancel_gate: asyncio.Event | None = None
 
-    async def cancel(self, account: str, batch_id: str) -> CancelResult:
+    async def cancel(self, account: str, batch_id: str, *, priority: Priority = Priority.CANCEL) -> CancelResult:
         self.cancels += 1
+        self.cancel_priorities.append(priority)
         await asyncio.sleep(0)
         if self.cancel_gate is not None:
             await self.cancel_gate.wait()

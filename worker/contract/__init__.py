@@ -18,7 +18,14 @@ Design choices that a publisher will notice:
   "30"`` fail here exactly as they fail against the JSON Schema a Go or Node publisher validates with.
 """
 
-from worker.contract.command import CancelCommand, CommandCloudEvent, InvalidCommand, decode_command
+from worker.contract.command import (
+    CancelCommand,
+    Command,
+    CommandCloudEvent,
+    InvalidCommand,
+    decode_any,
+    decode_command,
+)
 from worker.contract.deadletter import DLQ_MESSAGE_HEADER, DLQ_REASON_HEADER, DLQ_TIME_HEADER, dead_letter_headers
 from worker.contract.event import (
     CE_TYPE_FINAL,
@@ -39,6 +46,27 @@ from worker.contract.follow_state import (
     decode_follow_state,
     encode_follow_state,
 )
+from worker.contract.kill_state import KillState, decode_kept, encode_kill_state, kill_key
+from worker.contract.selector import (
+    DEFAULT_MAX_BATCHES,
+    DEFAULT_STATUSES,
+    MAX_BATCHES_CAP,
+    PARENT_METADATA_KEY,
+    Criteria,
+    LiftCommand,
+    SelectorCommand,
+    check_until,
+    child_command_id,
+    selector_key,
+)
+from worker.contract.selector_event import (
+    CE_TYPE_SELECTOR_FINAL,
+    CE_TYPE_SELECTOR_PROGRESS,
+    MatchedBatch,
+    SelectorEvent,
+    SelectorOutcome,
+    selector_event_headers,
+)
 from worker.contract.types import (
     BATCH_ID_PATTERN,
     FAILURE_OUTCOMES,
@@ -58,14 +86,20 @@ from worker.contract.types import (
 __all__ = [
     "BATCH_ID_PATTERN",
     "CE_TYPE_FINAL",
+    "CE_TYPE_SELECTOR_FINAL",
+    "CE_TYPE_SELECTOR_PROGRESS",
     "CE_TYPE_STATE",
+    "DEFAULT_MAX_BATCHES",
+    "DEFAULT_STATUSES",
     "DLQ_MESSAGE_HEADER",
     "DLQ_REASON_HEADER",
     "DLQ_TIME_HEADER",
     "FAILURE_OUTCOMES",
+    "MAX_BATCHES_CAP",
     "MAX_MESSAGE_CHARS",
     "MAX_WAITING",
     "NAME_PATTERN",
+    "PARENT_METADATA_KEY",
     "TERMINAL_STATUSES",
     "TIMESTAMP_FIELDS",
     "BatchError",
@@ -73,23 +107,39 @@ __all__ = [
     "BatchStateEvent",
     "BatchStatus",
     "CancelCommand",
+    "Command",
     "CommandCloudEvent",
+    "Criteria",
     "DeadLetterReason",
     "FailureDetail",
     "FollowState",
     "InvalidCommand",
+    "KillState",
+    "LiftCommand",
+    "MatchedBatch",
     "Outcome",
     "RequestCounts",
+    "SelectorCommand",
+    "SelectorEvent",
+    "SelectorOutcome",
     "WaitingCommand",
     "batch_key",
+    "check_until",
+    "child_command_id",
     "dead_letter_headers",
+    "decode_any",
     "decode_command",
     "decode_follow_state",
+    "decode_kept",
     "encode_event",
     "encode_follow_state",
+    "encode_kill_state",
     "event_headers",
     "event_key",
     "failure_event",
+    "kill_key",
     "observed_event",
+    "selector_event_headers",
+    "selector_key",
     "state_event",
 ]

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from worker.contract.selector import KIND_LIFT, KIND_SELECTOR, LiftCommand, SelectorCommand
 from worker.contract.types import (
     MAX_ECHO_CHARS,
     BatchId,
@@ -56,6 +57,10 @@ class CancelCommand(BaseModel):
     @property
     def key(self) -> str:
         return batch_key(self.provider, self.account, self.batch_id)
+
+
+#: Anything the commands topic carries: a cancel, a selector, or a lift of a standing kill.
+Command = CancelCommand | SelectorCommand | LiftCommand
 
 
 class CommandCloudEvent(BaseModel):
@@ -116,7 +121,22 @@ _BATCH_ID_LOCS = {("batch_id",), ("data", "batch_id")}
 
 
 def decode_command(value: bytes | None, *, max_bytes: int) -> CancelCommand:
+    """Bytes to a cancel command, or ``InvalidCommand``; a selector or lift is refused here (publishers' checks)."""
+    command = decode_any(value, max_bytes=max_bytes)
+    if not isinstance(command, CancelCommand):
+        raise InvalidCommand(
+            DeadLetterReason.SCHEMA_VIOLATION,
+            f"expected a cancel command, not {command.kind}",
+            command_id=command.command_id,
+        )
+    return command
+
+
+def decode_any(value: bytes | None, *, max_bytes: int) -> Command:
     """Bytes from the commands topic to a command, or ``InvalidCommand`` — never any other exception.
+
+    ``kind`` tells a selector (``cancel_matching``) or a lift (``lift_kill``) from a cancel command, which has
+    none; a CloudEvents envelope may carry only a cancel command.
 
     The value is parsed twice on purpose: first by ``json`` to refuse what JSON forbids but Python tolerates
     (``NaN``, duplicate keys, which different parsers resolve differently) and to salvage ``command_id``
@@ -140,16 +160,32 @@ def decode_command(value: bytes | None, *, max_bytes: int) -> CancelCommand:
         raise InvalidCommand(
             DeadLetterReason.SCHEMA_VIOLATION, "CloudEvent data_base64 is not accepted; put the command in data"
         )
+    kind = body.get("kind") if isinstance(body, dict) else None
+    model = CancelCommand if kind is None else _MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None or (enveloped and model is not CancelCommand):
+        where = "in a CloudEvents envelope" if model is not None else f"(known kinds: {', '.join(_MODELS)})"
+        raise InvalidCommand(
+            DeadLetterReason.SCHEMA_VIOLATION,
+            f"kind {str(kind)[:64]!r} is not accepted {where}",
+            command_id=command_id,
+            partial=partial,
+        )
     try:
         if enveloped:
             return CommandCloudEvent.model_validate_json(text, strict=True).data
-        return CancelCommand.model_validate_json(text, strict=True)
+        return model.model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise InvalidCommand(_reason(exc), explain(exc, most=5), command_id=command_id, partial=partial) from None
     except RecursionError:
         raise InvalidCommand(
             DeadLetterReason.INVALID_JSON, "JSON is nested too deeply", command_id=command_id
         ) from None
+
+
+_MODELS: dict[str, type[CancelCommand] | type[SelectorCommand] | type[LiftCommand]] = {
+    KIND_SELECTOR: SelectorCommand,
+    KIND_LIFT: LiftCommand,
+}
 
 
 def _parse_json(text: str) -> Any:
@@ -219,6 +255,6 @@ def _reason(exc: ValidationError) -> DeadLetterReason:
     first = exc.errors(include_url=False, include_input=False)[0]
     if first["type"] == "json_invalid":
         return DeadLetterReason.INVALID_JSON
-    if tuple(first["loc"]) in _BATCH_ID_LOCS and first["type"] != "missing":
+    if tuple(first["loc"]) in _BATCH_ID_LOCS and first["type"] not in {"missing", "extra_forbidden"}:
         return DeadLetterReason.INVALID_BATCH_ID
     return DeadLetterReason.SCHEMA_VIOLATION

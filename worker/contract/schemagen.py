@@ -16,7 +16,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from worker.contract import BatchStateEvent, CancelCommand, CommandCloudEvent, FollowState
+from worker.contract import (
+    BatchStateEvent,
+    CancelCommand,
+    CommandCloudEvent,
+    FollowState,
+    LiftCommand,
+    SelectorCommand,
+    SelectorEvent,
+)
 
 __all__ = ["SCHEMAS", "main", "render"]
 
@@ -30,6 +38,9 @@ SCHEMAS: Mapping[str, tuple[type[BaseModel], Literal["validation", "serializatio
     "cancel-command-cloudevent.schema.json": (CommandCloudEvent, "validation"),
     "batch-state-event.schema.json": (BatchStateEvent, "serialization"),
     "follow-state.schema.json": (FollowState, "serialization"),
+    "selector-command.schema.json": (SelectorCommand, "validation"),
+    "lift-command.schema.json": (LiftCommand, "validation"),
+    "selector-event.schema.json": (SelectorEvent, "serialization"),
 }
 
 

@@ -73,6 +73,7 @@ class DeadLetterReason(StrEnum):
     INVALID_BATCH_ID = "invalid_batch_id"
     TOO_LARGE = "too_large"
     UNAUTHORIZED = "unauthorized"
+    UNSUPPORTED_CRITERION = "unsupported_criterion"  # a selector asks what its provider cannot evaluate
     INTERNAL_ERROR = "internal_error"  # the worker failed on this record; replay it once the cause is fixed
 
 

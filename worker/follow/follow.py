@@ -31,6 +31,7 @@ from worker import faults
 from worker.budget import Priority
 from worker.contract import (
     MAX_WAITING,
+    PARENT_METADATA_KEY,
     BatchSnapshot,
     BatchStateEvent,
     BatchStatus,
@@ -69,6 +70,7 @@ class Follow(Durable):
         "account",
         "already_terminal",
         "batch_id",
+        "bulk",
         "busy",
         "cancel_accepted",
         "key",
@@ -87,6 +89,8 @@ class Follow(Durable):
         self.account = command.account
         self.batch_id = command.batch_id
         self.key = command.key
+        # A selector's child: its cancel waits behind plain cancels (Priority.BULK) until a plain one joins.
+        self.bulk = PARENT_METADATA_KEY in command.metadata
         self.subscribers: list[Subscriber] = []
         self.last_status: BatchStatus | None = None
         self.provider_status: str | None = None
@@ -227,6 +231,14 @@ class Follow(Durable):
         if self.cancel_accepted:
             self._services.scheduler.schedule(self, self._services.policy.initial_interval, urgent=True)
         else:
+            self._services.scheduler.schedule(self, 0.0, cancel=True, bulk=self.bulk)
+
+    def promote(self) -> None:
+        """A plain command joined a selector's child: its cancel, if not sent yet, goes at plain priority."""
+        if not self.bulk:
+            return
+        self.bulk = False
+        if not self.cancel_accepted and not self.busy and self.active:
             self._services.scheduler.schedule(self, 0.0, cancel=True)
 
     def _in_trace(self) -> contextvars.Token[otel_context.Context] | None:
@@ -238,7 +250,8 @@ class Follow(Durable):
         self.busy = True
         token = self._in_trace()
         try:
-            result = await self._services.provider.cancel(self.account, self.batch_id)
+            priority = Priority.BULK if self.bulk else Priority.CANCEL
+            result = await self._services.provider.cancel(self.account, self.batch_id, priority=priority)
             self.cancel_accepted = True
             self.already_terminal = bool(result.already_terminal)
             faults.reached("cancel_accepted")
@@ -269,7 +282,7 @@ class Follow(Durable):
         try:
             await self._expire_subscribers()
             if self.live and not self.stopping:
-                priority = Priority.CONFIRM if self._confirming else Priority.POLL
+                priority = Priority.CONFIRM if self._confirming and not self.bulk else Priority.POLL
                 snapshot = await self._services.provider.retrieve(self.account, self.batch_id, priority=priority)
                 self._confirming = False
                 changed = snapshot.status != self.last_status

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from worker.contract import BatchStateEvent, CancelCommand, FollowState, WaitingCommand
+from worker.contract import PARENT_METADATA_KEY, BatchStateEvent, CancelCommand, FollowState, WaitingCommand
 from worker.follow.durable import StateWrites
 from worker.follow.follow import Follow
 from worker.follow.policy import FollowPolicy
@@ -90,7 +90,10 @@ class Follows:
     def join(self, partition: int, command: CancelCommand, sub: Subscriber) -> bool:
         """``sub`` (the command) joins its batch's follow in ``partition``, starting one if none is active;
         False when the follow already had this command (a redelivery): then it is not followed twice."""
-        joined = self._follow_for(partition, command).join(sub)
+        follow = self._follow_for(partition, command)
+        if follow.bulk and PARENT_METADATA_KEY not in command.metadata:
+            follow.promote()  # someone waits on this batch by name: its cancel is no longer bulk
+        joined = follow.join(sub)
         if joined:
             self.waiting += 1
         return joined

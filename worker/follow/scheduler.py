@@ -7,7 +7,9 @@ nothing is dropped. Confirmation polls (the first GET after a cancel, a poll a n
 of their own that is served before routine polls. Cancels not yet sent have a lane apart: each runs as its
 own task as soon as it is due (up to ``CANCELS_AT_ONCE`` per account, the rest wait as heap entries), so a
 cancel never waits for a poll runner, and the ``AccountGate`` then puts every cancel attempt (retries too)
-ahead of every GET on the wire.
+ahead of every GET on the wire. A selector's children (``bulk``) have a lane of their own with its own, smaller
+allowance of tasks (``BULK_CANCELS_AT_ONCE``): ten thousand of them queued by a kill switch neither take the
+tasks a plain cancel needs nor stand before it in a queue.
 
 Entries are never removed in place: rescheduling a follow bumps its ``ticket`` and the old entry is skipped
 when it reaches the top, which keeps every operation O(log n).
@@ -43,6 +45,9 @@ class Pollable(Protocol):
 _Entry = tuple[float, int, int, Pollable]  # due, order, ticket, follow
 #: Unsent cancels of one account running at once (each its own task, through retries and backoffs).
 CANCELS_AT_ONCE = 1_000
+#: A selector's children's cancels running at once per account: enough to keep any budget busy (they wait at the
+#: gate behind plain cancels), few enough that thousands queued are heap entries, not tasks.
+BULK_CANCELS_AT_ONCE = 200
 
 
 class PollScheduler:
@@ -52,9 +57,10 @@ class PollScheduler:
         self.name = name
         self._clock = clock
         self._cancels: list[_Entry] = []
+        self._bulk: list[_Entry] = []
         self._urgent: list[_Entry] = []
         self._routine: list[_Entry] = []
-        self._heaps = (self._cancels, self._urgent, self._routine)  # served in this order
+        self._heaps = (self._cancels, self._bulk, self._urgent, self._routine)
         self._order = itertools.count()
         self._tickets = itertools.count(1)
         self._changed = asyncio.Event()
@@ -63,7 +69,6 @@ class PollScheduler:
         # every waiting poll. Each unsent cancel gets its own task, up to CANCELS_AT_ONCE, so the backoffs of
         # cancels retried through an outage overlap; beyond that they wait here as heap entries, not tasks.
         polls = (self._urgent, self._routine)
-        self._cancel_slots = asyncio.Semaphore(CANCELS_AT_ONCE)
         self._cancel_tasks: set[asyncio.Task[None]] = set()
         # A fresh context each: the scheduler is made while a command is being taken in, and a task copies the
         # context it is created in; the runners would otherwise carry that one command's trace forever.
@@ -72,15 +77,27 @@ class PollScheduler:
                 asyncio.create_task(self._run(polls), name=f"poll {name} #{i}", context=contextvars.Context())
                 for i in range(runners)
             ),
-            asyncio.create_task(self._start_cancels(), name=f"cancels {name}", context=contextvars.Context()),
+            asyncio.create_task(
+                self._start_cancels(self._cancels, asyncio.Semaphore(CANCELS_AT_ONCE)),
+                name=f"cancels {name}",
+                context=contextvars.Context(),
+            ),
+            asyncio.create_task(
+                self._start_cancels(self._bulk, asyncio.Semaphore(BULK_CANCELS_AT_ONCE)),
+                name=f"bulk cancels {name}",
+                context=contextvars.Context(),
+            ),
         ]
 
-    def schedule(self, follow: Pollable, delay: float, *, urgent: bool = False, cancel: bool = False) -> None:
+    def schedule(
+        self, follow: Pollable, delay: float, *, urgent: bool = False, cancel: bool = False, bulk: bool = False
+    ) -> None:
         """Call ``follow.poll`` in ``delay`` seconds; replaces any earlier scheduling of it. ``cancel`` entries
-        (a follow whose cancel is not sent yet) are served before confirmations, confirmations before polls."""
+        (a follow whose cancel is not sent yet; ``bulk`` for a selector's child) are served before
+        confirmations, confirmations before polls."""
         follow.ticket = next(self._tickets)
         due = self._clock() + max(0.0, delay)
-        heap = self._cancels if cancel else self._urgent if urgent else self._routine
+        heap = (self._bulk if bulk else self._cancels) if cancel else self._urgent if urgent else self._routine
         heapq.heappush(heap, (due, next(self._order), follow.ticket, follow))
         if heap[0][2] == follow.ticket:  # the new earliest: wake a runner that may be sleeping longer
             self._changed.set()
@@ -102,17 +119,17 @@ class PollScheduler:
             task.cancel()
         await asyncio.gather(*self._runners, *self._cancel_tasks, return_exceptions=True)
 
-    async def _start_cancels(self) -> None:
+    async def _start_cancels(self, heap: list[_Entry], slots: asyncio.Semaphore) -> None:
+        def done(task: asyncio.Task[None]) -> None:
+            self._cancel_tasks.discard(task)
+            slots.release()
+
         while True:
-            await self._cancel_slots.acquire()
-            follow = await self._next((self._cancels,))
+            await slots.acquire()
+            follow = await self._next((heap,))
             task = asyncio.create_task(self._one(follow), name=f"cancel in {self.name}")
             self._cancel_tasks.add(task)
-            task.add_done_callback(self._cancel_done)
-
-    def _cancel_done(self, task: asyncio.Task[None]) -> None:
-        self._cancel_tasks.discard(task)
-        self._cancel_slots.release()
+            task.add_done_callback(done)
 
     async def _run(self, heaps: tuple[list[_Entry], ...]) -> None:
         while True:

@@ -35,7 +35,7 @@ class CancelAnswer(Protocol):
 class Provider(Protocol):
     """What following needs from a provider client (``worker.providers.ProviderClient`` in production)."""
 
-    async def cancel(self, account: str, batch_id: str) -> CancelAnswer: ...
+    async def cancel(self, account: str, batch_id: str, *, priority: Priority = ...) -> CancelAnswer: ...
     async def retrieve(self, account: str, batch_id: str, *, priority: Priority = ...) -> BatchSnapshot: ...
 
 
@@ -48,7 +48,9 @@ class Writes(Protocol):
 class Scheduler(Protocol):
     """When polls happen (``worker.follow.scheduler.PollScheduler``)."""
 
-    def schedule(self, follow: Follow, delay: float, *, urgent: bool = False, cancel: bool = False) -> None: ...
+    def schedule(
+        self, follow: Follow, delay: float, *, urgent: bool = False, cancel: bool = False, bulk: bool = False
+    ) -> None: ...
     def unschedule(self, follow: Follow) -> None: ...
 
 

@@ -27,7 +27,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import ValidationError
 
 from worker.config import ConfigError, KafkaConnection, Settings
-from worker.contract import FollowState, decode_follow_state, encode_follow_state
+from worker.contract import FollowState, KillState, decode_kept, encode_follow_state, encode_kill_state
 from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.producer import EventProducer
 from worker.telemetry import metrics
@@ -51,14 +51,20 @@ class FollowStore:
         await self._producer.put(self.topic, partition, key.encode(), value)
         metrics.FOLLOW_STATE_WRITES.labels("tombstone" if state is None else "state").inc()
 
-    async def read(self, partitions: Iterable[int]) -> dict[int, list[FollowState]]:
+    async def write_kill(self, partition: int, key: str, state: KillState | None) -> None:
+        """A standing kill's record (``None``: tombstone), beside the follows of its partition."""
+        value = None if state is None else encode_kill_state(state)
+        await self._producer.put(self.topic, partition, key.encode(), value)
+        metrics.FOLLOW_STATE_WRITES.labels("tombstone" if state is None else "kill").inc()
+
+    async def read(self, partitions: Iterable[int]) -> dict[int, list[FollowState | KillState]]:
         """The live follows of these partitions, as last written."""
         return await read_follows(self._settings, self.topic, partitions)
 
 
 async def read_follows(
     settings: KafkaConnection, topic: str, partitions: Iterable[int], *, timeout: float = 120.0
-) -> dict[int, list[FollowState]]:
+) -> dict[int, list[FollowState | KillState]]:
     """Read partitions of the follows topic to their current end; the latest record per key wins.
 
     A record this version cannot decode is logged and skipped rather than stopping the partition: the
@@ -94,13 +100,13 @@ async def read_follows(
     return {partition: _decode(topic, partition, records) for partition, records in latest.items()}
 
 
-def _decode(topic: str, partition: int, records: dict[bytes, bytes | None]) -> list[FollowState]:
-    states = []
+def _decode(topic: str, partition: int, records: dict[bytes, bytes | None]) -> list[FollowState | KillState]:
+    states: list[FollowState | KillState] = []
     for key, value in records.items():
         if value is None:
             continue
         try:
-            states.append(decode_follow_state(value))
+            states.append(decode_kept(value))
         except (ValidationError, ValueError) as exc:
             log.error(
                 "skipping an unreadable follow-state record %r in %s[%d]: %s",

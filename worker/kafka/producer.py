@@ -24,10 +24,12 @@ from worker.config import Settings
 from worker.contract import (
     BatchStateEvent,
     DeadLetterReason,
+    SelectorEvent,
     dead_letter_headers,
     encode_event,
     event_headers,
     event_key,
+    selector_event_headers,
 )
 from worker.kafka.connection import client_kwargs
 from worker.record import Record
@@ -102,6 +104,17 @@ class EventProducer:
     async def publish(self, event: BatchStateEvent, context: Any) -> None:
         headers = event_headers(event, source=EVENT_SOURCE, extra=self._injector.headers(context))
         await self._send(self._settings.events_topic, event_key(event), encode_event(event), headers)
+
+    async def publish_selector(self, event: SelectorEvent, context: Any) -> None:
+        """A selector's progress or final, on the events topic beside batch states (its own ``ce_type``)."""
+        headers = selector_event_headers(event, source=EVENT_SOURCE, extra=self._injector.headers(context))
+        key = None if event.key is None else event.key.encode()
+        await self._send(self._settings.events_topic, key, event.model_dump_json().encode(), headers)
+
+    async def send_command(self, key: str, value: bytes, context: Any) -> None:
+        """A selector's child cancel command, keyed by its batch (the default partitioner places it where a
+        publisher's own command for that batch goes); the selector's trace context travels with it."""
+        await self._send(self._settings.commands_topic, key.encode(), value, self._injector.headers(context))
 
     async def dead_letter(self, record: Record, reason: DeadLetterReason, message: str, context: Any) -> None:
         headers = dead_letter_headers(

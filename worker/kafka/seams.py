@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from worker.contract import FollowState
+from worker.contract import FollowState, KillState
 from worker.kafka.offsets import PartitionOffsets
 from worker.record import Record
 
@@ -72,8 +72,8 @@ class FollowOwner(Protocol):
     @property
     def following(self) -> int: ...
 
-    def resume(self, partition: int, states: Iterable[FollowState]) -> int:
-        """Start the follows a previous owner of ``partition`` left; returns how many."""
+    def resume(self, partition: int, states: Iterable[FollowState | KillState]) -> int:
+        """Start the follows (and standing kills) a previous owner of ``partition`` left; returns how many."""
         ...
 
     async def stop_partitions(self, partitions: Sequence[int], grace: float) -> None:
@@ -86,6 +86,6 @@ class FollowOwner(Protocol):
 
 
 class FollowReader(Protocol):
-    async def read(self, partitions: Iterable[int]) -> Mapping[int, Sequence[FollowState]]:
+    async def read(self, partitions: Iterable[int]) -> Mapping[int, Sequence[FollowState | KillState]]:
         """The live follows of these partitions, as last written."""
         ...

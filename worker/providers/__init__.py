@@ -1,4 +1,4 @@
-"""Provider dialects behind one interface: ``ProviderClient.cancel`` / ``retrieve`` and ``build_clients``.
+"""Provider dialects behind one interface: ``ProviderClient.cancel`` / ``retrieve`` / ``list_page``, ``build_clients``.
 
 A dialect (``openai``, ``siliconflow``, ``dashscope``, ``deepinfra``, ``anthropic``, ``mistral``, ``azure``,
 ``together``, ``xai``, ``gemini``, ``vertex``, ``bedrock``) knows its default base URL, paths, auth headers, how to
@@ -22,6 +22,15 @@ from worker.providers.dashscope import DashScopeDialect
 from worker.providers.deepinfra import DeepInfraDialect
 from worker.providers.gemini import GeminiDialect
 from worker.providers.http import TransportFactory, build_http_client
+from worker.providers.listing import (
+    CRITERIA,
+    Criterion,
+    ListedBatch,
+    ListFilter,
+    ListPage,
+    Support,
+    UnsupportedCriterion,
+)
 from worker.providers.mistral import MistralDialect
 from worker.providers.openai import OpenAIDialect
 from worker.providers.siliconflow import SiliconFlowDialect
@@ -30,7 +39,20 @@ from worker.providers.vertex import VertexDialect
 from worker.providers.xai import XAIDialect
 from worker.retry import RetryPolicy
 
-__all__ = ["DIALECTS", "CancelResult", "ProviderClient", "build_clients", "dialect_for"]
+__all__ = [
+    "CRITERIA",
+    "DIALECTS",
+    "CancelResult",
+    "Criterion",
+    "ListFilter",
+    "ListPage",
+    "ListedBatch",
+    "ProviderClient",
+    "Support",
+    "UnsupportedCriterion",
+    "build_clients",
+    "dialect_for",
+]
 
 DIALECTS: dict[str, Dialect] = {
     d.name: d

@@ -26,11 +26,22 @@ the same key as a Bearer token; the API takes both) plus the pinned ``anthropic-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from worker.contract import BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import ProviderError, Rejected, Retryable
-from worker.providers.base import Dialect, ErrorInfo, error_info, finished_at_field, opt_int, timestamp
+from worker.providers.base import (
+    Dialect,
+    ErrorInfo,
+    error_info,
+    finished_at_field,
+    item_id,
+    listed,
+    opt_int,
+    timestamp,
+)
+from worker.providers.listing import Criterion, ListedBatch, ListFilter, Query, Support
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicDialect"]
 
@@ -45,6 +56,39 @@ class AnthropicDialect(Dialect):
     name = "anthropic"
     default_base_url = "https://api.anthropic.com/v1"
     unclear_refusals: ClassVar[frozenset[int]] = frozenset({400})
+
+    list_support: ClassVar[Mapping[Criterion, Support]] = {
+        "statuses": "client",
+        "created_after": "client",
+        "created_before": "client",
+        "model": "unsupported",
+        "endpoint": "unsupported",
+        "metadata": "unsupported",
+        "name_prefix": "unsupported",
+    }
+    list_unsupported_why: ClassVar[Mapping[Criterion, str]] = {
+        "model": "its batch list items carry no model (each request of a batch names its own)",
+        "endpoint": "every message batch is a batch of Messages requests; its items carry no endpoint",
+        "metadata": "its batch list items carry no metadata",
+        "name_prefix": "its batches have no name",
+    }
+    max_page_size = 1000
+    newest_first = True  # "Most recently created batches are returned first" (the SDK's list docstring)
+
+    def list_path(self) -> str:
+        return "/messages/batches"
+
+    def list_request(self, f: ListFilter, cursor: str | None, page_size: int) -> tuple[str, Query]:
+        """``limit`` (1-1000) and ``after_id``: the next page holds the batches created before that one."""
+        params: Query = {"limit": str(page_size)}
+        if cursor is not None:
+            params["after_id"] = cursor
+        return self.list_path(), params
+
+    def list_item(self, item: object) -> ListedBatch:
+        batch_id = item_id(item, "id")
+        assert isinstance(item, dict)
+        return listed(self, item, batch_id)
 
     def cancel_path(self, quoted_id: str) -> str:
         return f"/messages/batches/{quoted_id}/cancel"

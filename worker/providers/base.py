@@ -13,31 +13,59 @@ our own error types.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from worker.contract import TIMESTAMP_FIELDS, BatchError, BatchSnapshot, BatchStatus, RequestCounts
+from worker.contract import BATCH_ID_PATTERN, TIMESTAMP_FIELDS, BatchError, BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import AlreadyTerminal, ProviderError, Rejected, Retryable
 from worker.providers.headers import parse_retry_after
+from worker.providers.listing import (
+    CRITERIA,
+    Criterion,
+    ListedBatch,
+    ListFilter,
+    ListPage,
+    Query,
+    Support,
+    UnsupportedCriterion,
+)
 
 __all__ = [
+    "OPENAI_LIST_SUPPORT",
     "Dialect",
     "ErrorInfo",
     "Op",
     "decode_body",
     "error_info",
     "finished_at_field",
+    "item_id",
+    "listed",
     "opt_int",
     "opt_str",
+    "page_of",
     "status_of",
+    "str_map",
     "timestamp",
 ]
 
-Op = Literal["cancel", "retrieve"]
+Op = Literal["cancel", "retrieve", "list"]
+_log = logging.getLogger(__name__)
+_BATCH_ID = re.compile(BATCH_ID_PATTERN)
+#: What an OpenAI-shaped list item carries: status, metadata, created_at, model and endpoint; no name.
+OPENAI_LIST_SUPPORT: Mapping[Criterion, Support] = {
+    "statuses": "client",
+    "created_after": "client",
+    "created_before": "client",
+    "model": "client",
+    "endpoint": "client",
+    "metadata": "client",
+    "name_prefix": "unsupported",
+}
 
 _STATUS = {s.value: s for s in BatchStatus if s is not BatchStatus.UNKNOWN}
 _STATUS |= {"canceled": BatchStatus.CANCELLED, "canceling": BatchStatus.CANCELLING}
@@ -123,6 +151,65 @@ class Dialect:
     #: the client then reads the batch once to report the state the cancel left it in.
     cancel_answer_is_batch: ClassVar[bool] = True
 
+    # --- listing (``worker.providers.listing``) ---------------------------------------------------------------
+    #: Per criterion: evaluated by the provider's list call, by us from each item, or not at all.
+    list_support: ClassVar[Mapping[Criterion, Support]] = OPENAI_LIST_SUPPORT
+    #: Why an ``unsupported`` criterion is (the reason ``UnsupportedCriterion`` gives).
+    list_unsupported_why: ClassVar[Mapping[Criterion, str]] = {"name_prefix": "its batches have no name"}
+    #: The largest page the provider documents (or that its SDK sends); larger requests are cut down to it.
+    max_page_size: ClassVar[int] = 100
+    #: True when the list is documented newest first: a page that reaches past ``created_after`` is the last.
+    newest_first: ClassVar[bool] = False
+
+    def list_path(self) -> str:
+        return "/batches"
+
+    def check_filter(self, f: ListFilter) -> None:
+        """Raise ``UnsupportedCriterion`` for the first criterion (in ``CRITERIA`` order) nobody can evaluate."""
+        for criterion in sorted(f.criteria(), key=_CRITERION_ORDER.__getitem__):
+            if self.list_support.get(criterion, "unsupported") == "unsupported":
+                why = self.list_unsupported_why.get(criterion, "its batch list items do not carry it")
+                raise UnsupportedCriterion(self.name, criterion, why)
+
+    def list_request(self, f: ListFilter, cursor: str | None, page_size: int) -> tuple[str, Query]:
+        """The list call's path (relative, like ``retrieve_path``) and query: OpenAI's ``after`` and ``limit``."""
+        params: Query = {"limit": str(page_size)}
+        if cursor is not None:
+            params["after"] = cursor
+        return self.list_path(), params
+
+    def parse_list(self, body: object, f: ListFilter, cursor: str | None) -> ListPage:
+        """OpenAI's ``{object: list, data, first_id, last_id, has_more}``; a missing ``has_more`` (Groq) ends it."""
+        if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+            raise Retryable(f"answer is not a batch list: {error_info(body).message[:120]}")
+        self._carried(body["data"], f)
+        items = [self.list_item(item) for item in body["data"]]
+        more = body.get("has_more") is True and bool(items)
+        last = body.get("last_id") if isinstance(body.get("last_id"), str) else (items[-1].batch_id if items else None)
+        return page_of(self, items, f, last if more else None)
+
+    def _carried(self, raw_items: list[Any], f: ListFilter) -> None:
+        """Refuse a model or metadata selector when the provider's items have no such field at all.
+
+        OpenAI-compatible APIs configured as ``openai`` differ in what their items carry (Groq's have no
+        ``model``; SiliconFlow's and DashScope's documented items show none either). A missing field would
+        silently match nothing, so the first item without it turns the selector into a clear refusal instead.
+        A field that is present but ``null`` is a batch without a value: it simply does not match.
+        """
+        for criterion, key in (("model", "model"), ("metadata", "metadata")):
+            if criterion in f.criteria() and any(isinstance(i, dict) and key not in i for i in raw_items):
+                raise UnsupportedCriterion(
+                    self.name, criterion, f"this provider's batch list items carry no {key!r} field"
+                )
+
+    def list_item(self, item: object) -> ListedBatch:
+        """One OpenAI-shaped item: the dialect's own ``parse_batch`` reads status, times and model."""
+        batch_id = item_id(item, "id")
+        assert isinstance(item, dict)
+        return listed(
+            self, item, batch_id, metadata=str_map(item.get("metadata")), endpoint=opt_str(item.get("endpoint"))
+        )
+
     def cancel_path(self, quoted_id: str) -> str:
         return f"/batches/{quoted_id}/cancel"
 
@@ -177,6 +264,72 @@ class Dialect:
         A ``Retryable`` returned here gets the answer's ``Retry-After`` hint filled in by ``classify``.
         """
         return None
+
+
+_CRITERION_ORDER = {name: i for i, name in enumerate(CRITERIA)}
+
+
+def item_id(item: object, key: str) -> str:
+    """The id a list item names (``Retryable`` when the item is not an object with one: not a batch list)."""
+    value = item.get(key) if isinstance(item, dict) else None
+    if not isinstance(value, str) or not value:
+        raise Retryable(f"a list item has no {key!r}: the answer is not a batch list")
+    return value
+
+
+def listed(
+    dialect: Dialect,
+    item: dict[str, Any],
+    batch_id: str,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    endpoint: str | None = None,
+    name: str | None = None,
+    model: str | None = None,
+) -> ListedBatch:
+    """A list item read by the dialect's own ``parse_batch`` (one status mapping for lists and reads alike).
+
+    An item ``parse_batch`` refuses (no status word) is still listed, as ``unknown``: one odd item must neither
+    hide the others nor fail the whole page.
+    """
+    try:
+        snapshot: BatchSnapshot | None = dialect.parse_batch(item)
+    except Retryable:
+        snapshot = None
+    return ListedBatch(
+        batch_id=batch_id,
+        status=snapshot.status if snapshot is not None else BatchStatus.UNKNOWN,
+        provider_status=snapshot.provider_status if snapshot is not None else "",
+        created_at=snapshot.created_at if snapshot is not None else None,
+        metadata=metadata or {},
+        model=model if model is not None else (snapshot.model if snapshot is not None else None),
+        endpoint=endpoint,
+        name=name,
+    )
+
+
+def page_of(dialect: Dialect, items: Sequence[ListedBatch], f: ListFilter, next_cursor: str | None) -> ListPage:
+    """The page's matches; an item whose id could never reach a cancel URL is left out with a warning."""
+    matching = []
+    for item in items:
+        if not f.matches(item):
+            continue
+        if not _BATCH_ID.fullmatch(item.batch_id) or ".." in item.batch_id:
+            _log.warning("%s listed a batch id outside the allowed pattern: %r", dialect.name, item.batch_id[:80])
+            continue
+        matching.append(item)
+    if dialect.newest_first and f.created_after is not None and items:
+        oldest = items[-1].created_at
+        if oldest is not None and oldest < f.created_after:
+            next_cursor = None  # every later page holds older batches still
+    return ListPage(listed=len(items), batches=tuple(matching), next_cursor=next_cursor)
+
+
+def str_map(value: object) -> Mapping[str, str]:
+    """A metadata object's string pairs (``null`` and non-string values are nothing we can match)."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def status_of(raw: str, extra: Mapping[str, BatchStatus]) -> BatchStatus:

@@ -17,6 +17,13 @@ type in ``x-amzn-ErrorType`` (the rest-json protocol) and ``{"message"}``; a ref
 is ``rejected`` at once; ``ThrottlingException`` (429) and 5xx are retried.
 
 A command carries the job id, the 12 lowercase letters and digits that end the job ARN (ids hold no ``/``).
+
+Listing: ``GET /model-invocation-jobs`` (``ListModelInvocationJobs``) with ``maxResults`` (≤ 1000) and
+``nextToken``, newest first (``sortBy=CreationTime&sortOrder=Descending``). Server filters: ``statusEquals``
+(one status only: sent when the selector's statuses are exactly one Bedrock word, else matched on our side),
+``submitTimeAfter``/``submitTimeBefore`` (a second wider than ours, whose bounds are then applied exactly) and
+``nameContains`` for a name prefix (ours then checks the prefix). Tags live behind one ``ListTagsForResource``
+per job, so metadata selectors are refused rather than costing N+1 calls.
 """
 
 from __future__ import annotations
@@ -27,7 +34,19 @@ from typing import Any, ClassVar
 
 from worker.contract import BatchError, BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import ProviderError, Rejected, Retryable
-from worker.providers.base import Dialect, Op, error_info, finished_at_field, opt_int, opt_str, status_of, timestamp
+from worker.providers.base import (
+    Dialect,
+    Op,
+    error_info,
+    finished_at_field,
+    listed,
+    opt_int,
+    opt_str,
+    page_of,
+    status_of,
+    timestamp,
+)
+from worker.providers.listing import Criterion, ListedBatch, ListFilter, ListPage, Query, Support, rfc3339
 
 __all__ = ["BedrockDialect"]
 
@@ -38,6 +57,19 @@ _STATUSES = {
     "stopping": BatchStatus.CANCELLING,
     "stopped": BatchStatus.CANCELLED,
     "partiallycompleted": BatchStatus.COMPLETED,
+}
+#: Every Bedrock status word and ours (``statusEquals`` takes one of these words).
+_WORDS = {
+    "Submitted": BatchStatus.VALIDATING,
+    "Validating": BatchStatus.VALIDATING,
+    "Scheduled": BatchStatus.QUEUED,
+    "InProgress": BatchStatus.IN_PROGRESS,
+    "Stopping": BatchStatus.CANCELLING,
+    "Stopped": BatchStatus.CANCELLED,
+    "Completed": BatchStatus.COMPLETED,
+    "PartiallyCompleted": BatchStatus.COMPLETED,
+    "Failed": BatchStatus.FAILED,
+    "Expired": BatchStatus.EXPIRED,
 }
 #: The job identifier's pattern in the Bedrock service model, without the optional ARN prefix.
 _ID = re.compile(r"[a-z0-9]{12}")
@@ -67,6 +99,55 @@ class BedrockDialect(Dialect):
     extra_statuses: ClassVar[Mapping[str, BatchStatus]] = _STATUSES
     unclear_refusals: ClassVar[frozenset[int]] = frozenset({400})
     cancel_answer_is_batch = False
+    list_support: ClassVar[Mapping[Criterion, Support]] = {
+        "statuses": "server",
+        "created_after": "server",
+        "created_before": "server",
+        "model": "client",
+        "endpoint": "unsupported",
+        "metadata": "unsupported",
+        "name_prefix": "server",
+    }
+    list_unsupported_why: ClassVar[Mapping[Criterion, str]] = {
+        "endpoint": "its invocation jobs carry no endpoint",
+        "metadata": "its list items carry no tags (they need one ListTagsForResource call per job; "
+        "select by name_prefix instead)",
+    }
+    max_page_size = 1000
+
+    def list_path(self) -> str:
+        return "/model-invocation-jobs"
+
+    def list_request(self, f: ListFilter, cursor: str | None, page_size: int) -> tuple[str, Query]:
+        params: Query = {"maxResults": str(page_size), "sortBy": "CreationTime", "sortOrder": "Descending"}
+        if cursor is not None:
+            params["nextToken"] = cursor
+        if f.statuses is not None:
+            words = {word for word, status in _WORDS.items() if status in f.statuses}
+            if len(words) == 1:
+                params["statusEquals"] = words.pop()
+        if f.created_after is not None:
+            params["submitTimeAfter"] = rfc3339(max(f.created_after - 1, 0))
+        if f.created_before is not None:
+            params["submitTimeBefore"] = rfc3339(f.created_before + 1)
+        if f.name_prefix:
+            params["nameContains"] = f.name_prefix[:63]  # its documented limit; ours checks the whole prefix
+        return self.list_path(), params
+
+    def parse_list(self, body: object, f: ListFilter, cursor: str | None) -> ListPage:
+        jobs = body.get("invocationJobSummaries", []) if isinstance(body, dict) else None
+        if not isinstance(jobs, list):
+            raise Retryable(f"answer is not a job list: {error_info(body).message[:120]}")
+        assert isinstance(body, dict)
+        token = body.get("nextToken")
+        items = [self.list_item(job) for job in jobs]
+        return page_of(self, items, f, token if isinstance(token, str) and token else None)
+
+    def list_item(self, item: object) -> ListedBatch:
+        arn = item.get("jobArn") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or not isinstance(arn, str) or "/" not in arn:
+            raise Retryable("a list item has no jobArn: the answer is not a job list")
+        return listed(self, item, arn.rsplit("/", 1)[-1], name=opt_str(item.get("jobName")))
 
     def cancel_path(self, quoted_id: str) -> str:
         return f"/model-invocation-job/{_checked(quoted_id)}/stop"

@@ -13,17 +13,24 @@ documented: a 400 to a cancel is checked by reading the batch once (``unclear_re
 400 ``INVALID_ARGUMENT`` with reason ``API_KEY_INVALID`` (or a 401/403): ``rejected`` at once.
 
 A command carries the id without the ``batches/`` prefix (``batches/abc123`` → ``abc123``): ids hold no ``/``.
+
+Listing: ``GET /batches?pageSize=&pageToken=`` answers ``{operations, nextPageToken}`` (an operations list).
+The discovery document has a ``filter`` parameter, but google-genai refuses it outside Vertex mode, so no filter
+is sent. A batch has ``displayName`` and ``model`` but no labels: metadata selectors are refused, names and
+models are matched on our side.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from worker.contract import BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import Rejected, Retryable
-from worker.providers.base import error_info, finished_at_field, opt_str
+from worker.providers.base import error_info, finished_at_field, listed, opt_str, page_of
 from worker.providers.google_api import GoogleDialect, google_int, google_time, rpc_error
+from worker.providers.listing import Criterion, ListedBatch, ListFilter, ListPage, Query, Support
 
 __all__ = ["GeminiDialect"]
 
@@ -51,6 +58,40 @@ class GeminiDialect(GoogleDialect):
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
     unclear_refusals: ClassVar[frozenset[int]] = frozenset({400})
     cancel_answer_is_batch = False
+    list_support: ClassVar[Mapping[Criterion, Support]] = {
+        "statuses": "client",
+        "created_after": "client",
+        "created_before": "client",
+        "model": "client",
+        "endpoint": "unsupported",
+        "metadata": "unsupported",
+        "name_prefix": "client",
+    }
+    list_unsupported_why: ClassVar[Mapping[Criterion, str]] = {
+        "endpoint": "its batches carry no endpoint (every batch is generateContent)",
+        "metadata": "its batches carry no labels or metadata (only a displayName; select by name_prefix)",
+    }
+
+    def list_request(self, f: ListFilter, cursor: str | None, page_size: int) -> tuple[str, Query]:
+        params: Query = {"pageSize": str(page_size)}
+        if cursor is not None:
+            params["pageToken"] = cursor
+        return self.list_path(), params
+
+    def parse_list(self, body: object, f: ListFilter, cursor: str | None) -> ListPage:
+        if not isinstance(body, dict) or not isinstance(body.get("operations", []), list):
+            raise Retryable(f"answer is not a batch list: {error_info(body).message[:120]}")
+        items = [self.list_item(item) for item in body.get("operations", [])]  # an empty list is left out
+        token = body.get("nextPageToken")
+        return page_of(self, items, f, token if isinstance(token, str) and token else None)
+
+    def list_item(self, item: object) -> ListedBatch:
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or not isinstance(name, str) or not name.startswith("batches/"):
+            raise Retryable("a list item has no batches/… name: the answer is not a batch list")
+        meta = item.get("metadata")
+        display = meta.get("displayName") if isinstance(meta, dict) else None
+        return listed(self, item, name.removeprefix("batches/"), name=opt_str(display))
 
     def cancel_path(self, quoted_id: str) -> str:
         return f"/batches/{_checked(quoted_id)}:cancel"

@@ -19,6 +19,7 @@ import ssl
 
 import aiohttp
 import httpx
+import yarl
 
 __all__ = ["LeanAiohttpTransport"]
 
@@ -78,7 +79,9 @@ class LeanAiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with session.request(
                 request.method,
-                str(request.url),
+                # As httpx encoded it: yarl would otherwise re-normalise the query (``%3A`` → ``:``), and the bytes
+                # on the wire would differ from what a SigV4 signature covers (Bedrock's list time filters).
+                yarl.URL(str(request.url), encoded=True),
                 headers=request.headers.multi_items(),
                 data=body,
                 allow_redirects=False,

@@ -15,15 +15,21 @@ protobuf ``Batch`` message of xAI's SDK: zero counters may be left out and 64-bi
 times are RFC 3339 (``create_time`` → ``created_at``, ``expire_time`` → ``expires_at``, ``cancel_time`` →
 ``cancelling_at``; there is no end time). Error bodies and the answer to cancelling a finished batch are not
 documented: the generic status rules apply, and a 400 to a cancel is checked by reading the batch once.
+
+Listing: ``GET /batches?limit=&pagination_token=`` answers ``{batches, pagination_token}`` (the SDK's
+``ListBatchesResponse``); an empty or absent token ends the list. No filters; a batch has a ``name`` but no
+model, endpoint or metadata, so only statuses, times and a name prefix can be selected (on our side).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from worker.contract import BatchError, BatchSnapshot, BatchStatus, RequestCounts
 from worker.errors import Retryable
-from worker.providers.base import Dialect, error_info, opt_str, timestamp
+from worker.providers.base import Dialect, error_info, item_id, listed, opt_str, page_of, timestamp
+from worker.providers.listing import Criterion, ListedBatch, ListFilter, ListPage, Query, Support
 
 __all__ = ["XAIDialect"]
 
@@ -34,6 +40,38 @@ class XAIDialect(Dialect):
     name = "xai"
     default_base_url = "https://api.x.ai/v1"
     unclear_refusals: ClassVar[frozenset[int]] = frozenset({400})
+    list_support: ClassVar[Mapping[Criterion, Support]] = {
+        "statuses": "client",
+        "created_after": "client",
+        "created_before": "client",
+        "model": "unsupported",
+        "endpoint": "unsupported",
+        "metadata": "unsupported",
+        "name_prefix": "client",
+    }
+    list_unsupported_why: ClassVar[Mapping[Criterion, str]] = {
+        "model": "its batches carry no model (each request names its own)",
+        "endpoint": "its batches carry no endpoint",
+        "metadata": "its batches carry no metadata (only a name; select by name_prefix)",
+    }
+
+    def list_request(self, f: ListFilter, cursor: str | None, page_size: int) -> tuple[str, Query]:
+        params: Query = {"limit": str(page_size)}
+        if cursor is not None:
+            params["pagination_token"] = cursor
+        return self.list_path(), params
+
+    def parse_list(self, body: object, f: ListFilter, cursor: str | None) -> ListPage:
+        if not isinstance(body, dict) or not isinstance(body.get("batches", []), list):
+            raise Retryable(f"answer is not a batch list: {error_info(body).message[:120]}")
+        items = [self.list_item(item) for item in body.get("batches", [])]  # proto JSON leaves an empty list out
+        token = body.get("pagination_token")
+        return page_of(self, items, f, token if isinstance(token, str) and token and items else None)
+
+    def list_item(self, item: object) -> ListedBatch:
+        batch_id = item_id(item, "batch_id")
+        assert isinstance(item, dict)
+        return listed(self, item, batch_id, name=opt_str(item.get("name")))
 
     def cancel_path(self, quoted_id: str) -> str:
         return f"/batches/{quoted_id}:cancel"

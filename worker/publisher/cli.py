@@ -44,6 +44,7 @@ from worker.config import ConfigError, KafkaConnection
 from worker.contract import BatchStateEvent, InvalidCommand
 from worker.contract.topics import FOLLOWS_TOPIC
 from worker.kafka.connection import security_kwargs
+from worker.publisher import kill_cli
 from worker.publisher.client import (
     DEFAULT_COMMANDS_TOPIC,
     DEFAULT_EVENTS_TOPIC,
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     follows.add_argument("--follows-topic", default=env("BCW_FOLLOWS_TOPIC", DEFAULT_FOLLOWS_TOPIC))
     follows.add_argument("--provider", help="only this provider's follows")
     follows.add_argument("--json", action="store_true", help="one JSON object per follow instead of a table")
+    kill_cli.add_parsers(sub, kafka, env)
     return parser
 
 
@@ -283,12 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     _setup_tracing()
     try:
         commands = {"publish": _publish, "watch": _watch, "follows": _follows}
-        work = commands[args.command](args)
+        selectors = {"cancel-matching": kill_cli.cancel_matching, "kills": kill_cli.kills, "lift": kill_cli.lift}
+        if args.command in selectors:
+            work = selectors[args.command](args, _kafka_options(args))
+        else:
+            work = commands[args.command](args)
         return asyncio.run(_until_signalled(work, stopped=EXIT_OK if args.command == "watch" else None))
     except ConfigError as exc:
         _say(f"batch-cancel: configuration error, nothing published: {exc}", err=True)
         return EXIT_USAGE
-    except (ValidationError, InvalidCommand) as exc:
+    except (ValidationError, InvalidCommand, ValueError) as exc:
         _say(f"batch-cancel: invalid command, nothing published: {exc}", err=True)
         return EXIT_USAGE
     except (KafkaError, LookupError, OSError) as exc:

@@ -33,7 +33,12 @@ async def live_follows(settings: KafkaConnection, topic: str, provider: str | No
     if not partitions:
         raise LookupError(f"topic {topic!r} does not exist or has no partitions")
     found = await read_follows(settings, topic, partitions)
-    states = [s for part in found.values() for s in part if provider is None or s.provider == provider]
+    states = [
+        s
+        for part in found.values()
+        for s in part
+        if isinstance(s, FollowState) and (provider is None or s.provider == provider)
+    ]
     return sorted(states, key=lambda s: s.since)
 
 

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_creat
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from worker.budget import Priority
 from worker.contract.types import DeadLetterReason, Outcome
 
 # ``*_created`` series double the output and no dashboard reads them.
@@ -33,6 +34,7 @@ __all__ = [
     "FOLLOWS_IN_FLIGHT",
     "FOLLOWS_RESTORED",
     "FOLLOW_STATE_WRITES",
+    "LIST_REQUESTS",
     "OLDEST_FOLLOW_AGE",
     "PAUSED_PARTITIONS",
     "PROVIDER_REQUESTS",
@@ -53,6 +55,13 @@ PROVIDER_REQUESTS = Counter(
     "bcw_provider_requests",
     "HTTP attempts to providers, by HTTP status (or 'error' when no answer) and how it was classified",
     ["provider", "dialect", "status", "result"],
+)
+#: List pages are also counted in ``bcw_provider_requests`` (every HTTP attempt is); this family singles them
+#: out, so "list requests as a share of all requests" is one division and the existing series keep their labels.
+LIST_REQUESTS = Counter(
+    "bcw_list_requests",
+    "HTTP attempts to list an account's batches (selectors, standing kills), by how each was classified",
+    ["provider", "result"],
 )
 RETRIES = Counter(
     "bcw_retries", "Retries of provider calls, by cause (HTTP status or transport)", ["provider", "cause"]
@@ -98,10 +107,13 @@ class AccountReading:
     budget: float  # configured max_requests_per_s
     allowed: float  # the rate allowed now (cut by 429s and quota headers, climbing back)
     in_flight: int
-    waiting: tuple[int, int, int]  # requests waiting for the gate: cancel, confirm, poll
+    waiting: tuple[int, ...]  # requests waiting for the gate, by ``Priority``: cancel, list, confirm, poll
     scheduled: int  # follows waiting for their next poll
     overdue: int  # of those, due more than a second ago
 
+
+#: The ``priority`` label of ``bcw_account_requests_waiting``, in ``Priority`` order.
+PRIORITY_LABELS = tuple(p.name.lower() for p in Priority)
 
 #: The per-account families ``AccountCollector`` yields, with their labels (the alert tests read this).
 ACCOUNT_METRICS: dict[str, tuple[str, ...]] = {
@@ -144,7 +156,7 @@ class AccountCollector(Collector):
             f["bcw_account_budget_requests_per_s"].add_metric(key, r.budget)
             f["bcw_account_allowed_requests_per_s"].add_metric(key, r.allowed)
             f["bcw_account_requests_in_flight"].add_metric(key, r.in_flight)
-            for priority, count in zip(("cancel", "confirm", "poll"), r.waiting, strict=True):
+            for priority, count in zip(PRIORITY_LABELS, r.waiting, strict=True):
                 f["bcw_account_requests_waiting"].add_metric([*key, priority], count)
             f["bcw_polls_scheduled"].add_metric(key, r.scheduled)
             f["bcw_polls_overdue"].add_metric(key, r.overdue)
@@ -171,3 +183,15 @@ for _outcome in Outcome:
     COMMANDS.labels(_outcome.value)
 for _reason in DeadLetterReason:
     DEAD_LETTERS.labels(_reason.value)
+
+# --- selectors (cancel by selector, standing kills) ----------------------------------------------------------
+SELECTORS = Counter("bcw_selector_commands", "Selector and lift commands finished, by final outcome", ["outcome"])
+SELECTOR_MATCHES = Counter(
+    "bcw_selector_matches", "Batches selectors matched (and published a child for, unless dry run)", ["provider"]
+)
+KILLS_ACTIVE = Gauge("bcw_standing_kills", "Standing kills this worker owns and sweeps")
+SWEEP_FAILURES = Counter(
+    "bcw_selector_sweep_failures",
+    "Standing-kill sweeps that could not list, or matched more than max_batches",
+    ["provider", "account"],
+)
