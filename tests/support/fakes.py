@@ -126,11 +126,14 @@ def make(
     *,
     accounts: frozenset[str] = frozenset({"default"}),
     verifier: Any = None,
+    selectors: Any = None,
 ) -> Dispatcher:
     """A dispatcher for provider ``p`` and its ``Follows`` (``d.follows``), wired as app.py wires them."""
     providers, allowed = {"p": provider}, {"p": accounts}
     follows = Follows(providers, allowed, sink, states or States(), policy)
-    return Dispatcher(providers, allowed, sink, follows, max_command_bytes=65536, verifier=verifier)
+    return Dispatcher(
+        providers, allowed, sink, follows, max_command_bytes=65536, verifier=verifier, selectors=selectors
+    )
 
 
 #: The ``make_dispatcher`` fixture (tests/conftest.py): ``make``, with every dispatcher built closed afterwards.
