@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # batch-cancel-worker image. The two RUN steps are deploy/build-wheels.sh and deploy/install-wheels.sh, which
-# CI runs outside Docker too (deploy/image-smoke.sh, tests/test_deploy.py), so a green CI means these install
+# CI runs outside Docker too (deploy/image-smoke.sh, tests/deploy/test_image.py), so a green CI means these install
 # steps work. Build: docker build -t batch-cancel-worker:0.1.0 --build-arg VERSION=0.1.0 .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
