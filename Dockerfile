@@ -24,6 +24,8 @@ RUN sh /usr/local/bin/build-wheels.sh /src /wheels
 
 # ---- stage 2: runtime, a venv installed from those wheels only; no compiler, no pip, no build files.
 FROM ${PYTHON_IMAGE} AS runtime
+# Re-declared: an ARG before the first FROM is visible only in FROM lines, and the base.name label needs it.
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown

@@ -11,9 +11,13 @@ import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,8 +25,14 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packaging.markers import Marker
 
-from tests.deploy.renderer import REPO, UID
+from batch_cancel_emulator.testing import DEFAULT_AWS_KEY, DEFAULT_KEY, Emulator
+from devstack.broker import KafkaBroker, free_port
+from tests.deploy.container import PROVIDERS_PATH, Container, ContainerProcess, Image, ImageFactory
+from tests.deploy.renderer import REPO, UID, Renderer, _container, _of, _one
+from tests.support.cloud import make_service_account_key
+from tests.support.events import EventLog, publish_commands
 from tests.support.lock import EXPORTS, PROJECT, Lock, normalize, read_export
+from tests.support.stack import Stack
 from worker.config import Settings
 
 pytestmark = pytest.mark.timeout(1800)  # the image smoke test takes a minute or two
@@ -189,3 +199,339 @@ def test_dockerfile_ships_and_labels_the_sbom() -> None:
     copies = [a.split() for s, i, a in steps if s == "runtime" and i == "COPY" and a.startswith("--from=build")]
     assert ["--from=build", "/wheels/sbom.cdx.json", path] in copies
     assert "sbom.cdx.json" in (REPO / "deploy" / "build-wheels.sh").read_text()
+
+
+# ------------------------------------------------------------------------- the image, built and run
+# tests/deploy/container.py builds the Dockerfile unchanged (PYTHON_IMAGE: a base from Debian's packages) and runs it
+# with buildah; the fixtures in tests/deploy/conftest.py build each RUNTIME_SET once per session.
+
+RUNTIME_SETS = ("runtime", "runtime-cloud")
+SBOM_LABEL = "batch-cancel-worker.sbom"
+
+
+@pytest.fixture(scope="module")
+def lean(built_image: ImageFactory) -> Image:
+    return built_image("runtime")
+
+
+@pytest.fixture(scope="module")
+def cloud_image(built_image: ImageFactory) -> Image:
+    return built_image("runtime-cloud")
+
+
+def _image(request: pytest.FixtureRequest, runtime_set: str) -> Image:
+    factory: ImageFactory = request.getfixturevalue("built_image")
+    return factory(runtime_set)
+
+
+@pytest.mark.parametrize("runtime_set", RUNTIME_SETS)
+def test_the_built_image_carries_the_dockerfiles_promises(request: pytest.FixtureRequest, runtime_set: str) -> None:
+    """The configuration a runtime reads: user, entrypoint, command, stop signal, environment, port and labels."""
+    image = _image(request, runtime_set)
+    config = image.config
+    assert config["User"] == f"{UID}:{UID}"
+    assert config["Entrypoint"] == ["batch-cancel-worker"] and config["Cmd"] == ["run"]
+    assert config["StopSignal"] == "SIGTERM"
+    env = dict(e.split("=", 1) for e in config["Env"])
+    assert env["BCW_PROVIDERS_FILE"] == PROVIDERS_PATH
+    assert env["PATH"].startswith("/opt/venv/bin:")
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert set(config["ExposedPorts"]) == {f"{Settings.model_fields['metrics_port'].default}/tcp"}
+    labels = image.labels
+    assert labels["org.opencontainers.image.base.name"] == image.base  # the build argument, not ""
+    assert (
+        labels["org.opencontainers.image.version"]
+        == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    )
+    assert labels[SBOM_LABEL].startswith("/")
+
+
+def test_check_config_in_the_image(lean: Image, emulator: Emulator, tmp_path: Path) -> None:
+    """The entrypoint's check-config, as uid 10001 with the providers file where the image looks for it: 0 when
+    it is good, 2 (with the reason) when an account's key is missing or the cloud extra is not in this image."""
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(
+        "providers:\n  openai:\n    dialect: openai\n"
+        f"    base_url: {emulator.base_url('openai')}\n"
+        "    accounts:\n      default: { api_key_env: IMAGE_OPENAI_KEY }\n"
+    )
+    mount = {providers: PROVIDERS_PATH}
+    with Container(lean) as container:
+        good = container.run(["check-config"], env={"IMAGE_OPENAI_KEY": DEFAULT_KEY}, volumes=mount)
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert "configuration OK: openai (openai: default)" in good.stdout
+        missing = container.run(["check-config"], volumes=mount)
+        assert missing.returncode == 2, missing.stdout + missing.stderr
+        assert "IMAGE_OPENAI_KEY" in missing.stderr
+        vertex = tmp_path / "vertex.yaml"
+        vertex.write_text(
+            "providers:\n  vertex:\n    dialect: vertex\n    accounts:\n"
+            "      default: { project: bcw-image, location: us-central1, google_application_default: true }\n"
+        )
+        no_extra = container.run(["check-config"], volumes={vertex: PROVIDERS_PATH})
+        assert no_extra.returncode == 2, no_extra.stdout + no_extra.stderr
+        assert "batch-cancel-worker[google]" in no_extra.stderr  # the lean image names the image to use instead
+
+
+def _worker_env(stack: Stack, port: int) -> dict[str, str]:
+    """The stack's settings minus the providers file's path: the image's own BCW_PROVIDERS_FILE applies."""
+    env = {k: v for k, v in stack.env().items() if k != "BCW_PROVIDERS_FILE"}
+    # The container shares the host's network here: the health server listens on loopback only.
+    return {**env, "BCW_METRICS_PORT": str(port), "BCW_METRICS_HOST": "127.0.0.1", "BCW_LOG_FORMAT": "json"}
+
+
+def _wait_ready(process: ContainerProcess, port: int, timeout: float = 90.0, path: str = "/readyz") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.alive(), f"the image's worker exited:\n{process.log_tail()}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the image's worker not ready after {timeout:.0f}s:\n{process.log_tail()}")
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+    assert values, f"{name} not exported"
+    return values[0]
+
+
+async def test_the_image_runs_against_the_broker_and_hands_over_on_sigterm(
+    lean: Image, kafka: KafkaBroker, emulator: Emulator, tmp_path: Path
+) -> None:
+    """``run`` as the image runs it becomes ready, a published cancel ends FINAL cancelled, SIGTERM with a batch
+    still cancelling exits 0 and hands its follow over (a second run of the image finishes it), and nothing was
+    written into the image's root filesystem all along (the chart sets it read-only)."""
+    stack = Stack(kafka, emulator, tmp_path, partitions=1, dialects=("openai",))
+    quick = emulator.create_batch("openai", cancelling_polls=1)
+    # Still cancelling at SIGTERM: 40 polls at 0.2 s take longer than the first run lives after accepting it.
+    slow = emulator.create_batch("openai", cancelling_polls=40)
+    port = free_port()
+    env = _worker_env(stack, port) | {"BCW_FOLLOW_INITIAL_INTERVAL_S": "0.2", "BCW_FOLLOW_MAX_INTERVAL_S": "0.2"}
+    mounts = {stack.providers_file: PROVIDERS_PATH}
+    with Container(lean) as container:
+        first = container.spawn(tmp_path / "first.log", env=env, volumes=mounts)  # the image's CMD: run
+        try:
+            _wait_ready(first, port)
+            async with EventLog(stack.bootstrap, stack.events) as log:
+                (quick_id,) = await publish_commands(
+                    stack.bootstrap, stack.commands, [{"provider": "openai", "batch_id": quick}]
+                )
+                await log.wait_finals([quick_id], timeout=60)
+                assert [f["outcome"] for f in log.finals(quick_id)] == ["cancelled"]
+                (slow_id,) = await publish_commands(
+                    stack.bootstrap, stack.commands, [{"provider": "openai", "batch_id": slow}]
+                )
+                await log.wait_until(lambda: log.by_command.get(slow_id), timeout=60, what="the slow cancel accepted")
+                first.signal_entrypoint()  # what a runtime does on stop: STOPSIGNAL to the entrypoint
+                assert first.wait(60) == 0, first.log_tail()
+                assert "worker stopped" in first.log_text()
+                await log.poll()
+                assert not log.finals(slow_id), "the slow batch ended before the handover: raise cancelling_polls"
+                second = container.spawn(tmp_path / "second.log", env=env, volumes=mounts)
+                try:
+                    _wait_ready(second, port)
+                    await log.wait_finals([slow_id], timeout=90)
+                    assert [f["outcome"] for f in log.finals(slow_id)] == ["cancelled"]
+                    assert _metric(port, "bcw_follows_restored_total") >= 1  # resumed from the handed-over state
+                    second.signal_entrypoint()
+                    assert second.wait(60) == 0, second.log_tail()
+                finally:
+                    second.kill()
+        finally:
+            first.kill()
+        changes = [c for c in container.changes() if not _is_mount_point(c, mounts)]
+        assert changes == [], f"the worker wrote into the image's root filesystem: {changes}"
+
+
+def _is_mount_point(change: str, mounts: dict[Path, str]) -> bool:
+    """``podman diff`` lists the directories buildah created to bind-mount into (a kubelet does the same)."""
+    path = change.split(maxsplit=1)[-1]
+    return any(target == path or target.startswith(path + "/") for target in mounts.values())
+
+
+@pytest.mark.parametrize(("runtime_set", "extras"), [("runtime", []), ("runtime-cloud", ["google", "aws"])])
+def test_the_images_sbom_lists_every_runtime_package_of_the_lock(
+    request: pytest.FixtureRequest, runtime_set: str, extras: list[str]
+) -> None:
+    """The SBOM at the path the image's label names: valid CycloneDX, and exactly the lock's runtime set (with the
+    cloud extras in the cloud image), each package with its locked version."""
+    image = _image(request, runtime_set)
+    with Container(image) as container, container.mounted() as root:
+        text = (root / image.labels[SBOM_LABEL].lstrip("/")).read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    components = {(normalize(c["name"]), c["version"]) for c in json.loads(text)["components"]}
+    assert components == Lock().closure(extras=extras)
+
+
+PROBE = """
+import importlib.util, json, shutil, sys
+print(json.dumps({
+    "modules": {m: importlib.util.find_spec(m) is not None for m in sys.argv[1].split(",")},
+    "programs": {p: shutil.which(p) for p in sys.argv[2].split(",")},
+    "python": sys.executable,
+}))
+"""
+ABSENT_MODULES = ("batch_cancel_emulator", "uvicorn", "pip", "setuptools")
+ABSENT_PROGRAMS = ("pip", "pip3", "cc", "gcc", "c++", "g++", "clang", "tcc", "make")
+
+
+@pytest.mark.parametrize("runtime_set", RUNTIME_SETS)
+def test_no_emulator_uvicorn_pip_or_compiler_in_the_image(request: pytest.FixtureRequest, runtime_set: str) -> None:
+    """What the image's own Python imports and its PATH finds, asked inside the image as its user."""
+    image = _image(request, runtime_set)
+    with Container(image) as container:
+        proc = container.run(
+            ["-I", "-c", PROBE, ",".join(ABSENT_MODULES), ",".join(ABSENT_PROGRAMS)], entrypoint=["python"]
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["python"].startswith("/opt/venv/")
+    assert found["modules"] == dict.fromkeys(ABSENT_MODULES, False)
+    assert found["programs"] == dict.fromkeys(ABSENT_PROGRAMS, None)
+
+
+# Sticky, world-writable directories every Debian root filesystem has; the read-only root filesystem the chart sets
+# makes them read-only too, and the chart mounts an emptyDir at /tmp.
+STICKY_DIRS = {"tmp", "var/tmp", "run/lock"}
+
+
+@pytest.mark.parametrize("runtime_set", RUNTIME_SETS)
+def test_nothing_in_the_image_is_writable_by_its_user(request: pytest.FixtureRequest, runtime_set: str) -> None:
+    """No file or directory the runtime user could change: not owned by it, not group- or world-writable (the
+    venv, the SBOM and the user's own entry included)."""
+    image = _image(request, runtime_set)
+    writable: list[str] = []
+    with Container(image) as container, container.mounted() as root:
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            for name in [*dirnames, *filenames]:
+                path = here / name
+                st = path.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    continue
+                relative = str(path.relative_to(root))
+                mode = st.st_mode
+                if (
+                    (st.st_uid == UID and mode & stat.S_IWUSR)
+                    or (st.st_gid == UID and mode & stat.S_IWGRP)
+                    or (mode & stat.S_IWOTH and not (relative in STICKY_DIRS and mode & stat.S_ISVTX))
+                ):
+                    writable.append(f"{relative} {stat.filemode(mode)} {st.st_uid}:{st.st_gid}")
+        assert (root / "opt" / "venv" / "bin" / "batch-cancel-worker").exists()  # the walk saw the image
+    assert writable == []
+
+
+async def test_the_cloud_image_runs_vertex_and_bedrock_accounts(
+    cloud_image: Image, kafka: KafkaBroker, emulator: Emulator, tmp_path: Path
+) -> None:
+    """The runtime-cloud image with a Gemini, a Vertex AI (a throw-away service-account key, mounted as the chart
+    mounts a Secret, exchanged at the emulator's token endpoint) and a Bedrock account (test AWS keys, SigV4):
+    each cancel ends FINAL cancelled."""
+    key = make_service_account_key(tmp_path, emulator.google_token_uri, name="bcw-image")
+    emulator.trust_google_key(key.key_id, key.client_email, key.public_pem)
+    key_path = "/var/run/secrets/vertex/key.json"
+    stack = Stack(kafka, emulator, tmp_path, partitions=1, dialects=())
+    stack.providers_file.write_text(
+        "providers:\n"
+        f"  gemini:\n    dialect: gemini\n    base_url: {emulator.base_url('gemini')}\n"
+        "    accounts:\n      default: { api_key_env: E2E_KEY }\n"
+        f"  vertex:\n    dialect: vertex\n    base_url: {emulator.base_url('vertex')}\n    accounts:\n"
+        f"      default: {{ project: bcw-image, location: us-central1, google_service_account_file: {key_path} }}\n"
+        f"  bedrock:\n    dialect: bedrock\n    base_url: {emulator.base_url('bedrock')}\n"
+        "    accounts:\n      default: { region: eu-west-1 }\n"
+    )
+    port = free_port()
+    env = _worker_env(stack, port) | {
+        "AWS_ACCESS_KEY_ID": DEFAULT_AWS_KEY[0],
+        "AWS_SECRET_ACCESS_KEY": DEFAULT_AWS_KEY[1],
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    batches = {
+        "gemini": emulator.create_batch("gemini", f"batch-{uuid.uuid4().hex[:12]}", cancelling_polls=1),
+        "vertex": emulator.create_batch("vertex", str(int(uuid.uuid4().hex[:15], 16)), cancelling_polls=1),
+        "bedrock": emulator.create_batch("bedrock", uuid.uuid4().hex[:12], cancelling_polls=1),
+    }
+    mounts = {stack.providers_file: PROVIDERS_PATH, key.path: key_path}
+    with Container(cloud_image) as container:
+        worker = container.spawn(tmp_path / "cloud.log", env=env, volumes=mounts)
+        try:
+            _wait_ready(worker, port)
+            async with EventLog(stack.bootstrap, stack.events) as log:
+                commands = [{"provider": p, "batch_id": b} for p, b in batches.items()]
+                ids = await publish_commands(stack.bootstrap, stack.commands, commands)
+                await log.wait_finals(ids, timeout=90)
+                outcomes = {c["provider"]: log.finals(i)[0]["outcome"] for c, i in zip(commands, ids, strict=True)}
+            assert outcomes == dict.fromkeys(batches, "cancelled"), worker.log_tail()
+            worker.signal_entrypoint()
+            assert worker.wait(60) == 0, worker.log_tail()
+        finally:
+            worker.kill()
+    assert key.path.read_text().split("\\n")[2] not in worker.log_text()  # the private key never reaches a log
+
+
+def test_the_charts_default_pod_runs_the_images_entrypoint_and_user(
+    lean: Image, chart: Renderer, kafka: KafkaBroker, emulator: Emulator, tmp_path: Path
+) -> None:
+    """The Deployment the chart renders from its defaults (only where to reach Kafka and the provider changed) run
+    as a runtime would: no command (the image's ENTRYPOINT), the chart's args, the pod's runAsUser:runAsGroup, the
+    rendered environment and the providers ConfigMap at its mount path; it becomes ready on the readiness probe's
+    path and port and stops with exit 0 within the pod's grace period."""
+    stack = Stack(kafka, emulator, tmp_path, partitions=1, dialects=())
+    topics = {"commandsTopic": stack.commands, "eventsTopic": stack.events, "dlqTopic": stack.dlq}
+    port = free_port()
+    values = {
+        "kafka": {"bootstrapServers": stack.bootstrap, "groupId": stack.group, "followsTopic": stack.follows, **topics},
+        "metrics": {"port": port},
+        "providers": {
+            "config": {
+                "providers": {
+                    "openai": {
+                        "dialect": "openai",
+                        "base_url": emulator.base_url("openai"),
+                        "accounts": {"default": {"api_key_env": "OPENAI_API_KEY"}},
+                    }
+                }
+            }
+        },
+    }
+    docs = chart.render(values)
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    container = _container(docs)
+    assert "command" not in container, "the chart must run the image's ENTRYPOINT"
+    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    assert user == lean.config["User"]
+    env: dict[str, str] = {}
+    for entry in container["env"]:
+        # Values from Secrets (the API key here) are what the cluster would inject.
+        env[entry["name"]] = entry.get("value", DEFAULT_KEY)
+    assert env["OPENAI_API_KEY"] == DEFAULT_KEY, "the chart no longer takes the key from apiKeys"
+    env["BCW_METRICS_HOST"] = "127.0.0.1"  # the pod has its own IP; here the container shares the host's network
+    (cm,) = [c for c in _of(docs, "ConfigMap") if "providers.yaml" in c.get("data", {})]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "providers"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "providers"]
+    (item,) = volume["configMap"]["items"]
+    providers = tmp_path / "configmap-providers.yaml"
+    providers.write_text(cm["data"][item["key"]])
+    probe = container["readinessProbe"]["httpGet"]
+    assert probe["port"] == "metrics" and container["ports"][0]["containerPort"] == port
+    with Container(lean) as box:
+        worker = box.spawn(
+            tmp_path / "chart.log",
+            args=container["args"],
+            env=env,
+            volumes={providers: f"{mount['mountPath']}/{item['path']}"},
+            user=user,
+        )
+        try:
+            _wait_ready(worker, port, path=probe["path"])
+            worker.signal_entrypoint()
+            assert worker.wait(pod["terminationGracePeriodSeconds"]) == 0, worker.log_tail()
+        finally:
+            worker.kill()
