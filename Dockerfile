@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# batch-cancel-worker image. The two RUN steps are deploy/build-wheels.sh and deploy/install-wheels.sh, which
-# CI runs outside Docker too (deploy/image-smoke.sh, tests/deploy/test_image.py), so a green CI means these install
-# steps work. Build: docker build -t batch-cancel-worker:0.1.0 --build-arg VERSION=0.1.0 .
+# batch-cancel-worker image. Build: docker build -t batch-cancel-worker:0.1.0 --build-arg VERSION=0.1.0 .
+# CI builds this file unchanged for both RUNTIME_SETs (buildah; PYTHON_IMAGE a Debian bookworm base made with
+# mmdebstrap, as no registry is reachable there) and runs the image against a real broker (tests/deploy/
+# container.py, test_image.py). The two RUN steps are deploy/build-wheels.sh and deploy/install-wheels.sh, which
+# deploy/image-smoke.sh also runs without any container tool.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- stage 1: wheels for the worker and every dependency exactly as uv.lock pins them, hash-checked (all ship

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 "BCW_PROVIDERS_FILE": str(providers_file),
                 "BCW_LOG_FORMAT": "console",
                 "BCW_METRICS_HOST": "127.0.0.1",
+                "BCW_METRICS_PORT": str(args.metrics_port),
                 **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in _dev_dialects()},
             }
             children.append(_spawn("worker", [sys.executable, "-m", "worker", "run"], env))

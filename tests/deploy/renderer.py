@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -24,8 +25,11 @@ HELM_VERSION = "v3.22.0"
 # Kubernetes minor the pinned helm was built against (its k8s.io/client-go v0.37), as helm's own Makefile sets it.
 HELM_K8S_MINOR = "37"
 HELM_DIR = REPO / ".cache" / "helm" / HELM_VERSION
-# Rendered for, and validated against, the oldest Kubernetes the chart supports and the newest schemas shipped.
-KUBE_VERSIONS = ("1.25.0", "1.37.0")
+# The Kubernetes versions the chart claims: from Chart.yaml's kubeVersion floor to the minor the pinned helm
+# knows; every manifest is rendered for, and validated against the API schemas of, each of them.
+_KUBE_FLOOR = re.fullmatch(r">=1\.(\d+)\.0-0", yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"])
+assert _KUBE_FLOOR, "Chart.yaml's kubeVersion is no longer '>=1.N.0-0': update KUBE_VERSIONS' derivation"
+KUBE_VERSIONS = tuple(f"1.{minor}.0" for minor in range(int(_KUBE_FLOOR[1]), int(HELM_K8S_MINOR) + 1))
 
 RELEASE = "bcw"
 FULLNAME = "bcw-batch-cancel-worker"

@@ -535,3 +535,21 @@ def test_the_charts_default_pod_runs_the_images_entrypoint_and_user(
             assert worker.wait(pod["terminationGracePeriodSeconds"]) == 0, worker.log_tail()
         finally:
             worker.kill()
+
+
+@pytest.mark.parametrize("runtime_set", RUNTIME_SETS)
+def test_the_images_venv_holds_exactly_the_locked_set(request: pytest.FixtureRequest, runtime_set: str) -> None:
+    """The installed distributions in the image's venv: the lock's export for this RUNTIME_SET (the pins whose
+    markers hold on the image's Python) and the worker, nothing else (no pip, no setuptools)."""
+    image = _image(request, runtime_set)
+    with Container(image) as container, container.mounted() as root:
+        (site,) = (root / "opt" / "venv" / "lib").glob("python3.*/site-packages")
+        dists = [info.name.removesuffix(".dist-info").rsplit("-", 1) for info in site.glob("*.dist-info")]
+    python_version = site.parent.name.removeprefix("python")
+    pins = {
+        pin.name: pin.version
+        for pin in read_export(EXPORTS / f"{runtime_set}.txt")
+        if pin.marker is None or Marker(pin.marker).evaluate({"python_version": python_version})
+    }
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert {normalize(name): v for name, v in dists} == {**pins, PROJECT: version}
