@@ -483,7 +483,12 @@ async def test_the_cloud_image_runs_vertex_and_bedrock_accounts(
         "vertex": emulator.create_batch("vertex", str(int(uuid.uuid4().hex[:15], 16)), cancelling_polls=1),
         "bedrock": emulator.create_batch("bedrock", uuid.uuid4().hex[:12], cancelling_polls=1),
     }
-    mounts = {stack.providers_file: PROVIDERS_PATH, key.path: key_path}
+    # The key file as a Secret volume shows it to the pod: owned by root, readable by the pod's fsGroup (10001).
+    secret = tmp_path / "secret-key.json"
+    shutil.copyfile(key.path, secret)
+    os.chown(secret, 0, UID)
+    secret.chmod(0o640)
+    mounts = {stack.providers_file: PROVIDERS_PATH, secret: key_path}
     with Container(cloud_image) as container:
         worker = container.spawn(tmp_path / "cloud.log", env=env, volumes=mounts)
         try:
