@@ -267,6 +267,21 @@ class ContainerProcess(ChildProcess):
             time.sleep(0.1)
         raise RuntimeError(f"no process running {entry!r} under buildah run {self.pid}:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL the whole tree: killing ``buildah run`` alone leaves its chroot helper and the entrypoint running
+        (they are not in its process group, and a killed parent does not take them along)."""
+        if self.proc is not None and self.proc.poll() is None:
+            tree: list[int] = []
+            stack = [self.pid]
+            while stack:
+                pid = stack.pop()
+                tree.append(pid)
+                stack += _children(pid)
+            for pid in reversed(tree):  # the entrypoint first, buildah run last
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        super().kill()
+
     def stop_signal(self) -> signal.Signals:
         return signal.Signals[str(self.container.image.config.get("StopSignal") or "SIGTERM")]
 

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -607,3 +608,21 @@ def test_ci_fails_where_a_machine_cannot_build(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must build the image, and this machine cannot: no buildah"):
         _cannot_build("no buildah here")
+
+
+def test_a_killed_container_leaves_no_process_behind(lean: Image, tmp_path: Path) -> None:
+    """The harness's own cleanup: killing a run takes the chroot helper and the entrypoint with it."""
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(
+        "providers:\n  openai:\n    dialect: openai\n    accounts:\n      default: { api_key_env: K }\n"
+    )
+    # A listener that never answers: the worker waits on the broker's metadata, long enough to be killed.
+    with socket.create_server(("127.0.0.1", 0)) as silent, Container(lean) as container:
+        env = {"K": DEFAULT_KEY, "BCW_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{silent.getsockname()[1]}"}
+        worker = container.spawn(tmp_path / "killed.log", env=env, volumes={providers: PROVIDERS_PATH})
+        entrypoint = worker.entrypoint_pid()
+        worker.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{entrypoint}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{entrypoint}").exists(), "the entrypoint outlived its killed container run"
