@@ -43,8 +43,13 @@ LABEL org.opencontainers.image.title="batch-cancel-worker" \
 # which defines none for an SBOM. The file is the CycloneDX JSON build-wheels.sh wrote from the lock's runtime set.
 
 # A fixed numeric uid/gid so Kubernetes runAsNonRoot can verify it (the Helm chart uses the same 10001).
+# The official python image also ships pip, setuptools and wheel with its interpreter, on PATH; the runtime needs
+# none of them (the venv holds its own exact set), so they go. A base without pip (Debian's python3) skips this.
 RUN groupadd --system --gid 10001 bcw \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bcw
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bcw \
+ && if python3 -m pip --version >/dev/null 2>&1; then \
+      python3 -m pip uninstall --yes --disable-pip-version-check pip setuptools wheel; \
+    fi
 
 COPY --from=build /wheels/sbom.cdx.json /usr/share/doc/batch-cancel-worker/sbom.cdx.json
 COPY deploy/install-wheels.sh /usr/local/bin/install-wheels.sh
