@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# batch-cancel-worker image. The two RUN steps are deploy/build-wheels.sh and deploy/install-wheels.sh, which
-# CI runs outside Docker too (deploy/image-smoke.sh, tests/test_deploy.py), so a green CI means these install
-# steps work. Build: docker build -t batch-cancel-worker:0.1.0 --build-arg VERSION=0.1.0 .
+# batch-cancel-worker image. Build: docker build -t batch-cancel-worker:0.1.0 --build-arg VERSION=0.1.0 .
+# CI builds this file unchanged for both RUNTIME_SETs (buildah; PYTHON_IMAGE a Debian bookworm base made with
+# mmdebstrap, as no registry is reachable there) and runs the image against a real broker (tests/deploy/
+# container.py, test_image.py). The two RUN steps are deploy/build-wheels.sh and deploy/install-wheels.sh, which
+# deploy/image-smoke.sh also runs without any container tool.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- stage 1: wheels for the worker and every dependency exactly as uv.lock pins them, hash-checked (all ship
@@ -24,6 +26,8 @@ RUN sh /usr/local/bin/build-wheels.sh /src /wheels
 
 # ---- stage 2: runtime, a venv installed from those wheels only; no compiler, no pip, no build files.
 FROM ${PYTHON_IMAGE} AS runtime
+# Re-declared: an ARG before the first FROM is visible only in FROM lines, and the base.name label needs it.
+ARG PYTHON_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -39,8 +43,13 @@ LABEL org.opencontainers.image.title="batch-cancel-worker" \
 # which defines none for an SBOM. The file is the CycloneDX JSON build-wheels.sh wrote from the lock's runtime set.
 
 # A fixed numeric uid/gid so Kubernetes runAsNonRoot can verify it (the Helm chart uses the same 10001).
+# The official python image also ships pip, setuptools and wheel with its interpreter, on PATH; the runtime needs
+# none of them (the venv holds its own exact set), so they go. A base without pip (Debian's python3) skips this.
 RUN groupadd --system --gid 10001 bcw \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bcw
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin bcw \
+ && if python3 -m pip --version >/dev/null 2>&1; then \
+      python3 -m pip uninstall --yes --disable-pip-version-check pip setuptools wheel; \
+    fi
 
 COPY --from=build /wheels/sbom.cdx.json /usr/share/doc/batch-cancel-worker/sbom.cdx.json
 COPY deploy/install-wheels.sh /usr/local/bin/install-wheels.sh

@@ -1,14 +1,14 @@
 #!/bin/sh
 # The image build without a Docker engine: the same build context, the same two install scripts the
 # Dockerfile runs, then the image's entrypoint run the way the container runs it (empty environment,
-# read-only install). tests/test_deploy.py runs this in CI and checks that the Dockerfile still matches.
+# read-only install). tests/deploy/test_image.py runs this in CI and checks that the Dockerfile still matches.
 # Usage: image-smoke.sh [WORK_DIR]   (PYTHON selects the interpreter, default python3; a 3.11 like the image)
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 
-# The Dockerfile's build stage copies exactly these (tests/test_deploy.py compares the two lists).
+# The Dockerfile's build stage copies exactly these (tests/deploy/test_image.py compares the two lists).
 CONTEXT="pyproject.toml README.md requirements/runtime.txt requirements/build.txt worker"
 
 echo "== build context"

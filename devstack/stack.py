@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -24,6 +26,7 @@ from types import FrameType
 from typing import IO
 
 from devstack.broker import KafkaBroker, die_with_parent
+from devstack.dev_credentials import aws_env, dev_providers_file, write_trusted_service_account_key
 from devstack.prometheus import RULES, Prometheus, dashboard_queries, graph_url
 from worker.config import load_providers
 from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC, FOLLOWS_TOPIC_CONFIG
@@ -84,6 +87,12 @@ def _wait_port(port: int, timeout: float = 15.0) -> None:
 
 
 DEMO_BATCHES = ("batch_demo", "batch_demo2", "batch_demo3")
+#: The cloud providers' ids have formats of their own (the worker validates them before they reach a URL).
+CLOUD_DEMO_BATCHES = {
+    "gemini": ("batch-demo", "batch-demo2", "batch-demo3"),
+    "vertex": ("1001", "1002", "1003"),
+    "bedrock": ("batchdemo001", "batchdemo002", "batchdemo003"),
+}
 
 
 def _dev_dialects() -> list[str]:
@@ -91,25 +100,27 @@ def _dev_dialects() -> list[str]:
     return sorted({p.dialect for p in load_providers(HERE / "providers.dev.yaml").providers.values()})
 
 
-def _preload_demo_batches() -> None:
+def _preload_demo_batches(emulator_port: int) -> None:
     """A few batches in every dialect, so the README's first ``batch-cancel publish`` has something to stop."""
     for dialect in _dev_dialects():
-        for batch_id in DEMO_BATCHES:
+        for batch_id in CLOUD_DEMO_BATCHES.get(dialect, DEMO_BATCHES):
             body = json.dumps({"dialect": dialect, "id": batch_id, "scenario": {"cancelling_polls": 3}}).encode()
             request = urllib.request.Request(
-                f"http://127.0.0.1:{EMULATOR_PORT}/_admin/batches",
+                f"http://127.0.0.1:{emulator_port}/_admin/batches",
                 data=body,
                 headers={"content-type": "application/json"},
             )
             urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback, fixed URL
     print(f"[stack] emulator has batches {', '.join(DEMO_BATCHES)} in every dialect", flush=True)
+    for dialect, ids in CLOUD_DEMO_BATCHES.items():
+        print(f"[stack]   {dialect}: {', '.join(ids)}", flush=True)
 
 
-def _start_prometheus() -> Prometheus:
+def _start_prometheus(metrics_port: int) -> Prometheus:
     """The tests' Prometheus, on a fixed loopback port, scraping the dev worker every 5 s. Not installed from
     here: ``make dev`` changes nothing on the machine, so a missing binary is one line saying what to run."""
     prometheus = Prometheus(
-        {"worker": f"127.0.0.1:{WORKER_METRICS_PORT}"},
+        {"worker": f"127.0.0.1:{metrics_port}"},
         rule_files=[RULES],
         namespace="dev",
         scrape_s=5.0,
@@ -129,6 +140,15 @@ def _start_prometheus() -> Prometheus:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--kafka-port", type=int, default=9092, help="broker port on 127.0.0.1 (default 9092)")
+    parser.add_argument(
+        "--emulator-port", type=int, default=EMULATOR_PORT, help=f"emulator port on 127.0.0.1 (default {EMULATOR_PORT})"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=WORKER_METRICS_PORT,
+        help=f"the worker's metrics and health port on 127.0.0.1 (default {WORKER_METRICS_PORT})",
+    )
     parser.add_argument("--no-worker", action="store_true", help="start broker and emulator only")
     parser.add_argument(
         "--prometheus",
@@ -147,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     broker = KafkaBroker(port=args.kafka_port)
+    # The throw-away service-account key and the providers file naming it (removed on exit).
+    secrets_dir = Path(tempfile.mkdtemp(prefix="bcw-dev-"))
     children: list[subprocess.Popen[bytes]] = []
     prometheus: Prometheus | None = None
     print(f"[stack] starting Kafka broker on {broker.bootstrap_servers} (data in {broker.data_dir})", flush=True)
@@ -156,26 +178,34 @@ def main(argv: list[str] | None = None) -> int:
             broker.create_topic(topic, partitions, TOPIC_CONFIGS.get(topic))
         print(f"[stack] Kafka {broker.version()} ready; topics: {', '.join(DEV_TOPICS)}", flush=True)
         emulator_args = [sys.executable, "-m", "batch_cancel_emulator", "--host", "127.0.0.1"]
-        emulator_args += ["--port", str(EMULATOR_PORT)]
+        emulator_args += ["--port", str(args.emulator_port)]
         children.append(_spawn("emulator", emulator_args))
-        _wait_port(EMULATOR_PORT)
-        _preload_demo_batches()
+        _wait_port(args.emulator_port)
+        _preload_demo_batches(args.emulator_port)
+        emulator_url = f"http://127.0.0.1:{args.emulator_port}"
+        key_file = write_trusted_service_account_key(secrets_dir, emulator_url)
+        providers_file = dev_providers_file(HERE / "providers.dev.yaml", key_file, emulator_url, secrets_dir)
         if not args.no_worker:
             env = {
                 **os.environ,
+                **aws_env(),
                 "BCW_FOLLOW_INITIAL_INTERVAL_S": "0.5",
                 "BCW_FOLLOW_MAX_INTERVAL_S": "5",
                 "BCW_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                "BCW_PROVIDERS_FILE": str(HERE / "providers.dev.yaml"),
+                "BCW_PROVIDERS_FILE": str(providers_file),
                 "BCW_LOG_FORMAT": "console",
                 "BCW_METRICS_HOST": "127.0.0.1",
+                "BCW_METRICS_PORT": str(args.metrics_port),
                 **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in _dev_dialects()},
             }
             children.append(_spawn("worker", [sys.executable, "-m", "worker", "run"], env))
         if args.prometheus:
-            prometheus = _start_prometheus()
+            prometheus = _start_prometheus(args.metrics_port)
             children.append(prometheus.process)
-        print("[stack] up: emulator http://127.0.0.1:8090, metrics http://127.0.0.1:9464/metrics; Ctrl-C stops all")
+        print(
+            f"[stack] up: emulator {emulator_url}, metrics http://127.0.0.1:{args.metrics_port}/metrics;"
+            " Ctrl-C stops all"
+        )
         sys.stdout.flush()
         while not stop.wait(0.5):
             for child in children:
@@ -189,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         for child in reversed(children):
             _stop(child)
         broker.close()
+        shutil.rmtree(secrets_dir, ignore_errors=True)
     return 0
 
 

@@ -8,7 +8,7 @@
   every section there is an alert;
 - every ``bcw_*`` metric and label the rules use is one the worker registers.
 
-The chart's PrometheusRule (the same file, rendered) is checked in tests/test_deploy.py; every expression is
+The chart's PrometheusRule (the same file, rendered) is checked in tests/deploy/test_alert_rules.py; every expression is
 evaluated by a real Prometheus scraping a real worker in tests/e2e/test_prometheus.py.
 """
 

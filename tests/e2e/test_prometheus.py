@@ -1,6 +1,6 @@
 """Every dashboard query and every alert, run by a real Prometheus against what a real worker exports.
 
-The dashboard's metric names are also checked statically (tests/test_deploy.py) and the alerts are
+The dashboard's metric names are also checked statically (tests/deploy/test_dashboard.py) and the alerts are
 unit-tested with synthetic series (tests/test_alerts.py); neither proves that Prometheus accepts the queries
 or that the worker's series have the labels the queries group by. Here a Prometheus (loopback, 1 s scrapes,
 the chart's rules file loaded) scrapes a worker while a scenario runs that touches every kind of series: cancels,
