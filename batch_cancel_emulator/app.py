@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from batch_cancel_emulator import cloud_shapes
 from batch_cancel_emulator.cloud_auth import AwsKeys, GoogleTokens
+from batch_cancel_emulator.entra import EntraTokens, is_entra_path
 from batch_cancel_emulator.model import Fault, Store
 from batch_cancel_emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
 from worker.contract import BATCH_ID_PATTERN
@@ -100,6 +101,7 @@ class App:
             self.keys.setdefault(dialect, set()).update(extra)
         self.google = GoogleTokens()  # like keys, kept across resets
         self.aws = AwsKeys()
+        self.entra = EntraTokens()
         self.reset()
 
     def reset(self) -> None:
@@ -126,7 +128,25 @@ class App:
         if path == _STS_PATH:
             await self._sts(scope, receive, send)
             return
+        if is_entra_path(path):
+            await self._entra(scope, receive, send)
+            return
         await self._provider(scope, receive, send)
+
+    async def _entra(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Microsoft Entra ID's token, OpenID-configuration and IMDS endpoints (``entra.EntraTokens``); logged."""
+        headers = dict(scope["headers"])
+        path: str = scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        entry = self._log_entry(
+            scope["method"], path=path, query=query, dialect="entra", batch_id=None, op=None, headers=scope["headers"]
+        )
+        base = f"{scope.get('scheme', 'http')}://{headers.get(b'host', b'').decode('latin-1')}"
+        status, answer, op = self.entra.handle(
+            scope["method"], path, query, headers, body=await _body(receive), base=base
+        )
+        entry.update(op=op, status=status, t_done_mono=time.monotonic())
+        await _respond(send, status, self.entra.encode(answer), b"application/json", [(b"cache-control", b"no-store")])
 
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Google's OAuth2 token endpoint (``cloud_auth.GoogleTokens``); logged like a provider request."""
@@ -199,6 +219,7 @@ class App:
         )
         vertex_scope = _vertex_scope(path) if dialect == "vertex" else None
         auth_error: str | None = None
+        entra = False  # an Azure request authenticated by an Entra token (checked here, not against App.keys)
         if dialect == "vertex":
             entry["scope"] = vertex_scope
             key, auth_error = self.google.check(_bearer(scope["headers"]))
@@ -209,14 +230,27 @@ class App:
             )
             entry["region"] = region
             key = _access_key_id(scope["headers"]) if auth_error is None else None
+        elif dialect == "azure" and (bearer := _bearer(scope["headers"])) is not None:
+            key, auth_error = self.entra.check(bearer)  # a bearer on Azure is an Entra token, never a key
+            entra = auth_error is None
         else:
             key = _presented_key(scope["headers"], dialect)
+            if dialect == "azure" and self.entra.required:
+                auth_error = "bad_token"  # local authentication disabled: a key is refused like a missing token
         names = [f"dialect:{dialect or '-'}"] + ([f"key:{dialect}:{key_id(key)}"] if key and dialect else [])
         self.stats.enter(*names)
         try:
             versionless = dialect == "azure" and path.startswith(_AZURE_CLASSIC) and b"api-version=" not in query
             status, answer, ctype, extra, drop = await self._answer(
-                dialect, batch_id, op, method, key, versionless=versionless, auth_error=auth_error, scope=vertex_scope
+                dialect,
+                batch_id,
+                op,
+                method,
+                key,
+                versionless=versionless,
+                auth_error=auth_error,
+                scope=vertex_scope,
+                entra=entra,
             )
             extra = [*extra, *cloud_shapes.error_headers(dialect, status, answer)]
             entry["status"] = status
@@ -241,6 +275,7 @@ class App:
         versionless: bool = False,
         auth_error: str | None = None,
         scope: tuple[str, str] | None = None,
+        entra: bool = False,
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bool]:
         if versionless:  # Azure's classic API needs ``?api-version=``
             return (*error_response("azure", "no_version"), [], False)
@@ -251,7 +286,7 @@ class App:
         if (
             auth_error is not None
             or key is None
-            or (dialect not in _CLOUD_AUTH and key not in self.keys.get(dialect, ()))
+            or (dialect not in _CLOUD_AUTH and not entra and key not in self.keys.get(dialect, ()))
         ):
             return (*error_response(dialect, auth_error or "unauthorized"), [], False)
         quota = self.quotas.get(dialect)

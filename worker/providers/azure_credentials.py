@@ -159,11 +159,12 @@ class EntraTokenAuth(RefreshingBearerAuth):
         try:
             token = self._credential.get_token(COGNITIVE_SERVICES)
         except CredentialUnavailableError as exc:
-            if _refused(exc.__cause__):  # the platform answered: no such identity here
-                raise Rejected(None, "credentials_refused", f"Entra: {short(exc)}") from None
-            raise Retryable(f"Entra token source unavailable: {short(exc)}") from None
+            if _unreachable(exc):
+                raise Retryable(f"Entra token source unreachable: {short(exc)}") from None
+            # the platform answered (no such identity here) or the credential cannot work in this pod
+            raise Rejected(None, "credentials_refused", f"Entra: {short(exc)}") from None
         except ClientAuthenticationError as exc:
-            if _refused(exc):
+            if _refused(exc) and not _unreachable(exc):
                 raise Rejected(None, "credentials_refused", f"Entra refused the token request: {short(exc)}") from None
             raise Retryable(f"Entra token endpoint: {short(exc)}") from None
         except (ServiceRequestError, ServiceResponseError) as exc:
@@ -173,6 +174,18 @@ class EntraTokenAuth(RefreshingBearerAuth):
         except RuntimeError as exc:  # MSAL: the OpenID configuration could not be read (transient)
             raise Retryable(f"Entra: {short(exc)}") from None
         return token.token, max(token.expires_on - time.time(), 0.0)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a connection failure is behind ``exc`` (azure-identity wraps it, sometimes twice)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ServiceRequestError | ServiceResponseError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _refused(exc: BaseException | None) -> bool:
