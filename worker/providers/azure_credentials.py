@@ -54,6 +54,7 @@ for _name in ("azure", "msal"):
 
 #: The scope Azure OpenAI's data plane accepts (its docs: "Authenticate with Microsoft Entra ID").
 COGNITIVE_SERVICES = "https://cognitiveservices.azure.com/.default"
+_TOKEN_TIMEOUT_S = 10
 CredentialFactory = Callable[[], TokenCredential]
 
 
@@ -61,17 +62,19 @@ def entra_credential_factory(acc: AccountConfig, where: str) -> CredentialFactor
     """Check the account's identity now (a missing secret, certificate or token file fails at start) and return
     what builds its credential, called once here and again for every renewal after a refused token."""
     kind = acc.azure_credential
-    authority: dict[str, Any] = {}
+    # A connection that fails is retried by the worker, within the call's budget (azure-core would otherwise try
+    # four times, with backoff, inside one refresh); statuses keep azure-core's own retries (Entra's 5xx, 429).
+    options: dict[str, Any] = {"retry_connect": 0, "retry_read": 0, "connection_timeout": _TOKEN_TIMEOUT_S}
     if acc.azure_authority_host is not None:
         # A host named here is the operator's word (a sovereign cloud, a private endpoint, a test's emulator):
         # MSAL would otherwise ask login.microsoftonline.com whether it is Microsoft's.
-        authority = {"authority": str(acc.azure_authority_host).rstrip("/"), "disable_instance_discovery": True}
+        options |= {"authority": str(acc.azure_authority_host).rstrip("/"), "disable_instance_discovery": True}
     if kind == "client_secret":
         secret = acc.load_azure_client_secret()
         tenant, client = _required(acc)
 
         def client_secret() -> TokenCredential:
-            return ClientSecretCredential(tenant, client, secret.get_secret_value(), **authority)
+            return ClientSecretCredential(tenant, client, secret.get_secret_value(), **options)
 
         factory: CredentialFactory = client_secret
     elif kind == "certificate":
@@ -79,20 +82,22 @@ def entra_credential_factory(acc: AccountConfig, where: str) -> CredentialFactor
         path = str(acc.azure_certificate_file)
 
         def certificate() -> TokenCredential:
-            return CertificateCredential(tenant, client, certificate_path=path, **authority)
+            return CertificateCredential(tenant, client, certificate_path=path, **options)
 
         factory = certificate
     elif kind == "workload_identity":
         settings = _workload_settings(acc, where)
 
         def workload_identity() -> TokenCredential:
-            return WorkloadIdentityCredential(**settings, **authority)
+            return WorkloadIdentityCredential(**settings, **options)
 
         factory = workload_identity
     elif kind == "managed_identity":
         client_id = acc.azure_client_id
 
         def managed_identity() -> TokenCredential:
+            # IMDS keeps azure-identity's own retry settings: it asks for long retries while the node's endpoint
+            # is being upgraded (410), which the worker's budget would cut short.
             return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
 
         factory = managed_identity
