@@ -37,7 +37,7 @@ def new_topic(kafka: KafkaBroker) -> TopicFactory:
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
+    with Emulator(tls=True) as emu:  # TLS for Microsoft Entra ID's endpoints (the secrets test's Azure accounts)
         yield emu
 
 
