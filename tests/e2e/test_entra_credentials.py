@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import subprocess
 import sys
 import time
 import uuid
@@ -22,11 +24,10 @@ from prometheus_client import REGISTRY
 
 from batch_cancel_emulator.testing import Emulator
 from tests.support.cloud import make_entra_certificate
+from tests.support.entra import TENANT, entra_provider
 from worker.config import ConfigError, ProvidersFile
 from worker.errors import GaveUp, Rejected
 from worker.providers import ProviderClient, build_clients
-
-TENANT = "contoso.onmicrosoft.com"
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +300,31 @@ def test_a_missing_extra_stops_the_start_naming_it(emu: Emulator, monkeypatch: p
     message = _config_error(emu, {"azure_credential": "managed_identity"})
     assert "needs the optional extra 'azure'" in message and "batch-cancel-worker[azure]" in message
     assert message.startswith("providers.az.accounts.a (azure_credential managed_identity)")
+
+
+def test_check_config_validates_every_entra_account_without_asking_for_a_token(emu: Emulator, tmp_path: Path) -> None:
+    """`batch-cancel-worker check-config`, as an operator runs it: every kind passes; a missing secret is one line
+    naming it, exit 2. Neither asks Entra for a token (that waits for the first command)."""
+    setup = entra_provider(emu, tmp_path)
+    providers = tmp_path / "providers.yaml"
+    providers.write_text("providers:\n" + setup.yaml)
+    env = {**os.environ, **setup.env, "BCW_PROVIDERS_FILE": str(providers), "BCW_LOG_FORMAT": "console"}
+    before = len(emu.requests(dialect="entra"))
+
+    def check(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "worker", "check-config"]
+        return subprocess.run(command, env=environ, capture_output=True, text=True, timeout=120, check=False)
+
+    ok = check(env)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == (
+        "configuration OK: azure (azure: secret, shortlived, wrongsecret, certificate, workload, managed)"
+    )
+    missing = check({k: v for k, v in env.items() if k != "E2E_AZURE_SECRET"})
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "batch-cancel-worker: configuration error: environment variable E2E_AZURE_SECRET is not set or empty"
+    )
+    assert len(emu.requests(dialect="entra")) == before
+    for secret in setup.secrets:
+        assert secret not in ok.stdout + ok.stderr + missing.stdout + missing.stderr
