@@ -18,8 +18,8 @@ Endpoints (JSON in, JSON out):
 * ``POST /_admin/entra/apps`` ``{tenant, client_id, client_secret? | certificate_pem? | federated_token?}`` →
   Entra knows that application with that credential (``entra.py``); ``POST /_admin/entra/managed``
   ``{client_id?}`` → assign a managed identity (none: the system-assigned one); ``POST /_admin/entra/tokens``
-  ``{lifetime_s?, required?, accept?}`` → how long new tokens live, whether Azure routes refuse API keys,
-  and (``accept: false``) whether they refuse every token, even fresh ones;
+  ``{lifetime_s?, required?, accept?, delay_s?}`` → how long new tokens live, whether Azure routes refuse API
+  keys, (``accept: false``) whether they refuse every token, even fresh ones, and how long a token takes;
   ``POST /_admin/entra/revoke`` → forget every issued token (the next Azure request with one answers 401)
 """
 
@@ -234,6 +234,7 @@ def _entra_tokens(app: App, body: dict[str, Any], _: Query) -> Answer:
     app.entra.lifetime_s = lifetime
     app.entra.required = bool(body.get("required", False))
     app.entra.accept = bool(body.get("accept", True))
+    app.entra.delay_s = float(body.get("delay_s", 0.0))
     return _ok({"ok": True})
 
 

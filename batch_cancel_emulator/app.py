@@ -142,6 +142,8 @@ class App:
             scope["method"], path=path, query=query, dialect="entra", batch_id=None, op=None, headers=scope["headers"]
         )
         base = f"{scope.get('scheme', 'http')}://{headers.get(b'host', b'').decode('latin-1')}"
+        if self.entra.delay_s and not path.endswith("openid-configuration"):
+            await asyncio.sleep(self.entra.delay_s)
         status, answer, op = self.entra.handle(
             scope["method"], path, query, headers, body=await _body(receive), base=base
         )

@@ -68,6 +68,7 @@ class EntraTokens:
     lifetime_s: float = 3600.0
     required: bool = False  # True: Azure routes refuse API keys (local authentication disabled)
     accept: bool = True  # False: Azure refuses even the tokens issued here (the identity lost its role)
+    delay_s: float = 0.0  # how long the token and IMDS endpoints take to answer (a slow identity provider)
     tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # token → (monotonic expiry, identity)
     issued: int = 0
     refused: int = 0

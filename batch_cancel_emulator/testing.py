@@ -239,10 +239,13 @@ class Emulator:
         """IMDS answers for this user-assigned identity (None: the system-assigned one)."""
         self._post("/_admin/entra/managed", {"client_id": client_id})
 
-    def set_entra_tokens(self, lifetime_s: float = 3600.0, *, required: bool = False, accept: bool = True) -> None:
+    def set_entra_tokens(
+        self, lifetime_s: float = 3600.0, *, required: bool = False, accept: bool = True, delay_s: float = 0.0
+    ) -> None:
         """How long Entra tokens issued from now on live; ``required``: Azure routes refuse API keys;
-        ``accept=False``: they refuse every token too."""
-        self._post("/_admin/entra/tokens", {"lifetime_s": lifetime_s, "required": required, "accept": accept})
+        ``accept=False``: they refuse every token too; ``delay_s``: how long each token request takes."""
+        body = {"lifetime_s": lifetime_s, "required": required, "accept": accept, "delay_s": delay_s}
+        self._post("/_admin/entra/tokens", body)
 
     def revoke_entra_tokens(self) -> None:
         self._post("/_admin/entra/revoke", {})

@@ -171,6 +171,29 @@ async def test_a_managed_identity_asks_imds(emu: Emulator, monkeypatch: pytest.M
     )
 
 
+async def test_a_slow_token_endpoint_does_not_hold_the_event_loop(emu: Emulator, azure: ProviderClient) -> None:
+    """azure-identity's refresh is blocking I/O: it runs in a thread while the loop serves everything else."""
+    emu.set_entra_tokens(required=True, delay_s=1.0)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    beat = asyncio.create_task(heartbeat())
+    start = time.monotonic()
+    try:
+        snapshot = await azure.retrieve("a", emu.create_batch("azure"))
+    finally:
+        beat.cancel()
+    assert snapshot.provider_status == "in_progress"
+    (token,) = _tokens(emu, start)
+    assert token["t_done_mono"] - token["t_mono"] >= 1.0
+    assert ticks >= 20  # a refresh on the loop would have frozen it for that second: one tick, not dozens
+
+
 async def test_tokens_are_refreshed_before_they_expire(emu: Emulator, azure: ProviderClient) -> None:
     """Two-second tokens: each is renewed with a quarter of its life left, so the API never refuses one."""
     emu.set_entra_tokens(2, required=True)
