@@ -232,7 +232,7 @@ class App:
             )
             entry["region"] = region
             key = _access_key_id(scope["headers"]) if auth_error is None else None
-        elif dialect == "azure" and (bearer := _bearer(scope["headers"])) is not None:
+        elif dialect == "azure" and (bearer := self._entra_bearer(scope["headers"])) is not None:
             key, auth_error = self.entra.check(bearer)  # a bearer on Azure is an Entra token, never a key
             entra = auth_error is None
         else:
@@ -265,6 +265,13 @@ class App:
             await _respond(send, status, answer, ctype, extra)
         finally:
             self.stats.leave(*names)
+
+    def _entra_bearer(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The Entra token an Azure request authenticates with: its bearer, unless it also carries an ``api-key``
+        that the resource accepts (key authentication on: the key decides, as before Entra was emulated)."""
+        if not self.entra.required and any(name == b"api-key" for name, _ in headers):
+            return None
+        return _bearer(headers)
 
     async def _answer(  # noqa: PLR0911 - one early answer per way a request can fail, in protocol order
         self,
