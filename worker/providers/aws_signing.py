@@ -83,7 +83,10 @@ class SigV4Auth(httpx.Auth):
         self._where = where
         self._lock = asyncio.Lock()
         metrics.CREDENTIALS.watch(*account)
-        if isinstance(credentials, botocore.credentials.RefreshableCredentials):
+        if isinstance(credentials, botocore.credentials.RefreshableCredentials) and not isinstance(
+            credentials,
+            botocore.credentials.DeferredRefreshableCredentials,  # IRSA: fetched at the first request
+        ):
             metrics.CREDENTIALS.refreshed(*account)  # the chain obtained them at start (load_aws_credentials)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
