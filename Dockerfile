@@ -16,8 +16,9 @@ WORKDIR /src
 COPY deploy/build-wheels.sh /usr/local/bin/build-wheels.sh
 COPY pyproject.toml README.md /src/
 # Which export of the lock is the image's runtime: `runtime` (the default, lean) or `runtime-cloud`, the same
-# plus the [google] and [aws] extras that Vertex AI and Bedrock accounts need (--build-arg RUNTIME_SET=runtime-cloud;
-# without them such an account stops the worker at start with a message naming the extra).
+# plus the [google], [aws] and [azure] extras that Vertex AI, Bedrock and Entra ID Azure accounts need
+# (--build-arg RUNTIME_SET=runtime-cloud; without them such an account stops the worker at start with a message
+# naming the extra).
 ARG RUNTIME_SET=runtime
 COPY requirements/${RUNTIME_SET}.txt /src/requirements/runtime.txt
 COPY requirements/build.txt /src/requirements/

@@ -1,12 +1,15 @@
-"""``python -m batch_cancel_emulator --host 127.0.0.1 --port 0 [--api-key dialect=KEY ...]``.
+"""``python -m batch_cancel_emulator --host 127.0.0.1 --port 0 [--api-key dialect=KEY ...] [--tls-cert C --tls-key K]``.
 
 Binds the socket itself so ``--port 0`` works: the first stdout line is ``emulator listening on http://H:P``,
-which the test helper reads to learn the port (no free-port race between choosing and binding).
+which the test helper reads to learn the port (no free-port race between choosing and binding). With
+``--tls-cert``/``--tls-key`` the same app is served over TLS too, on a second port (the second line,
+``emulator listening on https://H:P``): Microsoft Entra ID's endpoints must be https for azure-identity.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import socket
@@ -41,33 +44,65 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", action="append", default=[], help="dialect=KEY, repeatable")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--tls-cert", help="PEM certificate: also serve https on a second port")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("--tls-cert and --tls-key go together")
 
+    sock, (host, port) = _listen(args.host, args.port)
+    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+    app = App(_keys(args.api_key))
+    server = uvicorn.Server(_config(app, args.log_level))
+    print(f"emulator listening on http://{host}:{port}", flush=True)
+    if args.tls_cert is None:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in `make dev` reaches the whole group: stop quietly
+            server.run(sockets=[sock])
+        sys.exit(0)
+    tls_sock, (_, tls_port) = _listen(args.host, 0)
+    tls = uvicorn.Server(_config(app, args.log_level, ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key))
+    print(f"emulator listening on https://{host}:{tls_port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_both((server, sock), (tls, tls_sock)))
+    sys.exit(0)
+
+
+def _listen(host: str, port: int) -> tuple[socket.socket, tuple[str, int]]:
     # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP, and without it
     # uvicorn's separate header and body writes meet Nagle + delayed ACK (40 ms per request).
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+    sock.bind((host, port))
     sock.listen(4096)
-    host, port = sock.getsockname()[:2]
+    bound = sock.getsockname()
+    return sock, (str(bound[0]), int(bound[1]))
 
-    logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
-    config = uvicorn.Config(
-        App(_keys(args.api_key)),
+
+def _config(
+    app: App, log_level: str, ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
         http="httptools",
         loop="asyncio",
         lifespan="off",
         access_log=False,
-        log_level=args.log_level,
+        log_level=log_level,
         backlog=4096,
         timeout_keep_alive=30,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
-    server = uvicorn.Server(config)
-    print(f"emulator listening on http://{host}:{port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in `make dev` reaches the whole group: stop quietly
-        server.run(sockets=[sock])
-    sys.exit(0)
+
+
+async def _serve_both(*servers: tuple[uvicorn.Server, socket.socket]) -> None:
+    """Both listeners share one app (one state); when either stops (a signal reaches one), both stop."""
+    tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server, _ in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ Endpoints (JSON in, JSON out):
   ``POST /_admin/google/revoke`` → forget every issued token (the next Vertex request answers 401)
 * ``POST /_admin/aws/credentials`` ``{access_key_id, secret_access_key}`` → accept one more SigV4 signing key;
   ``POST /_admin/aws/web_identity`` ``{token, role_arn, session_lifetime_s?}`` → STS trusts that IRSA token
+* ``POST /_admin/entra/apps`` ``{tenant, client_id, client_secret? | certificate_pem? | federated_token?}`` →
+  Entra knows that application with that credential (``entra.py``); ``POST /_admin/entra/managed``
+  ``{client_id?}`` → assign a managed identity (none: the system-assigned one); ``POST /_admin/entra/tokens``
+  ``{lifetime_s?, required?, accept?, delay_s?}`` → how long new tokens live, whether Azure routes refuse API
+  keys, (``accept: false``) whether they refuse every token, even fresh ones, and how long a token takes;
+  ``POST /_admin/entra/revoke`` → forget every issued token (the next Azure request with one answers 401)
 """
 
 from __future__ import annotations
@@ -156,6 +162,7 @@ def _stats(app: App, _: dict[str, Any], __: Query) -> Answer:
             "batches": len(app.store.batches),
             "google_tokens": {"issued": app.google.issued, "refused": app.google.refused},
             "aws_signatures": {"verified": app.aws.verified, "refused": app.aws.refused, "assumed": app.aws.assumed},
+            "entra_tokens": {"issued": app.entra.issued, "refused": app.entra.refused},
         }
     )
 
@@ -209,6 +216,48 @@ def _web_identity(app: App, body: dict[str, Any], _: Query) -> Answer:
     return _ok({"ok": True})
 
 
+def _entra_app(app: App, body: dict[str, Any], _: Query) -> Answer:
+    known = (str(body["tenant"]), str(body["client_id"]))
+    entra = app.entra
+    if body.get("client_secret") is not None:
+        entra.client_secrets[known] = str(body["client_secret"])
+    if body.get("certificate_pem") is not None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        certificate = x509.load_pem_x509_certificate(str(body["certificate_pem"]).encode())
+        public = certificate.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        entra.certificates[known] = public.decode()
+    if body.get("federated_token") is not None:
+        entra.federated.setdefault(known, set()).add(str(body["federated_token"]))
+    return _ok({"ok": True})
+
+
+def _entra_managed(app: App, body: dict[str, Any], _: Query) -> Answer:
+    from batch_cancel_emulator.entra import SYSTEM_ASSIGNED
+
+    app.entra.managed.add(str(body.get("client_id") or SYSTEM_ASSIGNED))
+    return _ok({"ok": True})
+
+
+def _entra_tokens(app: App, body: dict[str, Any], _: Query) -> Answer:
+    lifetime = float(body.get("lifetime_s", 3600.0))
+    if not 0 < lifetime <= 86_400:
+        return _bad("lifetime_s must be in (0, 86400]")
+    app.entra.lifetime_s = lifetime
+    app.entra.required = bool(body.get("required", False))
+    app.entra.accept = bool(body.get("accept", True))
+    app.entra.delay_s = float(body.get("delay_s", 0.0))
+    return _ok({"ok": True})
+
+
+def _entra_revoke(app: App, _: dict[str, Any], __: Query) -> Answer:
+    app.entra.revoke()
+    return _ok({"ok": True})
+
+
 def _reset(app: App, _: dict[str, Any], __: Query) -> Answer:
     app.reset()
     return _ok({"ok": True})
@@ -248,4 +297,8 @@ _ROUTES: dict[tuple[str, str], Callable[[App, dict[str, Any], Query], Answer]] =
     ("POST", "google/revoke"): _google_revoke,
     ("POST", "aws/credentials"): _aws_credentials,
     ("POST", "aws/web_identity"): _web_identity,
+    ("POST", "entra/apps"): _entra_app,
+    ("POST", "entra/managed"): _entra_managed,
+    ("POST", "entra/tokens"): _entra_tokens,
+    ("POST", "entra/revoke"): _entra_revoke,
 }

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from batch_cancel_emulator import cloud_shapes, listing
 from batch_cancel_emulator.cloud_auth import AwsKeys, GoogleTokens
+from batch_cancel_emulator.entra import EntraTokens, is_entra_path
 from batch_cancel_emulator.model import Fault, Store
 from batch_cancel_emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
 from worker.contract import BATCH_ID_PATTERN
@@ -100,6 +101,7 @@ class App:
             self.keys.setdefault(dialect, set()).update(extra)
         self.google = GoogleTokens()  # like keys, kept across resets
         self.aws = AwsKeys()
+        self.entra = EntraTokens()
         self.reset()
 
     def reset(self) -> None:
@@ -126,7 +128,27 @@ class App:
         if path == _STS_PATH:
             await self._sts(scope, receive, send)
             return
+        if is_entra_path(path):
+            await self._entra(scope, receive, send)
+            return
         await self._provider(scope, receive, send)
+
+    async def _entra(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Microsoft Entra ID's token, OpenID-configuration and IMDS endpoints (``entra.EntraTokens``); logged."""
+        headers = dict(scope["headers"])
+        path: str = scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        entry = self._log_entry(
+            scope["method"], path=path, query=query, dialect="entra", batch_id=None, op=None, headers=scope["headers"]
+        )
+        base = f"{scope.get('scheme', 'http')}://{headers.get(b'host', b'').decode('latin-1')}"
+        if self.entra.delay_s and not path.endswith("openid-configuration"):
+            await asyncio.sleep(self.entra.delay_s)
+        status, answer, op = self.entra.handle(
+            scope["method"], path, query, headers, body=await _body(receive), base=base
+        )
+        entry.update(op=op, status=status, t_done_mono=time.monotonic())
+        await _respond(send, status, self.entra.encode(answer), b"application/json", [(b"cache-control", b"no-store")])
 
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Google's OAuth2 token endpoint (``cloud_auth.GoogleTokens``); logged like a provider request."""
@@ -199,6 +221,7 @@ class App:
         )
         vertex_scope = _vertex_scope(path, listed=op == "list") if dialect == "vertex" else None
         auth_error: str | None = None
+        entra = False  # an Azure request authenticated by an Entra token (checked here, not against App.keys)
         if dialect == "vertex":
             entry["scope"] = vertex_scope
             key, auth_error = self.google.check(_bearer(scope["headers"]))
@@ -209,8 +232,13 @@ class App:
             )
             entry["region"] = region
             key = _access_key_id(scope["headers"]) if auth_error is None else None
+        elif dialect == "azure" and (bearer := self._entra_bearer(scope["headers"])) is not None:
+            key, auth_error = self.entra.check(bearer)  # a bearer on Azure is an Entra token, never a key
+            entra = auth_error is None
         else:
             key = _presented_key(scope["headers"], dialect)
+            if dialect == "azure" and self.entra.required:
+                auth_error = "bad_token"  # local authentication disabled: a key is refused like a missing token
         names = [f"dialect:{dialect or '-'}"] + ([f"key:{dialect}:{key_id(key)}"] if key and dialect else [])
         self.stats.enter(*names)
         try:
@@ -226,6 +254,7 @@ class App:
                 auth_error=auth_error,
                 scope=vertex_scope,
                 query=query,
+                entra=entra,
             )
             extra = [*extra, *cloud_shapes.error_headers(dialect, status, answer)]
             entry["status"] = status
@@ -239,6 +268,13 @@ class App:
         finally:
             self.stats.leave(*names)
 
+    def _entra_bearer(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The Entra token an Azure request authenticates with: its bearer, unless it also carries an ``api-key``
+        that the resource accepts (key authentication on: the key decides, as before Entra was emulated)."""
+        if not self.entra.required and any(name == b"api-key" for name, _ in headers):
+            return None
+        return _bearer(headers)
+
     async def _answer(  # noqa: PLR0911 - one early answer per way a request can fail, in protocol order
         self,
         dialect: str | None,
@@ -251,6 +287,7 @@ class App:
         auth_error: str | None = None,
         scope: tuple[str, str] | None = None,
         query: bytes = b"",
+        entra: bool = False,
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]], bool]:
         if versionless:  # Azure's classic API needs ``?api-version=``
             return (*error_response("azure", "no_version"), [], False)
@@ -261,7 +298,7 @@ class App:
         if (
             auth_error is not None
             or key is None
-            or (dialect not in _CLOUD_AUTH and key not in self.keys.get(dialect, ()))
+            or (dialect not in _CLOUD_AUTH and not entra and key not in self.keys.get(dialect, ()))
         ):
             return (*error_response(dialect, auth_error or "unauthorized"), [], False)
         quota = self.quotas.get(dialect)

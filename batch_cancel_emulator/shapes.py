@@ -139,6 +139,14 @@ _ERRORS: dict[str, dict[str, tuple[int | None, object]]] = {
     },
     "azure": {  # all the emulator's rendering of Azure's {"error": {code, message}}; finished presumed as OpenAI's
         "unauthorized": (401, _az("401", "Access denied due to invalid subscription key or wrong API endpoint.")),
+        "bad_token": (  # an Entra token missing, expired, revoked or not issued here (entra.py)
+            401,
+            _az(
+                "401",
+                "Unauthorized. Access token is missing, invalid, audience is incorrect "
+                "(https://cognitiveservices.azure.com), or have expired.",
+            ),
+        ),
         "not_found": (404, _az("NotFound", "Batch $ID not found.")),
         "overload": (503, _az("ServiceUnavailable", "The service is temporarily unable to process your request.")),
         "rate_limit": (429, _az("429", "Requests to the Batch API have exceeded the rate limit. Retry later.")),

@@ -7,10 +7,13 @@ a server behind. Admin calls use a small synchronous httpx client: they are setu
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,6 +23,7 @@ from batch_cancel_emulator.app import DEFAULT_KEY, key_id
 from batch_cancel_emulator.cloud_auth import DEFAULT_AWS_KEY
 from batch_cancel_emulator.model import Fault, Scenario
 from batch_cancel_emulator.shapes import PREFIXES
+from batch_cancel_emulator.tls import TlsFiles, make_tls_files
 
 __all__ = ["DEFAULT_AWS_KEY", "DEFAULT_KEY", "Emulator", "Fault", "Scenario", "key_id"]
 
@@ -57,14 +61,22 @@ class Emulator:
     bounds the wait for the admin API to answer. ``url`` is the server's root once started. Batches are
     created with a fault ``Scenario`` (``create_batch``, ``create_batches``); what the emulator received is
     read back with ``requests`` and ``stats``; ``set_quota`` and ``add_key`` change it while it runs.
+    ``tls=True``: also serve https (Microsoft Entra ID's endpoints, for azure-identity) on ``tls_url``, with a
+    certificate from a throw-away CA whose certificate is ``ca_file`` (what the client must trust).
     """
 
-    def __init__(self, *, api_keys: dict[str, str] | None = None, start_timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, *, api_keys: dict[str, str] | None = None, start_timeout_s: float = 15.0, tls: bool = False
+    ) -> None:
         self._args = [f"--api-key={d}={k}" for d, k in (api_keys or {}).items()]
         self._timeout = start_timeout_s
+        self._tls = tls
+        self._tls_dir: Path | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._admin: httpx.Client | None = None
         self.url = ""
+        self.tls_url = ""
+        self.ca_file: Path | None = None
 
     def __enter__(self) -> Emulator:
         self.start()
@@ -75,9 +87,16 @@ class Emulator:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "batch_cancel_emulator", "--host", "127.0.0.1", "--port", "0", *self._args]
+        if self._tls:
+            self._tls_dir = Path(tempfile.mkdtemp(prefix="bcw-emulator-tls-"))
+            files: TlsFiles = make_tls_files(self._tls_dir)
+            self.ca_file = files.ca_file
+            cmd += ["--tls-cert", str(files.cert_file), "--tls-key", str(files.key_file)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             self.url = self._read_url()
+            if self._tls:
+                self.tls_url = self._read_url()
             self._admin = httpx.Client(base_url=self.url, timeout=10.0, trust_env=False)
             self._wait_ready()
         except BaseException:
@@ -90,7 +109,7 @@ class Emulator:
         reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
         reader.start()
         reader.join(self._timeout)
-        if not line or "http://" not in line[0]:
+        if not line or "://" not in line[0]:
             raise RuntimeError(f"emulator did not report its address within {self._timeout}s")
         return line[0].strip().rsplit(" ", 1)[-1]
 
@@ -117,6 +136,9 @@ class Emulator:
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
             self._proc = None
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     # --- admin API -----------------------------------------------------------------------------------------
     def base_url(self, dialect: str) -> str:
@@ -233,6 +255,51 @@ class Emulator:
 
     def add_aws_credentials(self, access_key_id: str, secret_access_key: str) -> None:
         self._post("/_admin/aws/credentials", {"access_key_id": access_key_id, "secret_access_key": secret_access_key})
+
+    # --- Microsoft Entra ID (entra.py) --------------------------------------------------------------------------
+    @property
+    def entra_authority(self) -> str:
+        """``azure_authority_host`` / azure-identity's ``authority``: the emulator's TLS listener (``tls=True``)."""
+        assert self.tls_url, "start the emulator with tls=True for Entra ID"
+        return self.tls_url
+
+    @property
+    def imds_host(self) -> str:
+        """``AZURE_POD_IDENTITY_AUTHORITY_HOST``: where azure-identity's managed identity asks IMDS."""
+        return self.url
+
+    def register_entra_app(
+        self,
+        tenant: str,
+        client_id: str,
+        *,
+        client_secret: str | None = None,
+        certificate_pem: str | None = None,
+        federated_token: str | None = None,
+    ) -> None:
+        body = {
+            "tenant": tenant,
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "certificate_pem": certificate_pem,
+            "federated_token": federated_token,
+        }
+        self._post("/_admin/entra/apps", body)
+
+    def assign_managed_identity(self, client_id: str | None = None) -> None:
+        """IMDS answers for this user-assigned identity (None: the system-assigned one)."""
+        self._post("/_admin/entra/managed", {"client_id": client_id})
+
+    def set_entra_tokens(
+        self, lifetime_s: float = 3600.0, *, required: bool = False, accept: bool = True, delay_s: float = 0.0
+    ) -> None:
+        """How long Entra tokens issued from now on live; ``required``: Azure routes refuse API keys;
+        ``accept=False``: they refuse every token too; ``delay_s``: how long each token request takes."""
+        body = {"lifetime_s": lifetime_s, "required": required, "accept": accept, "delay_s": delay_s}
+        self._post("/_admin/entra/tokens", body)
+
+    def revoke_entra_tokens(self) -> None:
+        self._post("/_admin/entra/revoke", {})
 
 
 def _attributes(

@@ -4,8 +4,8 @@
 # pip cannot read it, so the sets that get installed are exported here as hash-pinned requirements files:
 # dev.txt for `make dev`, `make test` and CI; uv.txt, the locked uv alone, which the interpreter's own pip installs
 # first to sync dev.txt (the Makefile); runtime.txt and build.txt for the image (deploy/build-wheels.sh, pip only);
-# runtime-cloud.txt, the runtime with the [google] and [aws] extras, for an image that serves Vertex AI or Bedrock
-# (the Dockerfile's RUNTIME_SET build argument).
+# runtime-cloud.txt, the runtime with the [google], [aws] and [azure] extras, for an image that serves Vertex AI,
+# Bedrock or Azure OpenAI with Entra ID (the Dockerfile's RUNTIME_SET build argument).
 #
 #   lock.sh            refresh after a pyproject.toml change: re-resolve what changed, keep every other pin
 #   lock.sh --upgrade  the newest versions pyproject.toml allows, for everything (or --upgrade-package NAME)
@@ -38,7 +38,7 @@ export_set() {
 
 export_all() {
   export_set runtime >"$1/runtime.txt"
-  export_set runtime-cloud --extra google --extra aws >"$1/runtime-cloud.txt"
+  export_set runtime-cloud --extra google --extra aws --extra azure >"$1/runtime-cloud.txt"
   export_set dev --extra dev --group build --group lock >"$1/dev.txt"
   export_set build --only-group build >"$1/build.txt"
   export_set uv --only-group lock >"$1/uv.txt"

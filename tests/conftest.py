@@ -55,7 +55,7 @@ async def make_dispatcher() -> AsyncIterator[fakes.MakeDispatcher]:
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
+    with Emulator(tls=True) as emu:  # TLS for Microsoft Entra ID's endpoints (the secrets test's Azure accounts)
         yield emu
 
 

@@ -38,6 +38,7 @@ from worker.validation import explain
 __all__ = [
     "DEFAULT_GEN0_THRESHOLD",
     "DIALECTS",
+    "ENTRA_KINDS",
     "AccountConfig",
     "ConfigError",
     "Dialect",
@@ -80,12 +81,40 @@ class ConfigError(Exception):
 
 
 #: Dialects whose accounts authenticate with cloud credentials instead of an API key (see ``_CLOUD_FIELDS``).
-CLOUD_CREDENTIALS: dict[str, str] = {"vertex": "google", "bedrock": "aws"}
+CLOUD_CREDENTIALS: dict[str, str] = {"vertex": "google", "bedrock": "aws", "azure": "azure"}
 #: Account settings that belong to one dialect only: where the account's resources live and how it signs in.
 _CLOUD_FIELDS = {
     "vertex": ("project", "location", "google_service_account_file", "google_application_default"),
     "bedrock": ("region", "aws_profile"),
+    "azure": (
+        "azure_credential",
+        "azure_tenant_id",
+        "azure_client_id",
+        "azure_client_secret_env",
+        "azure_client_secret_file",
+        "azure_certificate_file",
+        "azure_federated_token_file",
+        "azure_authority_host",
+    ),
 }
+#: Microsoft Entra ID credential kinds (``worker.providers.azure_credentials``) and the settings each may take.
+ENTRA_KINDS: dict[str, frozenset[str]] = {
+    "workload_identity": frozenset({"azure_tenant_id", "azure_client_id", "azure_federated_token_file"}),
+    "managed_identity": frozenset({"azure_client_id"}),
+    "client_secret": frozenset(
+        {"azure_tenant_id", "azure_client_id", "azure_client_secret_env", "azure_client_secret_file"}
+    ),
+    "certificate": frozenset({"azure_tenant_id", "azure_client_id", "azure_certificate_file"}),
+}
+_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+def _https_only(url: HttpUrl) -> HttpUrl:
+    if url.scheme != "https":
+        raise ValueError("an Entra authority host must be https (azure-identity refuses anything else)")
+    if url.path not in (None, "", "/"):
+        raise ValueError("an Entra authority host has no path (the tenant is azure_tenant_id)")
+    return url
 
 
 class AccountConfig(BaseModel):
@@ -130,6 +159,41 @@ class AccountConfig(BaseModel):
     aws_profile: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+@-]{1,64}$")] | None = Field(
         None, description="bedrock: a named profile of the AWS config files; unset = the standard credential chain."
     )
+    azure_credential: Literal["workload_identity", "managed_identity", "client_secret", "certificate"] | None = Field(
+        None,
+        description="azure: sign in with Microsoft Entra ID instead of an API key (azure-identity, extra [azure]): "
+        "workload_identity (AKS), managed_identity, client_secret or certificate (a service principal).",
+    )
+    azure_tenant_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,99}$")] | None = Field(
+        None,
+        description="azure: the Entra tenant (id or domain); workload_identity defaults to AZURE_TENANT_ID, which "
+        "the AKS webhook sets.",
+    )
+    azure_client_id: Annotated[str, StringConstraints(pattern=_GUID)] | None = Field(
+        None,
+        description="azure: the application (client) id; for managed_identity a user-assigned identity's "
+        "(unset: the system-assigned one); workload_identity defaults to AZURE_CLIENT_ID.",
+    )
+    azure_client_secret_env: str | None = Field(
+        None, description="azure client_secret: the environment variable holding the client secret."
+    )
+    azure_client_secret_file: Path | None = Field(
+        None, description="azure client_secret: a file holding the client secret (a Secret mount)."
+    )
+    azure_certificate_file: Path | None = Field(
+        None, description="azure certificate: a PEM file with the certificate and its unencrypted private key."
+    )
+    azure_federated_token_file: Path | None = Field(
+        None,
+        description="azure workload_identity: the projected service-account token; defaults to "
+        "AZURE_FEDERATED_TOKEN_FILE, which the AKS webhook sets.",
+    )
+    azure_authority_host: Annotated[HttpUrl, AfterValidator(_https_only)] | None = Field(
+        None,
+        description="azure: the Entra authority, e.g. https://login.microsoftonline.us (sovereign clouds, a "
+        "private endpoint); unset = AZURE_AUTHORITY_HOST or the public cloud. A host set here is not checked by "
+        "instance discovery.",
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> AccountConfig:
@@ -158,9 +222,54 @@ class AccountConfig(BaseModel):
                 return "dialect bedrock signs with AWS credentials (the standard chain), not an API key"
             if self.region is None:
                 return "dialect bedrock needs region"
+        elif dialect == "azure" and (self.azure_credential is not None or present & set(_CLOUD_FIELDS["azure"])):
+            return self._entra_problem(present, has_key)
         elif not has_key:
             return "give exactly one of api_key_env or api_key_file"
         return None
+
+    def _entra_problem(self, present: set[str], has_key: bool) -> str | None:  # noqa: PLR0911 - one per misfit
+        """What is wrong with an azure account's Microsoft Entra ID settings; None when they fit."""
+        kind = self.azure_credential
+        if kind is None:
+            return (
+                "azure_* settings need azure_credential "
+                "(workload_identity, managed_identity, client_secret or certificate)"
+            )
+        if has_key:
+            return "give an API key or azure_credential, not both"
+        allowed = ENTRA_KINDS[kind] | {"azure_credential", "azure_authority_host"}
+        misplaced = sorted(present & set(_CLOUD_FIELDS["azure"]) - allowed)
+        if misplaced:
+            return f"{', '.join(misplaced)}: not a setting of azure_credential {kind}"
+        if kind == "managed_identity" and self.azure_authority_host is not None:
+            return "azure_authority_host: a managed identity gets its tokens from the platform, not an authority"
+        if kind in ("client_secret", "certificate") and (self.azure_tenant_id is None or self.azure_client_id is None):
+            return f"azure_credential {kind} needs azure_tenant_id and azure_client_id"
+        one_secret = (self.azure_client_secret_env is None) != (self.azure_client_secret_file is None)
+        if kind == "client_secret" and not one_secret:
+            return "azure_credential client_secret needs one of azure_client_secret_env or azure_client_secret_file"
+        if kind == "certificate" and self.azure_certificate_file is None:
+            return "azure_credential certificate needs azure_certificate_file"
+        return None
+
+    def load_azure_client_secret(self) -> SecretStr:
+        """The service principal's secret, read now so a missing one fails at start (never part of a message)."""
+        if self.azure_client_secret_env is not None:
+            value = os.environ.get(self.azure_client_secret_env)
+            if not value:
+                raise ConfigError(f"environment variable {self.azure_client_secret_env} is not set or empty")
+            return SecretStr(value)
+        assert self.azure_client_secret_file is not None
+        try:
+            value = self.azure_client_secret_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read azure_client_secret_file {self.azure_client_secret_file}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise ConfigError(f"azure_client_secret_file {self.azure_client_secret_file} is empty")
+        return SecretStr(value)
 
     @model_validator(mode="after")
     def _one_signing_source(self) -> AccountConfig:

@@ -379,6 +379,9 @@ def test_replicas_never_exceed_partitions_unless_asked(chart: Renderer) -> None:
 REFERENCE_FIELDS = {"api_key_env", "api_key_file", "signing_keys_env", "signing_keys_file"}
 REFERENCE_FIELDS |= {"project", "location", "google_service_account_file", "google_application_default"}
 REFERENCE_FIELDS |= {"region", "aws_profile"}
+REFERENCE_FIELDS |= {"azure_credential", "azure_tenant_id", "azure_client_id", "azure_client_secret_env"}
+REFERENCE_FIELDS |= {"azure_client_secret_file", "azure_certificate_file", "azure_federated_token_file"}
+REFERENCE_FIELDS |= {"azure_authority_host"}
 SECRETISH = re.compile(r"KEY|PASSWORD|TOKEN|SECRET|CREDENTIAL", re.IGNORECASE)
 
 

@@ -28,7 +28,7 @@ LOCK_SH = EXPORTS / "lock.sh"
 # Each export and the selection of uv.lock it must hold (requirements/lock.sh's `uv export` flags).
 SETS: dict[str, Callable[[Lock], set[tuple[str, str]]]] = {
     "runtime.txt": lambda lock: lock.closure(),
-    "runtime-cloud.txt": lambda lock: lock.closure(extras=["google", "aws"]),
+    "runtime-cloud.txt": lambda lock: lock.closure(extras=["google", "aws", "azure"]),
     "dev.txt": lambda lock: lock.closure(extras=["dev"], groups=["build", "lock"]),
     "build.txt": lambda lock: lock.closure(runtime=False, groups=["build"]),
     "uv.txt": lambda lock: lock.closure(runtime=False, groups=["lock"]),

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from batch_cancel_emulator.testing import DEFAULT_AWS_KEY, Emulator
 from tests.support.cloud import ServiceAccountKey, make_service_account_key
@@ -98,6 +99,7 @@ async def test_application_default_credentials_from_a_key_file(
 async def test_tokens_are_refreshed_before_they_expire(emu: Emulator, vertex: ProviderClient) -> None:
     """Two-second tokens: the client renews each with a quarter of its life left, so none is ever refused."""
     emu.set_google_tokens(2)
+    refreshes = REGISTRY.get_sample_value("bcw_credential_refreshes_total", {"provider": "v", "account": "a"}) or 0
     start = time.monotonic()
     job = _job(emu)
     deadline = time.monotonic() + 30
@@ -109,6 +111,10 @@ async def test_tokens_are_refreshed_before_they_expire(emu: Emulator, vertex: Pr
     assert statuses and set(statuses) == {200}  # never a 401: each token was replaced while still valid
     issued = [r["t_mono"] for r in _tokens(emu, start)]
     assert all(later - earlier < 2.0 for earlier, later in itertools.pairwise(issued))
+    counted = REGISTRY.get_sample_value("bcw_credential_refreshes_total", {"provider": "v", "account": "a"})
+    assert counted == refreshes + len(issued)  # each token minted is one refresh in the metric
+    age = REGISTRY.get_sample_value("bcw_credential_age_seconds", {"provider": "v", "account": "a"})
+    assert age is not None and 0 <= age < 2.0
 
 
 async def test_a_revoked_token_gets_one_retry_with_a_new_one(emu: Emulator, vertex: ProviderClient) -> None:
@@ -318,6 +324,8 @@ async def test_irsa_web_identity_credentials_are_assumed_and_renewed(
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", emu.aws_sts_url)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     start = time.monotonic()
+    labels = {"provider": "b", "account": "a"}
+    refreshes = REGISTRY.get_sample_value("bcw_credential_refreshes_total", labels) or 0
     client = _bedrock_with_env(emu)
     job = emu.create_batch("bedrock")
     for _ in range(3):
@@ -328,6 +336,9 @@ async def test_irsa_web_identity_credentials_are_assumed_and_renewed(
     assert all(r["headers"]["x-amz-security-token"] == "[redacted]" for r in log)
     exchanges = [r for r in emu.requests(dialect="aws_sts") if r["t_mono"] >= start]
     assert len(exchanges) >= 3 and {r["status"] for r in exchanges} == {200}
+    # temporary credentials: obtained at start, then renewed before each request (the metric counts both)
+    assert (REGISTRY.get_sample_value("bcw_credential_refreshes_total", labels) or 0) >= refreshes + 3
+    assert (REGISTRY.get_sample_value("bcw_credential_age_seconds", labels) or -1) >= 0
 
 
 async def test_an_untrusted_web_identity_token_is_rejected_with_the_sts_reason(

@@ -4,8 +4,9 @@ The dashboard's metric names are also checked statically (tests/deploy/test_dash
 unit-tested with synthetic series (tests/test_alerts.py); neither proves that Prometheus accepts the queries
 or that the worker's series have the labels the queries group by. Here a Prometheus (loopback, 1 s scrapes,
 the chart's rules file loaded) scrapes a worker while a scenario runs that touches every kind of series: cancels,
-rejections (the ``wrongkey`` account: 401), a dead letter (a record that is no JSON) and retries (429s from the
-emulator). Then, through Prometheus' HTTP API:
+rejections (the ``wrongkey`` account: 401), a dead letter (a record that is no JSON), retries (429s from the
+emulator) and cancels on Azure accounts signing in with Microsoft Entra ID (cloud-credential series). Then,
+through Prometheus' HTTP API:
 
 - each dashboard target (Grafana's variables filled in as Grafana would) parses and returns series, and each
   series has the labels its legend shows; the variables' own queries find the scraped namespace and pod;
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from devstack.prometheus import RULES, Prometheus, dashboard_queries
+from tests.support.entra import entra_provider
 from tests.support.events import EventLog, publish_commands
 from tests.support.stack import Stack, StackFactory
 from tests.support.waiting import until_sync
@@ -59,7 +61,8 @@ def _alerts() -> list[dict[str, Any]]:
 
 def _round(s: Stack, n: int) -> list[dict[str, Any] | bytes]:
     """Four plain cancels, two that meet three 429s each before the cancel goes through, two with a key the
-    provider refuses (401, ``rejected``), and a record that is no JSON (dead letter ``invalid_json``)."""
+    provider refuses (401, ``rejected``), one on an Entra ID account, and a record that is no JSON (dead letter
+    ``invalid_json``)."""
     tag = f"r{n}-{uuid.uuid4().hex[:6]}"
     plain = [s.emulator.create_batch("openai", f"batch_{tag}_ok{i}", cancelling_polls=1) for i in range(4)]
     limited = [
@@ -67,8 +70,10 @@ def _round(s: Stack, n: int) -> list[dict[str, Any] | bytes]:
         for i in range(2)
     ]
     refused = [s.emulator.create_batch("openai", f"batch_{tag}_401{i}") for i in range(2)]
+    entra = s.emulator.create_batch("azure", f"batch_{tag}_entra", cancelling_polls=0)
     return [
         *({"provider": "openai", "batch_id": b} for b in plain + limited),
+        {"provider": "entra", "account": "secret", "batch_id": entra},
         *({"provider": "openai", "account": "wrongkey", "batch_id": b} for b in refused),
         b"cancel " + tag.encode() + b" please",
     ]
@@ -76,7 +81,9 @@ def _round(s: Stack, n: int) -> list[dict[str, Any] | bytes]:
 
 async def test_every_dashboard_query_and_alert_on_a_real_prometheus(make_stack: StackFactory) -> None:
     s = make_stack(partitions=2)
-    worker = s.start_worker(name="scraped")
+    entra = entra_provider(s.emulator, s.workdir, provider="entra")
+    s.providers_file.write_text(s.providers_file.read_text() + entra.yaml)
+    worker = s.start_worker(name="scraped", **entra.env)
     with Prometheus({POD: f"127.0.0.1:{worker.port}"}, rule_files=[RULES], namespace=NAMESPACE) as prom:
         prom.wait_for('up{job="batch-cancel-worker"} == 1', timeout=30, what="the first scrape of the worker")
         prom.wait_for('bcw_ready{check="group_joined"} == 1', timeout=60, what="the worker in its group")

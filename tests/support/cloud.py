@@ -1,4 +1,5 @@
-"""Cloud-provider test material: minimal batch bodies per dialect, and throw-away Google service-account keys.
+"""Cloud-provider test material: minimal batch bodies per dialect, throw-away Google service-account keys and
+Entra ID application certificates.
 
 A service-account key is generated per test (an RSA key made with ``cryptography``, never a real credential),
 written as the JSON key file Google issues, with ``token_uri`` pointing at the emulator's token endpoint; the
@@ -18,7 +19,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["CLOUD_BODIES", "ServiceAccountKey", "make_service_account_key"]
+__all__ = [
+    "CLOUD_BODIES",
+    "EntraCertificate",
+    "ServiceAccountKey",
+    "make_entra_certificate",
+    "make_service_account_key",
+]
 
 CLOUD_BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
     "gemini": lambda raw: {"name": "batches/abc123", "metadata": {"name": "batches/abc123", "state": raw}},
@@ -67,3 +74,40 @@ def make_service_account_key(directory: Path, token_uri: str, *, name: str = "bc
     )
     path.chmod(0o600)
     return ServiceAccountKey(path, key_id, email, public_pem)
+
+
+@dataclass(frozen=True)
+class EntraCertificate:
+    path: Path  # PEM: the private key, then the certificate (what azure-identity's CertificateCredential reads)
+    certificate_pem: str  # what the application's registration in Entra holds
+
+
+def make_entra_certificate(directory: Path, *, name: str = "bcw-app") -> EntraCertificate:
+    """A throw-away self-signed certificate and its key, as a service principal's credential."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(private, hashes.SHA256())
+    )
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    path = directory / f"{name}-{uuid.uuid4().hex[:8]}.pem"
+    path.write_text(private_pem + certificate_pem)
+    path.chmod(0o600)
+    return EntraCertificate(path, certificate_pem)

@@ -1,14 +1,14 @@
 """How one account's requests are addressed and authenticated: ``AccountAccess``, built once per account at start.
 
 Most providers take a static API key, so their access is a header dict computed once (no work per request).
-Vertex AI and Bedrock authenticate with cloud credentials that expire and must be applied to each request as it
-is sent (an OAuth2 access token, a SigV4 signature over the final URL and date), so their access carries an
-``httpx.Auth``: httpx runs its flow for every attempt, retries included, which is exactly where a fresh token
-or a new signature belongs. Their resources also live under account settings (project and location, region),
-so the access carries the account's own URL prefix too.
+Vertex AI, Bedrock and Azure accounts signing in with Microsoft Entra ID authenticate with cloud credentials that
+expire and must be applied to each request as it is sent (an OAuth2 access token, a SigV4 signature over the final
+URL and date), so their access carries an ``httpx.Auth``: httpx runs its flow for every attempt, retries included,
+which is exactly where a fresh token or a new signature belongs. Vertex and Bedrock resources also live under
+account settings (project and location, region), so their access carries the account's own URL prefix too.
 
-The cloud libraries are optional extras (``batch-cancel-worker[google]``, ``[aws]``): they are imported only when
-an account needs them, and their absence is a start-up ``ConfigError`` naming the extra to install.
+The cloud libraries are optional extras (``batch-cancel-worker[google]``, ``[aws]``, ``[azure]``): they are
+imported only when an account needs them, and their absence is a start-up ``ConfigError`` naming the extra.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def account_access(
         root = base_url or f"https://{acc.location}-aiplatform.googleapis.com/v1"
         return AccountAccess(
             headers=None,
-            auth=GoogleTokenAuth(load_google_credentials(acc, where_text), where_text),
+            auth=GoogleTokenAuth(load_google_credentials(acc, where_text), where, where_text),
             url_prefix=f"{root}/projects/{acc.project}/locations/{acc.location}",
         )
     if config.dialect == "bedrock":
@@ -82,8 +82,20 @@ def account_access(
         return AccountAccess(
             headers=None,
             auth=SigV4Auth(
-                load_aws_credentials(acc, where_text), region=acc.region, service="bedrock", where=where_text
+                load_aws_credentials(acc, where_text),
+                region=acc.region,
+                service="bedrock",
+                account=where,
+                where=where_text,
             ),
             url_prefix=base_url or f"https://bedrock.{acc.region}.amazonaws.com",
+        )
+    if config.dialect == "azure" and acc.azure_credential is not None:
+        require_extra("azure", "azure.identity", f"{where_text} (azure_credential {acc.azure_credential})")
+        from worker.providers.azure_credentials import EntraTokenAuth, entra_credential_factory
+
+        # the resource's own base URL applies, as for a key: only the credential differs
+        return AccountAccess(
+            headers=None, auth=EntraTokenAuth(entra_credential_factory(acc, where_text), where, where_text)
         )
     return AccountAccess(headers=dialect.auth_headers(acc.load_key().get_secret_value()))

@@ -11,6 +11,9 @@ Each attempt is signed afresh as httpx sends it (``httpx.Auth``): the signature 
 URL, the ``host`` header, ``x-amz-date`` and the body's hash, so a retry a minute later carries a new date
 instead of a signature AWS would call expired. A signature AWS refuses (403 ``InvalidSignatureException``,
 ``UnrecognizedClientException``, ``ExpiredTokenException``) is the dialect's to classify: ``rejected``.
+
+Renewals and failed renewals are counted per account and the temporary credentials' age exported, as for the
+bearer tokens (``worker.providers.bearer``); static keys never renew, so they have no age.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from botocore.awsrequest import AWSRequest
 
 from worker.config import AccountConfig, ConfigError
 from worker.errors import Rejected, Retryable
+from worker.telemetry import metrics
 
 __all__ = ["SigV4Auth", "load_aws_credentials"]
 
@@ -63,12 +67,27 @@ def load_aws_credentials(acc: AccountConfig, where: str) -> botocore.credentials
 class SigV4Auth(httpx.Auth):
     """Signs each request for ``service`` in ``region`` (see the module docstring)."""
 
-    def __init__(self, credentials: botocore.credentials.Credentials, *, region: str, service: str, where: str) -> None:
+    def __init__(
+        self,
+        credentials: botocore.credentials.Credentials,
+        *,
+        region: str,
+        service: str,
+        account: tuple[str, str],
+        where: str,
+    ) -> None:
         self._credentials = credentials
         self._region = region
         self._service = service
+        self._account = account
         self._where = where
         self._lock = asyncio.Lock()
+        metrics.CREDENTIALS.watch(*account)
+        if isinstance(credentials, botocore.credentials.RefreshableCredentials) and not isinstance(
+            credentials,
+            botocore.credentials.DeferredRefreshableCredentials,  # IRSA: fetched at the first request
+        ):
+            metrics.CREDENTIALS.refreshed(*account)  # the chain obtained them at start (load_aws_credentials)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         signer = botocore.auth.SigV4Auth(await self._frozen(), self._service, self._region)
@@ -97,9 +116,12 @@ class SigV4Auth(httpx.Auth):
         try:
             await asyncio.to_thread(credentials.get_frozen_credentials)
         except _TRANSIENT as exc:
+            metrics.CREDENTIALS.failed(*self._account, "unreachable")
             log.warning("AWS credential refresh failed for %s: %s", self._where, exc)
             raise Retryable(f"AWS credential refresh: {exc}") from None
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            metrics.CREDENTIALS.failed(*self._account, "refused")
             log.warning("AWS credential refresh refused for %s: %s", self._where, exc)
             raise Rejected(None, "credentials_refused", f"AWS credential refresh refused: {exc}") from None
+        metrics.CREDENTIALS.refreshed(*self._account)
         log.info("AWS credentials refreshed for %s", self._where)

@@ -6,9 +6,9 @@ version). Both take the key in ``api-key``. The status enum is OpenAI's; Microso
 show ISO 8601 times, capitalised statuses (``"Validating"``) and ``null`` counts — the base parser accepts all
 three, so nothing here depends on whether the live service really answers that way.
 
-Microsoft Entra ID (a bearer token instead of a key) is not offered yet: its tokens live about an hour, so
-it needs a token source that refreshes (workload identity through ``azure-identity``), not a key read once at
-start; an account holding a static token would start failing with 401 an hour after the worker did.
+An account may sign in with Microsoft Entra ID instead (``azure_credential``): a bearer token from
+``worker.providers.azure_credentials``, refreshed before it expires and renewed once after a 401. A 401 that
+remains — a refused key, or a new token refused again — is ``credentials_refused``, never retried.
 No source shows what cancelling a finished batch answers on Azure; 409 (OpenAI's) and a 400 are both checked
 by reading the batch once (``unclear_refusals``).
 """
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from worker.providers.base import Dialect
+from worker.errors import ProviderError, Rejected
+from worker.providers.base import Dialect, ErrorInfo
 
 __all__ = ["AzureDialect"]
 
@@ -29,3 +30,8 @@ class AzureDialect(Dialect):
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"api-key": key}
+
+    def classify_body(self, status: int, info: ErrorInfo) -> ProviderError | None:
+        if status == 401:
+            return Rejected(status, "credentials_refused", f"Azure refused the credentials: {info.message}")
+        return None

@@ -8,6 +8,7 @@ series count and belong in logs and traces).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ __all__ = [
     "COMMANDS_IN_FLIGHT",
     "COMMAND_FINAL_SECONDS",
     "COMMIT_LAG",
+    "CREDENTIALS",
+    "CREDENTIAL_REFRESHES",
+    "CREDENTIAL_REFRESH_FAILURES",
     "DEAD_LETTERS",
     "EVENT_PUBLISH_FAILURES",
     "FOLLOWS_IN_FLIGHT",
@@ -44,6 +48,7 @@ __all__ = [
     "THROTTLED",
     "AccountCollector",
     "AccountReading",
+    "CredentialAges",
 ]
 
 #: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
@@ -168,6 +173,70 @@ class AccountCollector(Collector):
 
 ACCOUNTS = AccountCollector()
 REGISTRY.register(ACCOUNTS)
+
+
+CREDENTIAL_REFRESHES = Counter(
+    "bcw_credential_refreshes",
+    "Cloud credentials obtained or renewed per account (a Google or Entra access token, temporary AWS keys)",
+    ["provider", "account"],
+)
+CREDENTIAL_REFRESH_FAILURES = Counter(
+    "bcw_credential_refresh_failures",
+    "Failed credential refreshes per account: refused (the identity provider said no; the command is rejected) "
+    "or unreachable (retried within the call's budget)",
+    ["provider", "account", "reason"],
+)
+#: The reasons ``CREDENTIAL_REFRESH_FAILURES`` counts, each born at 0 per account (``CredentialAges.watch``).
+CREDENTIAL_FAILURE_REASONS = ("refused", "unreachable")
+
+
+class CredentialAges(Collector):
+    """``bcw_credential_age_seconds``: how old the credentials each cloud account signs with are, at scrape time.
+
+    A token refreshed on time is younger than its lifetime (a Google or Entra token at most ~55 minutes); an age
+    that keeps growing past it means the account is still using what it had and every refresh is failing.
+    """
+
+    def __init__(self) -> None:
+        self._obtained: dict[tuple[str, str], float] = {}
+
+    def watch(self, provider: str, account: str) -> None:
+        """Create the account's counters at 0, so ``increase()`` sees its first refresh and its first failure."""
+        CREDENTIAL_REFRESHES.labels(provider, account)
+        for reason in CREDENTIAL_FAILURE_REASONS:
+            CREDENTIAL_REFRESH_FAILURES.labels(provider, account, reason)
+
+    def refreshed(self, provider: str, account: str) -> None:
+        CREDENTIAL_REFRESHES.labels(provider, account).inc()
+        self._obtained[(provider, account)] = time.monotonic()
+
+    def failed(self, provider: str, account: str, reason: str) -> None:
+        CREDENTIAL_REFRESH_FAILURES.labels(provider, account, reason).inc()
+
+    def age(self, provider: str, account: str) -> float | None:
+        obtained = self._obtained.get((provider, account))
+        return None if obtained is None else time.monotonic() - obtained
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "bcw_credential_age_seconds",
+            "Seconds since the credentials an account uses now were obtained (cloud accounts, once they have some)",
+            labels=["provider", "account"],
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        now = time.monotonic()
+        for (provider, account), obtained in sorted(self._obtained.items()):
+            family.add_metric([provider, account], now - obtained)
+        yield family
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+
+CREDENTIALS = CredentialAges()
+REGISTRY.register(CREDENTIALS)
 
 
 READY = Gauge(

@@ -113,7 +113,7 @@ rounded up, plus a margin for the final commit, producer flush and exit. */}}
 {{- end }}
 
 {{/* Every key the rendered providers file refers to (API keys, command-signing keys, Google service-account
-key files) must reach the pod:
+key files, Entra ID client secrets and certificates) must reach the pod:
 an env var the chart sets, or a file under a mounted Secret. Checked at install, since the worker would
 only find out at start. */}}
 {{- define "bcw.validateApiKeys" -}}
@@ -126,6 +126,7 @@ only find out at start. */}}
 {{- $vars := list }}
 {{- with $a.api_key_env }}{{ $vars = append $vars (list "api_key_env" .) }}{{ end }}
 {{- range $a.signing_keys_env }}{{ $vars = append $vars (list "signing_keys_env" .) }}{{ end }}
+{{- with $a.azure_client_secret_env }}{{ $vars = append $vars (list "azure_client_secret_env" .) }}{{ end }}
 {{- range $vars }}
 {{- if not (or (has (index . 1) $envNames) $.Values.apiKeys.existingSecret) }}
 {{- fail (printf "providers.config: %s/%s reads %s %s, which no apiKeys.env entry (nor apiKeys.existingSecret, extraEnv) provides" $provider $account (index . 0) (index . 1)) }}
@@ -135,6 +136,8 @@ only find out at start. */}}
 {{- with $a.api_key_file }}{{ $files = append $files (list "api_key_file" .) }}{{ end }}
 {{- with $a.signing_keys_file }}{{ $files = append $files (list "signing_keys_file" .) }}{{ end }}
 {{- with $a.google_service_account_file }}{{ $files = append $files (list "google_service_account_file" .) }}{{ end }}
+{{- with $a.azure_client_secret_file }}{{ $files = append $files (list "azure_client_secret_file" .) }}{{ end }}
+{{- with $a.azure_certificate_file }}{{ $files = append $files (list "azure_certificate_file" .) }}{{ end }}
 {{- range $files }}
 {{- $file := index . 1 }}
 {{- $found := false }}
