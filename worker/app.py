@@ -64,6 +64,7 @@ class Worker:
             intent_delay=settings.follow_intent_delay_s,
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
+        metrics.selector_series(accounts)
         self.store = FollowStore(settings, self.producer)
         tracing = CommandTracing(settings.group_id)
         self.follows = Follows(

@@ -9,7 +9,7 @@ series count and belong in logs and traces).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker.budget import Priority
+from worker.contract.selector_event import SelectorOutcome
 from worker.contract.types import DeadLetterReason, Outcome
 
 # ``*_created`` series double the output and no dashboard reads them.
@@ -38,6 +39,7 @@ __all__ = [
     "FOLLOWS_IN_FLIGHT",
     "FOLLOWS_RESTORED",
     "FOLLOW_STATE_WRITES",
+    "KILLS_ACTIVE",
     "LIST_REQUESTS",
     "OLDEST_FOLLOW_AGE",
     "PAUSED_PARTITIONS",
@@ -45,10 +47,14 @@ __all__ = [
     "READY",
     "RESTORE_SECONDS",
     "RETRIES",
+    "SELECTORS",
+    "SELECTOR_MATCHES",
+    "SWEEP_FAILURES",
     "THROTTLED",
     "AccountCollector",
     "AccountReading",
     "CredentialAges",
+    "selector_series",
 ]
 
 #: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
@@ -245,14 +251,6 @@ READY = Gauge(
     ["check"],
 )
 
-# Every outcome and dead-letter reason exists from the start at 0. A labelled child is otherwise born at its
-# first increment, already at 1, and ``rate()``/``increase()`` cannot see that first step: the first burst of
-# rejections or dead letters after a restart would never reach an alert (docs/runbook.md).
-for _outcome in Outcome:
-    COMMANDS.labels(_outcome.value)
-for _reason in DeadLetterReason:
-    DEAD_LETTERS.labels(_reason.value)
-
 # --- selectors (cancel by selector, standing kills) ----------------------------------------------------------
 SELECTORS = Counter("bcw_selector_commands", "Selector and lift commands finished, by final outcome", ["outcome"])
 SELECTOR_MATCHES = Counter(
@@ -264,3 +262,24 @@ SWEEP_FAILURES = Counter(
     "Standing-kill sweeps that could not list, or matched more than max_batches",
     ["provider", "account"],
 )
+
+
+def selector_series(accounts: Mapping[str, Iterable[str]]) -> None:
+    """Every configured provider's match counter and every account's sweep-failure counter, born at 0 (see
+    below): the first failed sweep after a restart must reach ``increase()`` and BcwStandingKillFailing."""
+    for provider, names in accounts.items():
+        SELECTOR_MATCHES.labels(provider)
+        for account in names:
+            SWEEP_FAILURES.labels(provider, account)
+
+
+# Every outcome and dead-letter reason exists from the start at 0. A labelled child is otherwise born at its
+# first increment, already at 1, and ``rate()``/``increase()`` cannot see that first step: the first burst of
+# rejections or dead letters after a restart would never reach an alert (docs/runbook.md).
+for _outcome in Outcome:
+    COMMANDS.labels(_outcome.value)
+for _reason in DeadLetterReason:
+    DEAD_LETTERS.labels(_reason.value)
+for _selector_outcome in SelectorOutcome:  # an invalid selector is a dead letter, counted with the commands
+    if _selector_outcome is not SelectorOutcome.INVALID:
+        SELECTORS.labels(_selector_outcome.value)
