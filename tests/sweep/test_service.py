@@ -25,9 +25,14 @@ from worker.sweep.service import Selectors
 
 
 class Lister(FakeList):
+    budget = 1_000_000.0  # tests of pacing set a small one
+
     def check_filter(self, f: ListFilter) -> None:
         if f.model is not None:
             raise UnsupportedCriterion("anthropic", "model", "its list items carry no model")
+
+    def request_budget(self, account: str) -> float:
+        return self.budget
 
 
 class Store:
@@ -218,3 +223,19 @@ async def test_a_criterion_only_the_answer_shows_unsupported_ends_rejected() -> 
     final = sinks.events[-1]
     assert final.outcome is SelectorOutcome.REJECTED and final.detail is not None
     assert final.detail.code == "unsupported_criterion" and sinks.commands == []
+
+
+async def test_children_are_paced_by_the_accounts_budget_after_a_burst() -> None:
+    """At a budget of 1/s the allowance is 2/s after a burst of 20: 24 matches take at least two seconds, and the
+    selector's offset waits for the last child."""
+    from tests.sweep.test_runner import _batch
+
+    lister = Lister([_batch(n) for n in range(24)], size=100)
+    lister.budget = 1.0
+    selectors, sinks, _ = _selectors(lister)
+    offsets = Offsets()
+    started = time.monotonic()
+    selectors.take(Rec(7), offsets, _selector(max_batches=100), None)
+    await until(lambda: offsets.done == [7], timeout=10, what="the paced rest")
+    # A lower bound only: the last 4 children cannot go before 2 s of allowance (a slow machine only adds).
+    assert len(sinks.commands) == 24 and time.monotonic() - started >= 1.5

@@ -112,6 +112,10 @@ class ProviderClient:
         """Per selector criterion: evaluated by this provider's list call, on our side, or not at all."""
         return self._dialect.list_support
 
+    def request_budget(self, account: str) -> float:
+        """The account's configured requests per second (``max_requests_per_s``): a sweep paces its children by it."""
+        return self.gates[account].adaptive.ceiling
+
     def check_filter(self, f: ListFilter) -> None:
         """Raise ``UnsupportedCriterion`` for a criterion this provider cannot evaluate (no request is made):
         what validating a selector command needs before anything is listed."""

@@ -10,6 +10,7 @@ commands twice, which the follow engine absorbs as a redelivery. ``reason``, ``r
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +24,12 @@ __all__ = ["PARENT_KEY", "PUBLISH_CHUNK", "CommandSink", "child_of", "publish_ch
 PARENT_KEY = PARENT_METADATA_KEY
 #: Children sent at once; the producer bounds sends in flight itself, this bounds the tasks waiting on it.
 PUBLISH_CHUNK = 500
+#: Children are published at most this many times faster than the account's request budget can cancel them
+#: (after a first burst of ``PACE_BURST_S`` seconds' worth): ten thousand children published at once would
+#: sit in front of every plain command of their partitions while the workers take them in, for no gain, since
+#: the provider is cancelled at the budget's rate anyway.
+PACE_FACTOR = 2.0
+PACE_BURST_S = 10.0
 
 
 class CommandSink(Protocol):
@@ -51,12 +58,25 @@ def encode_child(child: CancelCommand) -> bytes:
 
 
 async def publish_children(
-    sink: CommandSink, selector: SelectorCommand, batches: Iterable[ListedBatch], context: Any
+    sink: CommandSink,
+    selector: SelectorCommand,
+    batches: Iterable[ListedBatch],
+    context: Any,
+    *,
+    budget: float | None = None,
 ) -> Sequence[str]:
-    """Publish one child per batch; returns their command ids once every one is acknowledged."""
+    """Publish one child per batch, paced by the account's request ``budget`` (per second; None: at once);
+    returns their command ids once every one is acknowledged."""
     children = [child_of(selector, batch) for batch in batches]
-    for start in range(0, len(children), PUBLISH_CHUNK):
-        chunk = children[start : start + PUBLISH_CHUNK]
+    rate = None if budget is None else max(1.0, budget * PACE_FACTOR)
+    burst = 0.0 if rate is None else rate * PACE_BURST_S
+    size = PUBLISH_CHUNK if rate is None else max(1, min(PUBLISH_CHUNK, int(rate)))
+    started = time.monotonic()
+    for start in range(0, len(children), size):
+        chunk = children[start : start + size]
+        if rate is not None:  # the chunk may go once the allowance (burst + rate x elapsed) covers it
+            due = started + max(0.0, start + len(chunk) - burst) / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
         await asyncio.gather(*(_send(sink, c, context) for c in chunk))
     return [c.command_id for c in children]
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from worker.contract import FailureDetail, KillState, SelectorCommand, SelectorEvent, SelectorOutcome
 from worker.sweep.expand import CommandSink
-from worker.sweep.listing import Lister
+from worker.sweep.listing import ListingClient
 from worker.sweep.runner import SelectorSink, SweepReport, final_event, run_sweep
 from worker.telemetry import metrics
 
@@ -40,7 +40,7 @@ class StandingKill:
 
     state: KillState
     partition: int
-    lister: Lister
+    lister: ListingClient
     commands: CommandSink
     events: SelectorSink
     store: KillStore
@@ -82,7 +82,14 @@ class StandingKill:
         """One sweep now; records the count and reports it as a progress event."""
         number = self.state.sweeps + 1
         report = await run_sweep(
-            self.command, self.lister, self.commands, self.events, self.context, sweep_number=number, skip=self.covered
+            self.command,
+            self.lister,
+            self.commands,
+            self.events,
+            self.context,
+            sweep_number=number,
+            skip=self.covered,
+            budget=self.lister.request_budget(self.command.account),
         )
         self.covered.update(report.covered)
         if report.outcome is not None:

@@ -16,7 +16,7 @@ from typing import Protocol
 from worker.errors import Rejected
 from worker.providers.listing import ListedBatch, ListFilter, ListPage
 
-__all__ = ["MAX_PAGES", "PAGE_SIZE", "Lister", "Sweep", "walk"]
+__all__ = ["MAX_PAGES", "PAGE_SIZE", "Lister", "ListingClient", "Sweep", "walk"]
 
 #: 100 is the largest page OpenAI-style lists accept; dialects with a smaller cap clamp it themselves.
 PAGE_SIZE = 100
@@ -30,6 +30,14 @@ class Lister(Protocol):
     async def list_page(
         self, account: str, f: ListFilter, cursor: str | None, *, page_size: int = PAGE_SIZE
     ) -> ListPage: ...
+
+
+class ListingClient(Lister, Protocol):
+    """A provider client as selectors use it: list pages, refuse a criterion it cannot evaluate, and say the
+    account's request budget (children are published at a pace it can cancel)."""
+
+    def check_filter(self, f: ListFilter) -> None: ...
+    def request_budget(self, account: str) -> float: ...
 
 
 @dataclass

@@ -95,6 +95,7 @@ async def run_sweep(
     *,
     sweep_number: int = 1,
     skip: Collection[str] = (),
+    budget: float | None = None,
 ) -> SweepReport:
     """List, match, guard, then preview or publish; ``skip`` holds batch ids a standing kill already covered."""
     report = SweepReport(sweep=sweep_number, outcome=None)
@@ -131,7 +132,7 @@ async def run_sweep(
         report.outcome = SelectorOutcome.PREVIEWED
         report.matches = _preview(sweep)
         return report
-    report.published = list(await publish_children(commands, command, sweep.batches, context))
+    report.published = list(await publish_children(commands, command, sweep.batches, context, budget=budget))
     report.covered = [b.batch_id for b in sweep.batches]
     log.info(
         "selector expanded",

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from worker.contract import (
     DeadLetterReason,
@@ -31,12 +31,12 @@ from worker.contract import (
     SelectorOutcome,
     check_until,
 )
-from worker.providers.listing import ListFilter, UnsupportedCriterion
+from worker.providers.listing import UnsupportedCriterion
 from worker.record import CommandOffsets, Record
 from worker.sweep.criteria import to_filter
 from worker.sweep.expand import CommandSink
 from worker.sweep.kill import KillStore, StandingKill
-from worker.sweep.listing import Lister
+from worker.sweep.listing import ListingClient
 from worker.sweep.runner import SelectorSink, SweepReport, final_event, run_sweep
 from worker.telemetry import metrics
 
@@ -45,12 +45,6 @@ __all__ = ["ListingClient", "Selectors"]
 log = logging.getLogger("worker.sweep")
 
 KillId = tuple[str, str, str]  # (provider, account, selector command id)
-
-
-class ListingClient(Lister, Protocol):
-    """A provider client as selectors use it: list pages, and refuse a criterion it cannot evaluate."""
-
-    def check_filter(self, f: ListFilter) -> None: ...
 
 
 class Selectors:
@@ -109,7 +103,8 @@ class Selectors:
     async def _selector(self, record: Record, offsets: CommandOffsets, command: SelectorCommand, context: Any) -> None:
         lister = self._listers[command.provider]
         try:
-            report = await run_sweep(command, lister, self._commands, self._events, context)
+            budget = lister.request_budget(command.account)
+            report = await run_sweep(command, lister, self._commands, self._events, context, budget=budget)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must end this one selector, not hold its partition's offsets forever
