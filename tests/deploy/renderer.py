@@ -70,17 +70,6 @@ def _build_helm(target: Path) -> None:
         os.replace(Path(gobin) / "helm", target)
 
 
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    """The pinned helm, built once per machine into the git-ignored .cache/ (minutes cold, then instant)."""
-    binary = HELM_DIR / "helm"
-    if not binary.exists():
-        _build_helm(binary)
-    out = subprocess.run([binary, "version", "--short"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith(HELM_VERSION), out
-    return binary
-
-
 class HelmError(Exception):
     pass
 

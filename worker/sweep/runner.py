@@ -150,30 +150,24 @@ async def run_sweep(
 
 
 def _progress(command: SelectorCommand, report: SweepReport) -> SelectorEvent:
-    return SelectorEvent.build(
-        command.command_id,
-        command.provider,
-        command.account,
-        standing=command.standing,
-        dry_run=command.dry_run,
-        final=False,
-        outcome=None,
-        swept=False,
-        **{**report.fields(), "children": [], "matches": [], "detail": None},
-    )
+    """Listing still under way: counts so far, no children or matches yet."""
+    return _event(command, None, swept=False, **{**report.fields(), "children": [], "matches": [], "detail": None})
 
 
 def final_event(command: SelectorCommand, report: SweepReport, outcome: SelectorOutcome) -> SelectorEvent:
     """The selector's one final. Its id depends on the command alone: a final repeated after a crash (in the
     window between the final and the offset commit) is the same event to a consumer that deduplicates by id."""
+    return _event(command, outcome, swept=True, **report.fields())
+
+
+def _event(command: SelectorCommand, outcome: SelectorOutcome | None, **fields: Any) -> SelectorEvent:
     return SelectorEvent.build(
         command.command_id,
         command.provider,
         command.account,
         standing=command.standing,
         dry_run=command.dry_run,
-        final=True,
+        final=outcome is not None,
         outcome=outcome,
-        swept=True,
-        **report.fields(),
+        **fields,
     )
