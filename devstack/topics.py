@@ -9,10 +9,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from devstack.broker import KafkaBroker
+__all__ = ["FOLLOWS_TOPIC_CONFIG", "TopicHost", "WorkerTopics"]
 
-__all__ = ["FOLLOWS_TOPIC_CONFIG", "WorkerTopics"]
+
+class TopicHost(Protocol):
+    """Where topics are made: one broker (``devstack.broker.KafkaBroker``) or a cluster (``devstack.cluster``)."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None: ...
+
 
 #: What docs/durable-follows.md tells operators to create the follows topic with.
 FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"}
@@ -22,7 +31,7 @@ FOLLOWS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0
 class WorkerTopics:
     """Commands, events and follows topics of ``partitions`` each, a one-partition DLQ, and a group name."""
 
-    broker: KafkaBroker
+    broker: TopicHost
     partitions: int = 3
     prefix: str = ""
     follows_config: Mapping[str, str] = field(default_factory=lambda: dict(FOLLOWS_TOPIC_CONFIG))
