@@ -211,6 +211,7 @@ class App:
             key = _access_key_id(scope["headers"]) if auth_error is None else None
         else:
             key = _presented_key(scope["headers"], dialect)
+        entry["key_id"] = key_id(key) if key else None  # which account (or which worker) asked; never the key
         names = [f"dialect:{dialect or '-'}"] + ([f"key:{dialect}:{key_id(key)}"] if key and dialect else [])
         self.stats.enter(*names)
         try:

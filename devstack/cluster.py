@@ -102,6 +102,15 @@ class ClusterNode(KafkaBroker):
     def _format_args(self) -> list[str]:
         return ["-t", self.cluster_id]  # static voters (controller.quorum.voters): no --standalone
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The tail, after the first errors: a node that fails to start logs why long before its shutdown."""
+        errors: list[str] = []
+        if self.log_file.exists():
+            text = self.log_file.read_text(errors="replace").splitlines()
+            errors = [line for line in text if " ERROR " in line or "Exception" in line][:10]
+        head = "--- first errors ---\n" + "\n".join(errors) + "\n" if errors else ""
+        return head + super().log_tail(lines)
+
 
 @dataclass(eq=False)
 class KafkaCluster:

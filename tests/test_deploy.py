@@ -83,6 +83,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "bcw_follow_state_writes_total": ("counter", frozenset({"kind"})),
     "bcw_oldest_follow_age_seconds": ("gauge", frozenset()),
     "bcw_follows_restore_seconds": ("histogram", frozenset()),
+    "bcw_partitions_fenced_total": ("counter", frozenset()),
     "bcw_ready": ("gauge", frozenset({"check"})),
     "bcw_provider_throttled_total": ("counter", frozenset({"provider", "account"})),
     "bcw_account_budget_requests_per_s": ("gauge", frozenset({"provider", "account"})),
