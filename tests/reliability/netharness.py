@@ -11,7 +11,7 @@ import time
 from devstack.cluster import KafkaCluster
 from tests.support.stack import Stack, wait_committed
 
-__all__ = ["lag_zero_after", "leaders", "quorum_leader", "wait_quorum_leader"]
+__all__ = ["lag_zero_after", "leaders", "quorum_leader", "round_trip_s", "wait_quorum_leader"]
 
 _LEADER_ID = re.compile(r"LeaderId:\s+(\d+)")
 
@@ -56,3 +56,27 @@ def wait_quorum_leader(cluster: KafkaCluster, not_: int, timeout: float = 60.0) 
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"no new quorum leader after {timeout:.0f}s (last: {last!r})")
+
+
+async def round_trip_s(bootstrap: str, samples: int = 5, attempts: int = 1) -> float:
+    """The median time of a metadata request to ``bootstrap``: proof that a latency toxic is in the way.
+    ``attempts``: tries (a fresh client each) when connections may be reset on purpose."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            took = []
+            for _ in range(samples):
+                t0 = time.monotonic()
+                await admin.describe_cluster()
+                took.append(time.monotonic() - t0)
+            return sorted(took)[len(took) // 2]
+        except (KafkaError, OSError):
+            if attempt == attempts - 1:
+                raise
+        finally:
+            await admin.close()
+    raise AssertionError("unreachable")

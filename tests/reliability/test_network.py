@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import statistics
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from batch_cancel_emulator.testing import key_id
 from devstack.cluster import KafkaCluster
@@ -40,7 +43,7 @@ from tests.reliability.harness import (
     wait_committed,
     wait_for,
 )
-from tests.reliability.netharness import lag_zero_after
+from tests.reliability.netharness import lag_zero_after, round_trip_s
 from tests.support.cluster import NetworkCluster
 from tests.support.events import EventLog
 
@@ -168,6 +171,8 @@ async def test_29d_slow_lossy_links_during_600_follows(
         api.add_toxic(proxy, "latency", stream="downstream", latency=300, jitter=100)
         for stream in ("upstream", "downstream"):
             api.add_toxic(proxy, "reset_peer", stream=stream, toxicity=0.05, timeout=0)
+    rtt = await round_trip_s(network.bootstrap(0), attempts=3)
+    assert rtt > 0.15, f"the latency toxic is not in the way: a metadata round trip took {rtt:.3f}s"
     batches = s.emulator.create_batches("openai", 600, prefix=f"n29d_{tag()}_", cancelling_s=25.0)
     async with EventLog(s.bootstrap, s.events) as events:
         sent = await publish_commands(s, [command("openai", b) for b in batches])
@@ -184,9 +189,128 @@ async def test_29d_slow_lossy_links_during_600_follows(
         row = conclude("29d 300±100 ms, 5 % resets, 600 follows", s, events, ids, started, committed=committed)
     row.posts_per_batch, row.lag_s = max(posts.values()), lag_s
     fenced = sum(w.log_text().count("presumed taken over") for w in workers)
-    row.notes = f"{fenced} fences"
+    row.notes = f"round trip {rtt * 1000:.0f} ms, {fenced} fences"
     record_row(row)
     assert not row.violations(), row.violations()
     assert set(posts) == set(batches) and set(posts.values()) == {1}, Counter(posts.values())
     assert {events.finals(c)[0]["outcome"] for c in ids} == {"cancelled"}
     assert not alive(workers), [w.log_tail() for w in workers]
+
+
+def rss_mib(worker: WorkerProcess) -> float:
+    """The worker process's resident memory, from /proc."""
+    for line in Path(f"/proc/{worker.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+HANG_BUDGET_S = 20.0
+
+
+def observed(event: dict[str, object]) -> float:
+    """When the worker observed what an event reports (``observed_at``, epoch seconds)."""
+    value = event["observed_at"]
+    return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+
+
+async def test_29e_slow_and_hung_provider_accounts(
+    network: NetworkCluster, cluster_stack: ClusterStack, record_row: RecordRow
+) -> None:
+    """One account answers its cancels in 10-30 s, one accepts connections and never answers (a Toxiproxy
+    ``timeout`` toxic in front of the emulator); while both hold calls open, a third account's cancels go out
+    at once (p99 publish -> POST < 250 ms), the hung one gives up within its budget, memory stays bounded."""
+    started = time.monotonic()
+    s = cluster_stack(partitions=3, **FAST_GROUP)
+    hang_proxy = f"emulator-hang-{tag()}"
+    hung_url = network.proxy_emulator(hang_proxy, s.emulator.url)
+    network.toxiproxy.add_toxic(hang_proxy, "timeout", stream="upstream", timeout=0)
+    base = s.emulator.base_url("openai")
+    hung_base = hung_url + base.removeprefix(s.emulator.url)
+    s.providers_file.write_text(
+        "providers:\n"
+        "  slowprov:\n"
+        "    dialect: openai\n"
+        f"    base_url: {base}\n"
+        "    max_requests_per_s: 5000\n"
+        "    read_timeout_s: 40\n"
+        "    accounts: { default: { api_key_env: E2E_KEY } }\n"
+        "  hangprov:\n"
+        "    dialect: openai\n"
+        f"    base_url: {hung_base}\n"
+        "    max_requests_per_s: 5000\n"
+        "    max_concurrency: 4\n"
+        "    read_timeout_s: 5\n"
+        f"    retry_budget_s: {HANG_BUDGET_S:.0f}\n"
+        "    accounts: { default: { api_key_env: E2E_KEY } }\n"
+        "  fastprov:\n"
+        "    dialect: openai\n"
+        f"    base_url: {base}\n"
+        "    max_requests_per_s: 5000\n"
+        "    accounts: { default: { api_key_env: E2E_KEY } }\n"
+    )
+    worker = s.start_worker(name="29e-worker")
+    slow = [
+        b
+        for delay in (10, 15, 20, 25, 30)
+        for b in s.emulator.create_batches(
+            "openai", 4, prefix=f"n29e_slow{delay}_{tag()}_", faults=[{"kind": "slow", "delay_s": delay}]
+        )
+    ]
+    hung = s.emulator.create_batches("openai", 40, prefix=f"n29e_hung_{tag()}_")
+    fast = s.emulator.create_batches("openai", 200, prefix=f"n29e_fast_{tag()}_")
+    async with EventLog(s.bootstrap, s.events) as events:
+        rss_before = rss_mib(worker)
+        held = await publish_commands(
+            s, [command("slowprov", b) for b in slow] + [command("hangprov", b) for b in hung]
+        )
+        hung_published = time.time()
+        held_ids = ids_of(held)
+        await wait_for(lambda: len(cancel_posts(s, "openai", slow)) == len(slow), 30, "every slow cancel on the wire")
+        # The third account's commands, one at a time (~25/s) while the others hold their calls open.
+        published: dict[str, float] = {}
+        fast_ids: list[str] = []
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for b in fast:
+                cid, value, key = command("fastprov", b)
+                meta = await producer.send_and_wait(s.commands, value, key=key)
+                published[b] = meta.timestamp / 1000
+                fast_ids.append(cid)
+                await asyncio.sleep(0.04)
+        finally:
+            await producer.stop()
+        ids = held_ids + fast_ids
+        await wait_for(lambda: len(cancel_posts(s, "openai", fast)) == len(fast), 30, "every fast cancel sent")
+        hung_ids = held_ids[len(slow) :]
+        still_hanging = sum(1 for c in hung_ids if not events.finals(c))
+        rss_during = rss_mib(worker)
+        await wait_for(finished(events, ids), 120, "every final event", events)
+        committed = await wait_committed(s, 60.0, fail=False)
+        row = conclude("29e slow (10-30 s) and hung accounts", s, events, ids, started, committed=committed)
+    first_post = {
+        r["batch_id"]: r["t_wall"]
+        for r in reversed(s.emulator.requests(dialect="openai"))
+        if r["method"] == "POST" and r["batch_id"] in published
+    }
+    delays = sorted(first_post[b] - published[b] for b in fast)
+    p99 = statistics.quantiles(delays, n=100)[98]
+    finals_at = [observed(events.finals(c)[0]) for c in hung_ids]
+    slowest_give_up = max(finals_at) - hung_published
+    posts = cancel_posts(s, "openai", slow + fast)
+    row.posts_per_batch = max(posts.values())
+    row.notes = (
+        f"fast p99 publish->POST {p99 * 1000:.0f} ms (max {delays[-1] * 1000:.0f}), {still_hanging}/{len(hung)} "
+        f"hung meanwhile, all gave up by {slowest_give_up:.1f}s, RSS {rss_before:.0f}->{rss_during:.0f} MiB"
+    )
+    record_row(row)
+    assert not row.violations(), row.violations()
+    outcomes = Counter(events.finals(c)[0]["outcome"] for c in ids)
+    assert outcomes == {"cancelled": len(slow) + len(fast), "gave_up": len(hung)}, outcomes
+    assert still_hanging == len(hung), "the fast account must be measured while the hung one hangs"
+    assert p99 < 0.25, f"p99 publish -> POST {p99:.3f}s while another account hangs: {delays[-10:]}"
+    assert slowest_give_up < HANG_BUDGET_S + 10, f"the hung account's budget did not hold: {slowest_give_up:.1f}s"
+    assert rss_during - rss_before < 64, f"memory grew {rss_during - rss_before:.0f} MiB"
+    assert set(posts.values()) == {1}, Counter(posts.values())
+    assert not alive([worker]), worker.log_tail()
