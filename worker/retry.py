@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,16 +138,36 @@ async def call_with_retry(
     call is measurable CPU (the profile in docs/benchmarks.md). A first ``Retryable`` is handed to tenacity as its
     attempt 1 (re-raised, not re-sent), so numbering, waits, logs and the budget's clock behave as before —
     the budget starts counting when that first attempt failed.
+
+    A retry runs under what is left of the budget: tenacity only checks it before a sleep, so without this a
+    retry started just inside the budget could wait behind the account's other calls (``max_concurrency``)
+    and then for a provider that never answers (``read_timeout_s``) for as long as they take — issue 29's
+    scenario e measured 50 s for a 20 s budget.
     """
     try:
         return await fn()
     except Retryable as exc:
         first: list[Retryable] = [exc]
+    budget_started = time.monotonic()
+    attempts = 1
 
     async def attempt() -> T:
+        nonlocal attempts
         if first:
             raise first.pop()
-        return await fn()
+        attempts += 1
+        left = asyncio.timeout(max(0.0, policy.budget_s - (time.monotonic() - budget_started)))
+        try:
+            async with left:
+                return await fn()
+        except TimeoutError:
+            if not left.expired():
+                raise
+            cause = f"retry budget of {policy.budget_s:g}s spent during attempt {attempts}"
+            log.warning(
+                "%s: giving up: %s", what, cause, extra={"retry_what": what, "attempt": attempts, "cause": cause}
+            )
+            raise GaveUp(cause, attempts) from None
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         wait = state.next_action.sleep if state.next_action is not None else 0.0

@@ -36,7 +36,8 @@ from tests.reliability.netharness import lag_zero_after, leaders, quorum_leader,
 from tests.support.cluster import NetworkCluster
 from tests.support.events import EventLog
 
-pytestmark = pytest.mark.slow
+#: The first scenario also starts the cluster (and on a fresh machine builds Toxiproxy): more than the default 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 FAST_GROUP = {"BCW_SESSION_TIMEOUT_MS": "6000", "BCW_MAX_POLL_INTERVAL_MS": "10000"}
 SLOW_POLLS = {"BCW_FOLLOW_INITIAL_INTERVAL_S": "0.5", "BCW_FOLLOW_MAX_INTERVAL_S": "3"}

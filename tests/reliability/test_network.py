@@ -47,7 +47,8 @@ from tests.reliability.netharness import lag_zero_after, round_trip_s
 from tests.support.cluster import NetworkCluster
 from tests.support.events import EventLog
 
-pytestmark = pytest.mark.slow
+#: The first scenario also starts the cluster (and on a fresh machine builds Toxiproxy): more than the default 300 s.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 SESSION_S = 6.0  # the broker's minimum (group.min.session.timeout.ms)
 FAST_GROUP = {"BCW_SESSION_TIMEOUT_MS": str(int(SESSION_S * 1000)), "BCW_MAX_POLL_INTERVAL_MS": "10000"}
@@ -208,6 +209,21 @@ def rss_mib(worker: WorkerProcess) -> float:
 HANG_BUDGET_S = 20.0
 
 
+def budget_span(worker: WorkerProcess, what: str) -> float:
+    """Seconds from the first failed attempt of the call ``what`` names to the worker giving it up."""
+    failed = gave_up = None
+    for line in log_lines(worker):
+        message = str(line.get("message", ""))
+        if message.startswith(what) and isinstance(line.get("time"), str):
+            t = datetime.fromisoformat(str(line["time"])).timestamp()
+            if "attempt 1 failed" in message and failed is None:
+                failed = t
+            elif "giving up" in message:
+                gave_up = t
+    assert failed is not None and gave_up is not None, f"no first failure and give-up logged for {what}"
+    return gave_up - failed
+
+
 def observed(event: dict[str, object]) -> float:
     """When the worker observed what an event reports (``observed_at``, epoch seconds)."""
     value = event["observed_at"]
@@ -296,13 +312,17 @@ async def test_29e_slow_and_hung_provider_accounts(
     }
     delays = sorted(first_post[b] - published[b] for b in fast)
     p99 = statistics.quantiles(delays, n=100)[98]
+    p50 = statistics.median(delays)
     finals_at = [observed(events.finals(c)[0]) for c in hung_ids]
     slowest_give_up = max(finals_at) - hung_published
+    # The budget bounds each logical call from its first failure (worker/retry.py): from the worker's log.
+    spans = [budget_span(worker, f"hangprov cancel {b}:") for b in hung]
     posts = cancel_posts(s, "openai", slow + fast)
     row.posts_per_batch = max(posts.values())
     row.notes = (
-        f"fast p99 publish->POST {p99 * 1000:.0f} ms (max {delays[-1] * 1000:.0f}), {still_hanging}/{len(hung)} "
-        f"hung meanwhile, all gave up by {slowest_give_up:.1f}s, RSS {rss_before:.0f}->{rss_during:.0f} MiB"
+        f"fast publish->POST p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms, {still_hanging}/{len(hung)} "
+        f"hung meanwhile, each gave up <= {max(spans):.1f}s after its first failure (budget {HANG_BUDGET_S:.0f}s), "
+        f"the last {slowest_give_up:.0f}s after publishing, RSS {rss_before:.0f}->{rss_during:.0f} MiB"
     )
     record_row(row)
     assert not row.violations(), row.violations()
@@ -310,7 +330,7 @@ async def test_29e_slow_and_hung_provider_accounts(
     assert outcomes == {"cancelled": len(slow) + len(fast), "gave_up": len(hung)}, outcomes
     assert still_hanging == len(hung), "the fast account must be measured while the hung one hangs"
     assert p99 < 0.25, f"p99 publish -> POST {p99:.3f}s while another account hangs: {delays[-10:]}"
-    assert slowest_give_up < HANG_BUDGET_S + 10, f"the hung account's budget did not hold: {slowest_give_up:.1f}s"
+    assert max(spans) < HANG_BUDGET_S + 1.5, f"the hung account's budget did not hold: {sorted(spans)[-5:]}"
     assert rss_during - rss_before < 64, f"memory grew {rss_during - rss_before:.0f} MiB"
     assert set(posts.values()) == {1}, Counter(posts.values())
     assert not alive([worker]), worker.log_tail()
