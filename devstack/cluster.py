@@ -224,13 +224,25 @@ class KafkaCluster:
 
     async def _create(self, name: str, partitions: int, config: dict[str, str]) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=10000)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(name, partitions, REPLICATION_FACTOR, topic_configs=config)])
-        finally:
-            await admin.close()
+        # A node that has just rejoined (or a loaded machine) can time a request out: ask again until a
+        # deadline; "already exists" on a later try means an earlier one did create it.
+        deadline = time.monotonic() + 90
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=30000)
+            try:
+                await admin.start()
+                await admin.create_topics([NewTopic(name, partitions, REPLICATION_FACTOR, topic_configs=config)])
+                break
+            except TopicAlreadyExistsError:
+                break
+            except (KafkaError, OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+            finally:
+                await admin.close()
         await asyncio.to_thread(self.wait_in_sync, [name], 60.0)
 
     async def _describe(self, topic: str) -> dict[int, PartitionState]:
