@@ -42,7 +42,7 @@ def quorum_leader(cluster: KafkaCluster, via: int | None = None) -> int:
     return int(found.group(1))
 
 
-def wait_quorum_leader(cluster: KafkaCluster, not_: int, timeout: float = 60.0) -> tuple[int, float]:
+def wait_quorum_leader(cluster: KafkaCluster, not_: int, timeout: float = 150.0) -> tuple[int, float]:
     """Until the running nodes have elected a leader other than ``not_``; returns it and the seconds it took."""
     start = time.monotonic()
     last: object = None
