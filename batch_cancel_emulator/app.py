@@ -239,6 +239,7 @@ class App:
             key = _presented_key(scope["headers"], dialect)
             if dialect == "azure" and self.entra.required:
                 auth_error = "bad_token"  # local authentication disabled: a key is refused like a missing token
+        entry["key_id"] = key_id(key) if key else None  # which account (or which worker) asked; never the key
         names = [f"dialect:{dialect or '-'}"] + ([f"key:{dialect}:{key_id(key)}"] if key and dialect else [])
         self.stats.enter(*names)
         try:

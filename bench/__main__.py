@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker.start()
         results["kafka_version"] = broker.version()
-        # The worker's own runtime (uvloop, its garbage-collector threshold), so that the HTTP ceiling rows,
+        # The worker's own runtime (its event loop and garbage-collector threshold), so that the HTTP ceiling rows,
         # which run in this process, compare with the worker like with like.
         process.tune_collector()
         process.run(_run(scenarios.Context(broker, log_dir, sizes), parts, results))

@@ -233,12 +233,17 @@ class KafkaBroker:
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
         return props
 
+    def _format_args(self) -> list[str]:
+        """How storage is formatted: ``--standalone``, a one-voter quorum from the controller listener, under a
+        fresh cluster id (``devstack.cluster`` formats its nodes into one three-voter quorum instead)."""
+        return ["--standalone", "-t", uuid.uuid4().hex[:22]]
+
     def format(self, extra_args: Sequence[str] = ()) -> None:
-        """Format KRaft storage once (``--standalone``: a one-voter quorum from the controller listener)."""
+        """Format KRaft storage once."""
         props = self._write_files()
         cmd = self._java(
-            "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-            "-t", uuid.uuid4().hex[:22], "-c", str(props), *extra_args,
+            "kafka.tools.StorageTool", "format", "--ignore-formatted", *self._format_args(),
+            "-c", str(props), *extra_args,
         )  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
@@ -247,6 +252,13 @@ class KafkaBroker:
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the broker (formatting on first start) and return once a metadata round trip succeeds."""
+        if self.running:
+            return
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (a cluster's nodes are only ready once a quorum runs)."""
         if self.running:
             return
         if not self._formatted:
@@ -264,7 +276,6 @@ class KafkaBroker:
         )
         out.close()
         _LIVE.add(self)
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

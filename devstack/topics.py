@@ -9,18 +9,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from devstack.broker import KafkaBroker
 from worker.contract.topics import FOLLOWS_TOPIC_CONFIG
 
-__all__ = ["FOLLOWS_TOPIC_CONFIG", "WorkerTopics"]
+__all__ = ["FOLLOWS_TOPIC_CONFIG", "TopicHost", "WorkerTopics"]
+
+
+class TopicHost(Protocol):
+    """Where topics are made: one broker (``devstack.broker.KafkaBroker``) or a cluster (``devstack.cluster``)."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None: ...
 
 
 @dataclass
 class WorkerTopics:
     """Commands, events and follows topics of ``partitions`` each, a one-partition DLQ, and a group name."""
 
-    broker: KafkaBroker
+    broker: TopicHost
     partitions: int = 3
     prefix: str = ""
     follows_config: Mapping[str, str] = field(default_factory=lambda: dict(FOLLOWS_TOPIC_CONFIG))

@@ -203,3 +203,26 @@ async def test_retry_until_done_waits_grow_and_are_capped() -> None:
     ceilings = [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
     assert len(waits) == 6
     assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True)), waits
+
+
+async def test_a_retry_that_waits_past_the_budget_gives_up_when_the_budget_ends() -> None:
+    """A retry queued behind the account's other calls, or sent to a provider that never answers, is cut off
+    when the budget runs out, not when the queue or the read timeout lets it go (issue 29, scenario e)."""
+    calls = 0
+    never = asyncio.Event()
+
+    async def hangs_after_the_first() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Retryable("read timeout")
+        await never.wait()  # waiting for a slot, or for an answer that never comes
+
+    policy = RetryPolicy(wait_min_s=0.01, wait_first_s=0.01, budget_s=0.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(5):
+        with pytest.raises(GaveUp, match=r"budget of 0\.5s spent during attempt 2"):
+            await call_with_retry(hangs_after_the_first, policy=policy, what="p cancel b1")
+    assert calls == 2
+    assert loop.time() - started < 0.5 + 0.3

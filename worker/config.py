@@ -59,7 +59,7 @@ Dialect = Literal[
 #: The dialect names, listed once (in ``Dialect``); ``worker.providers.DIALECTS`` holds their implementations.
 DIALECTS: tuple[Dialect, ...] = get_args(Dialect)
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-#: ``BCW_EVENT_LOOP`` (``worker.process``): auto is uvloop when it is installed.
+#: ``BCW_EVENT_LOOP`` (``worker.process``): auto is asyncio's loop (aiokafka#1038 on uvloop).
 EventLoop = Literal["auto", "uvloop", "asyncio"]
 #: ``BCW_GC_GEN0_THRESHOLD``'s default; CPython's own is 700 (why: worker/process.py).
 DEFAULT_GEN0_THRESHOLD = 10_000
@@ -486,7 +486,9 @@ class Settings(KafkaConnection):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     event_loop: EventLoop = Field(
-        "auto", description="auto: uvloop when installed (it is, in the image), else asyncio's own loop."
+        "auto",
+        description="auto: asyncio's own loop (aiokafka is not safe on uvloop, aio-libs/aiokafka#1038); "
+        "uvloop: uvloop.",
     )
     gc_gen0_threshold: int = Field(
         DEFAULT_GEN0_THRESHOLD,

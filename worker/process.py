@@ -1,12 +1,14 @@
 """How the worker process runs: its event loop, and how often Python's garbage collector walks the heap.
 
-The event loop: uvloop when it is installed (the default), asyncio's own otherwise.
+The event loop: asyncio's own by default, uvloop only when asked for.
 
-Measured with ``python -m bench`` (docs/benchmarks.md, "Hot path"): within a few percent of asyncio's loop
-per command, never worse, because most of a command's CPU is Python code above the loop (httpx, aiokafka,
-pydantic). Nothing in the worker depends on the loop it runs on: the unit tests run on asyncio's, every
-worker process of the e2e and reliability suites on the default, and ``BCW_EVENT_LOOP=asyncio`` is the way
-back if a platform lacks uvloop or a bug is suspected in it.
+uvloop measured within a few percent of asyncio's loop per command (docs/benchmarks.md, "Hot path"), but
+aiokafka is not safe on it: a write to a connection the peer has just reset raises ``RuntimeError`` on uvloop
+(nothing, or an ``OSError``, on asyncio's loop), which aiokafka does not catch (aio-libs/aiokafka#1038, open).
+The producer's sender task and the consumer's fetcher task die of it, and every later send fails with
+"Unexpected error during batch delivery" for the rest of the process's life: issue 29's scenario d (resets
+between the workers and the brokers) found a worker stuck so. ``auto`` therefore means asyncio's loop;
+``BCW_EVENT_LOOP=uvloop`` still chooses uvloop, for whoever measures it worth the risk.
 
 The collector: how often Python's cyclic garbage collector runs (``BCW_GC_GEN0_THRESHOLD``).
 
@@ -45,12 +47,11 @@ T = TypeVar("T")
 
 
 def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The factory of the loop ``choice`` names; ``auto`` is uvloop when it can be imported."""
-    installed = importlib.util.find_spec("uvloop") is not None
-    if choice == "asyncio" or (choice == "auto" and not installed):
+    """The factory of the loop ``choice`` names; ``auto`` is asyncio's (see the module's docstring)."""
+    if choice in ("asyncio", "auto"):
         return asyncio.new_event_loop
-    if not installed:
-        raise ConfigError("BCW_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop, or use auto)")
+    if importlib.util.find_spec("uvloop") is None:
+        raise ConfigError("BCW_EVENT_LOOP=uvloop, but uvloop is not installed (pip install uvloop, or use asyncio)")
     import uvloop
 
     return uvloop.new_event_loop

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,11 +162,34 @@ async def call_with_retry(
     ``on_retry(attempt, error, wait_s)`` is told of every retry (metrics and span events hang off it).
 
     The first attempt runs bare (``_retrying``); the budget starts counting when it failed.
+
+    A retry runs under what is left of the budget: tenacity only checks it before a sleep, so without this a
+    retry started just inside the budget could wait behind the account's other calls (``max_concurrency``)
+    and then for a provider that never answers (``read_timeout_s``) for as long as they take — issue 29's
+    scenario e measured 50 s for a 20 s budget.
     """
     try:
         return await fn()
     except Retryable as exc:
         first_error = exc
+    budget_started = time.monotonic()
+    attempts = 1
+
+    async def bounded() -> T:
+        nonlocal attempts
+        attempts += 1
+        left = asyncio.timeout(max(0.0, policy.budget_s - (time.monotonic() - budget_started)))
+        try:
+            async with left:
+                return await fn()
+        except TimeoutError:
+            if not left.expired():
+                raise
+            cause = f"retry budget of {policy.budget_s:g}s spent during attempt {attempts}"
+            log.warning(
+                "%s: giving up: %s", what, cause, extra={"retry_what": what, "attempt": attempts, "cause": cause}
+            )
+            raise GaveUp(cause, attempts) from None
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         wait = state.next_action.sleep if state.next_action is not None else 0.0
@@ -189,7 +213,7 @@ async def call_with_retry(
         reraise=False,
     )
     try:
-        return await _retrying(fn, first_error, retrying)
+        return await _retrying(bounded, first_error, retrying)
     except tenacity.RetryError as exc:
         last = exc.last_attempt
         cause = _cause(last)

@@ -32,6 +32,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "bcw_follow_state_writes_total": ("counter", frozenset({"kind"})),
     "bcw_oldest_follow_age_seconds": ("gauge", frozenset()),
     "bcw_follows_restore_seconds": ("histogram", frozenset()),
+    "bcw_partitions_fenced_total": ("counter", frozenset()),
     "bcw_selector_commands_total": ("counter", frozenset({"outcome"})),
     "bcw_selector_matches_total": ("counter", frozenset({"provider"})),
     "bcw_standing_kills": ("gauge", frozenset()),

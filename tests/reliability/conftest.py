@@ -14,12 +14,14 @@ import pytest
 from batch_cancel_emulator.testing import Emulator
 from devstack.broker import KafkaBroker
 from tests.reliability.checker import Row, format_table
+from tests.support.cluster import NetworkCluster
 from tests.support.stack import Stack
 
 ROWS = pytest.StashKey[list[Row]]()
 
 RecordRow = Callable[[Row], None]
 PrivateStack = Callable[..., Stack]
+ClusterStack = Callable[..., Stack]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,6 +68,34 @@ def private_stack(kafka: KafkaBroker, tmp_path: Path) -> Iterator[PrivateStack]:
             thing.close()
         else:
             thing.stop()
+
+
+@pytest.fixture(scope="session")
+def network() -> Iterator[NetworkCluster]:
+    """Three brokers behind Toxiproxy (tests/support/cluster.py), started once for the cluster and network
+    scenarios; each scenario gets it healed (every node up, every proxy clean) by ``cluster_stack``."""
+    with NetworkCluster() as nc:
+        yield nc
+
+
+@pytest.fixture
+def cluster_stack(network: NetworkCluster, emulator: Emulator, tmp_path: Path) -> Iterator[ClusterStack]:
+    """Stacks on the cluster: RF 3 topics; workers bootstrap through lane 0's proxies unless told otherwise."""
+    network.heal()
+    stacks: list[Stack] = []
+
+    def make(partitions: int = 3, **env: str) -> Stack:
+        workdir = tmp_path / f"cluster{len(stacks)}"
+        workdir.mkdir()
+        overrides = {"BCW_KAFKA_BOOTSTRAP_SERVERS": network.bootstrap(0), **env}
+        s = Stack(network.cluster, emulator, workdir, partitions=partitions, env_overrides=overrides)
+        stacks.append(s)
+        return s
+
+    yield make
+    for s in stacks:
+        s.close()
+    network.heal()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -16,6 +16,7 @@ from collections import Counter
 import pytest
 
 from batch_cancel_emulator.testing import key_id
+from devstack.broker import KafkaBroker
 from tests.reliability.conftest import PrivateStack, RecordRow
 from tests.reliability.harness import (
     VariantWorker,
@@ -166,6 +167,7 @@ async def test_4_broker_restart(private_stack: PrivateStack, record_row: RecordR
             if hard is None:
                 break
             # Down while every batch of this wave is mid-follow: finals can only be published after the restart.
+            assert isinstance(s.kafka, KafkaBroker)
             await asyncio.to_thread(s.kafka.restart, hard=hard)
             recovery.append(await wait_for(finished(events, ids), 120, f"finals after {wave} restart", events))
         await wait_for(finished(events, ids), 120, "every final event", events)

@@ -117,6 +117,11 @@ class FakeConsumer:
             raise CommitFailedError("a rebalance is in progress")
         self.commits.append(dict(offsets))
 
+    async def seek_to_committed(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
+        for tp in partitions:
+            self.position[tp] = self.committed(tp.partition) or 0
+        return {tp: self.position[tp] for tp in partitions}
+
     def committed(self, partition: int) -> int | None:
         """The last offset committed for ``partition``, as the broker would have it."""
         tp = self.tp(partition)

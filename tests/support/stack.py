@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
-from devstack.broker import KafkaBroker
-from devstack.topics import WorkerTopics
+from devstack.topics import TopicHost, WorkerTopics
 from devstack.worker_process import WorkerProcess
 from tests.support.events import committed_vs_end
 
@@ -38,7 +37,7 @@ WRONG_KEY = "sk-wrong-key-for-401-tests"
 class Stack:
     """Topics, a providers file and the environment for workers of one test (or module)."""
 
-    kafka: KafkaBroker
+    kafka: TopicHost  # a KafkaBroker, or a devstack.cluster.KafkaCluster
     emulator: Emulator
     workdir: Path
     partitions: int = 3

@@ -14,6 +14,10 @@ Three rules from aiokafka's behaviour shape this module:
   done with: intent durable on the follow-state topic, or outcome published (see ``offsets.py``).
 * aiokafka rebalances eagerly and does not call ``on_partitions_revoked`` before ``stop()``, so shutdown
   commits explicitly before leaving the group.
+* aiokafka calls no callback while it cannot reach the group coordinator, though the coordinator removes the
+  member a session timeout after its last heartbeat. A member without an answered heartbeat for nearly that
+  long presumes its partitions lost and stops their follows without writing (``membership.py``); if it turns
+  out to be still in the group, it takes them back as if newly assigned.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from aiokafka.errors import CoordinatorNotAvailableError, KafkaError
 
 from worker.config import Settings
 from worker.kafka.connection import client_kwargs, stop_client
+from worker.kafka.membership import Membership, observe_heartbeats
 from worker.kafka.offsets import PartitionOffsets
 from worker.kafka.seams import CommandSink, ConsumerClient, FollowOwner, FollowReader
 from worker.retry import retry_until_done
@@ -46,6 +51,8 @@ SHUTDOWN_COMMIT_TIMEOUT_S = 10.0
 #: A failed read of follows is retried after a wait doubling from the first to the last.
 RESTORE_WAIT_FIRST_S = 0.5
 RESTORE_WAIT_MAX_S = 5.0
+#: How often the membership fence looks at the age of the last answered heartbeat.
+FENCE_CHECK_S = 0.1
 
 
 class _CoordinatorNotYetAvailable(logging.Filter):
@@ -80,6 +87,10 @@ def kafka_consumer(settings: Settings) -> ConsumerClient:
         auto_offset_reset="earliest",
         max_poll_interval_ms=settings.max_poll_interval_ms,
         session_timeout_ms=settings.session_timeout_ms,
+        # Six heartbeats per session (aiokafka's default is 3 s whatever the session): the membership fence
+        # presumes the partitions lost after 80 % of the session without an answer, so one slow or lost
+        # heartbeat must not be enough to get there.
+        heartbeat_interval_ms=max(100, settings.session_timeout_ms // 6),
         rebalance_timeout_ms=max(settings.session_timeout_ms, 30_000),
         max_poll_records=500,
     )
@@ -101,6 +112,7 @@ class CommandConsumer:
         sink: CommandSink,
         follows: FollowOwner,
         store: FollowReader,
+        membership: Membership | None = None,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
@@ -112,23 +124,33 @@ class CommandConsumer:
         self._restores: set[asyncio.Task[None]] = set()
         self._paused = False
         self._commit_lock = asyncio.Lock()
+        self._membership = membership
+        self._fenced: set[TopicPartition] = set()
         self.joined = asyncio.Event()
 
     async def start(self) -> None:
         await self._consumer.start()
+        if self._membership is None:
+            membership = Membership(self._settings.session_timeout_ms / 1000)
+            if observe_heartbeats(self._consumer, membership):
+                self._membership = membership
+            elif isinstance(self._consumer, AIOKafkaConsumer):
+                log.warning("cannot observe heartbeats: a worker cut off from Kafka is not fenced from its partitions")
         self._consumer.subscribe([self._settings.commands_topic], listener=_Listener(self))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set, then drain, commit and leave the group."""
         committer = asyncio.create_task(self._commit_loop(stop), name="commit loop")
+        fence = asyncio.create_task(self._fence_loop(stop), name="membership fence")
         try:
             while not stop.is_set():
                 await self._poll_once()
             await self._hand_over()
         finally:
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
+            for task in (committer, fence):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for task in self._restores:
                 task.cancel()
             await self._sink.stop_intake()  # again for the error path (``_hand_over`` did it on a normal stop)
@@ -205,6 +227,54 @@ class CommandConsumer:
             for tp, offsets in self._partitions.items():
                 metrics.COMMIT_LAG.labels(str(tp.partition)).set(offsets.lag)
 
+    async def _fence_loop(self, stop: asyncio.Event) -> None:
+        membership = self._membership
+        if membership is None:
+            return
+        while not stop.is_set():
+            await asyncio.sleep(FENCE_CHECK_S)
+            if not self._fenced and self._partitions and membership.lapsed():
+                await self._fence(membership)
+            elif self._fenced and not membership.lapsed():
+                await self._unfence(membership)
+
+    async def _fence(self, membership: Membership) -> None:
+        """No heartbeat answered for nearly a session: another member may own these partitions any moment.
+        Stop their follows now (no call starts, nothing more is written: the next owner resumes from the
+        follow-state topic) and commit nothing more for them; their commands are redelivered as on a crash."""
+        lost = dict(self._partitions)
+        self._fenced = set(lost)
+        numbers = sorted(tp.partition for tp in lost)
+        log.warning(
+            "no heartbeat answered for %.1fs (session timeout %.1fs): partitions %s are presumed taken over; "
+            "their follows stop without writing until the group says otherwise",
+            membership.age,
+            self._settings.session_timeout_ms / 1000,
+            numbers,
+        )
+        metrics.FENCED.inc()
+        self._consumer.pause(*lost)
+        self._restoring -= set(lost)
+        await self._follows.stop_partitions(numbers, 0.0)
+        for tp, offsets in lost.items():
+            offsets.revoked = True
+            if self._partitions.get(tp) is offsets:  # not re-assigned meanwhile
+                del self._partitions[tp]
+
+    async def _unfence(self, membership: Membership) -> None:
+        """A heartbeat was answered after all: the group never removed this member. Take the fenced partitions
+        back as if newly assigned (their follows from the follow-state topic, their commands from the
+        committed offset)."""
+        back, self._fenced = {tp for tp in self._fenced if tp not in self._partitions}, set()
+        if not back:
+            return
+        log.warning(
+            "heartbeat answered again: partitions %s are still ours, taking them back",
+            sorted(tp.partition for tp in back),
+        )
+        await self._consumer.seek_to_committed(*back)
+        self._assigned(back)
+
     async def _final_commit(self) -> None:
         """Commit at shutdown, but never wait forever: with the broker gone aiokafka's commit waits for a
         coordinator until ``stop()``, which comes after it, so SIGTERM would end only in SIGKILL."""
@@ -260,6 +330,9 @@ class CommandConsumer:
         log.info("partitions revoked: %s", numbers, extra={"event": "partitions_revoked", "partitions": numbers})
 
     def _assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._membership is not None:
+            self._membership.proved()  # a completed join: the coordinator counts this member in
+        self._fenced -= assigned
         for tp in assigned:
             self._partitions[tp] = PartitionOffsets()
         fresh = {tp for tp in assigned if tp not in self._restoring}

@@ -36,6 +36,7 @@ __all__ = [
     "CREDENTIAL_REFRESH_FAILURES",
     "DEAD_LETTERS",
     "EVENT_PUBLISH_FAILURES",
+    "FENCED",
     "FOLLOWS_IN_FLIGHT",
     "FOLLOWS_RESTORED",
     "FOLLOW_STATE_WRITES",
@@ -91,6 +92,11 @@ COMMAND_FINAL_SECONDS = Histogram(
 EVENT_PUBLISH_FAILURES = Counter("bcw_event_publish_failures", "Failed attempts to publish an event or dead letter")
 COMMIT_LAG = Gauge(
     "bcw_commit_lag", "Records fetched but not yet committed, per partition, as this worker sees it", ["partition"]
+)
+FENCED = Counter(
+    "bcw_partitions_fenced",
+    "Times this worker presumed its partitions lost and stopped their follows: no heartbeat answered for most "
+    "of a session (cut off from Kafka)",
 )
 FOLLOWS_RESTORED = Counter(
     "bcw_follows_restored", "Follows resumed from the follow-state topic when a partition was assigned"
