@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.config import KafkaConnection
-from worker.contract import FollowState
+from worker.contract import FollowState, KillState
 from worker.kafka.connection import client_kwargs
 from worker.kafka.follow_store import read_follows
 
-__all__ = ["format_follows", "live_follows"]
+__all__ = ["format_follows", "kept_records", "live_follows"]
 
 
-async def live_follows(settings: KafkaConnection, topic: str, provider: str | None = None) -> list[FollowState]:
-    """Every live follow on ``topic``, oldest first (optionally only one provider's)."""
+async def kept_records(settings: KafkaConnection, topic: str) -> list[FollowState | KillState]:
+    """Every live record of the follow-state topic, of every partition: follows and standing kills."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
@@ -33,10 +33,14 @@ async def live_follows(settings: KafkaConnection, topic: str, provider: str | No
     if not partitions:
         raise LookupError(f"topic {topic!r} does not exist or has no partitions")
     found = await read_follows(settings, topic, partitions)
+    return [s for part in found.values() for s in part]
+
+
+async def live_follows(settings: KafkaConnection, topic: str, provider: str | None = None) -> list[FollowState]:
+    """Every live follow on ``topic``, oldest first (optionally only one provider's)."""
     states = [
         s
-        for part in found.values()
-        for s in part
+        for s in await kept_records(settings, topic)
         if isinstance(s, FollowState) and (provider is None or s.provider == provider)
     ]
     return sorted(states, key=lambda s: s.since)

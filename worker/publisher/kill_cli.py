@@ -22,10 +22,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.prompt import Confirm
 from rich.table import Table
 
-from worker.config import Settings
+from worker.config import KafkaConnection
 from worker.contract import KillState, SelectorCommand, SelectorEvent, SelectorOutcome
 from worker.contract.topics import COMMANDS_TOPIC, FOLLOWS_TOPIC
-from worker.kafka.follow_store import read_follows
+from worker.publisher.follows import kept_records
 from worker.publisher.selectors import SelectorTimeout, SelectorWatch, build_lift, build_selector, publish_selector
 
 __all__ = ["add_parsers", "cancel_matching", "kills", "lift"]
@@ -224,11 +224,9 @@ def _failed(event: SelectorEvent) -> int:
 
 
 async def kills(args: argparse.Namespace, options: dict[str, Any]) -> int:
-    settings = Settings(kafka_bootstrap_servers=args.bootstrap_servers)
-    found = await read_follows(settings, args.follows_topic, await _partitions(args, options))
-    states = sorted(
-        (s for part in found.values() for s in part if isinstance(s, KillState)), key=lambda s: s.started_at
-    )
+    settings = KafkaConnection(kafka_bootstrap_servers=args.bootstrap_servers)
+    records = await kept_records(settings, args.follows_topic)
+    states = sorted((s for s in records if isinstance(s, KillState)), key=lambda s: s.started_at)
     if args.json:
         for state in states:
             out.print_json(state.model_dump_json())
@@ -239,26 +237,10 @@ async def kills(args: argparse.Namespace, options: dict[str, Any]) -> int:
     for s in states:
         c = s.selector
         until = c.until.isoformat() if c.until else ""
-        table.add_row(
-            c.command_id, f"{c.provider}/{c.account}", until, str(s.sweeps), str(s.published), c.reason, c.requested_by
-        )
+        where = f"{c.provider}/{c.account}"
+        table.add_row(c.command_id, where, until, str(s.sweeps), str(s.published), c.reason, c.requested_by)
     out.print(table)
     return EXIT_OK
-
-
-async def _partitions(args: argparse.Namespace, options: dict[str, Any]) -> list[int]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap_servers, **options)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([args.follows_topic])
-    finally:
-        await admin.close()
-    found = [p["partition"] for t in described if t["error_code"] == 0 for p in t["partitions"]]
-    if not found:
-        raise LookupError(f"topic {args.follows_topic!r} does not exist or has no partitions")
-    return found
 
 
 async def lift(args: argparse.Namespace, options: dict[str, Any]) -> int:
