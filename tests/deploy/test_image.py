@@ -377,7 +377,7 @@ def _is_mount_point(change: str, mounts: dict[Path, str]) -> bool:
     return any(target == path or target.startswith(path + "/") for target in mounts.values())
 
 
-@pytest.mark.parametrize(("runtime_set", "extras"), [("runtime", []), ("runtime-cloud", ["google", "aws"])])
+@pytest.mark.parametrize(("runtime_set", "extras"), [("runtime", []), ("runtime-cloud", ["google", "aws", "azure"])])
 def test_the_images_sbom_lists_every_runtime_package_of_the_lock(
     request: pytest.FixtureRequest, runtime_set: str, extras: list[str]
 ) -> None:
