@@ -6,6 +6,10 @@ the whole event loop with ``time.sleep(RELIABILITY_BLOCK_S)`` — longer than ``
 ``session_timeout_ms`` — like a long GC pause or a synchronous call in the loop. No heartbeat, no commit
 runs meanwhile, so the group evicts the member and redelivers its uncommitted work. The checker must see
 that redelivery; if it did not, the other scenarios' "no duplicates" would prove nothing.
+
+The membership fence (``worker/kafka/membership.py``, issue 29) is switched off here: it exists to stop exactly
+this evicted member from acting on, and with it the duplicates the checker must prove it can see never happen
+(issue 29's scenario c shows the fence at work; this control shows the checker at work).
 """
 
 from __future__ import annotations
@@ -32,7 +36,12 @@ async def _poll_once(self: CommandConsumer) -> None:
     await _original(self)
 
 
+async def _no_fence(self: CommandConsumer, stop: object) -> None:
+    return None
+
+
 CommandConsumer._poll_once = _poll_once  # type: ignore[method-assign]
+CommandConsumer._fence_loop = _no_fence  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     from worker.cli import main

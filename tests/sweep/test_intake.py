@@ -13,7 +13,6 @@ from worker.contract import DeadLetterReason, LiftCommand, SelectorCommand
 from worker.signing import SignatureVerifier, sign
 
 KEY = b"selector-signing-key"
-NOW = datetime.now(UTC)
 
 
 class Taker:
@@ -35,7 +34,7 @@ def _selector(account: str = "default", **extra: Any) -> bytes:
         "account": account,
         "reason": "r",
         "requested_by": "t",
-        "requested_at": NOW.isoformat(),
+        "requested_at": datetime.now(UTC).isoformat(),  # now, not at import: signed commands must be recent
         **extra,
     }
     return json.dumps(body).encode()
