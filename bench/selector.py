@@ -44,7 +44,7 @@ async def kill_switch(ctx: Context, n: int, others: int, budget: float) -> dict[
         await asyncio.to_thread(worker.wait_ready)
         observer = Observer(topics.bootstrap, topics.events)
         team = uuid.uuid4().hex[:8]
-        hits = emulator.create_batches(PROVIDER, n, prefix=f"kill_{team}_", metadata={"team": team}, cancelling_s=600)
+        hits = emulator.create_batches(PROVIDER, n, prefix=f"kill_{team}_", metadata={"team": team}, cancelling_polls=1)
         emulator.create_batches(PROVIDER, others, prefix=f"keep_{team}_", metadata={"team": "other"})
         kill_id = f"bench-kill-{team}"
         command = {
