@@ -94,6 +94,17 @@ LAYERS = {
     "providers": ("worker.kafka", "worker.dispatch", "worker.follow", "worker.sweep", "worker.app", "aiokafka"),
     "kafka": ("worker.dispatch", "worker.follow", "worker.providers", "worker.sweep", "worker.app", "httpx"),
     "telemetry": ("worker.kafka", "worker.providers", "worker.dispatch", "worker.follow", "worker.app", "aiokafka"),
+    # The receiver's parts verify and read deliveries and hand signals to a sink: no Kafka, no provider calls.
+    "webhooks": (
+        "worker.kafka",
+        "worker.providers",
+        "worker.dispatch",
+        "worker.follow",
+        "worker.sweep",
+        "worker.app",
+        "aiokafka",
+        "httpx",
+    ),
     "publisher": ("worker.providers", "worker.dispatch", "worker.follow", "worker.app", "worker.telemetry", "httpx"),
 }
 

@@ -19,6 +19,7 @@ from worker.kafka.connection import check_connection, security_kwargs
 from worker.kafka.consumer import CommandConsumer, kafka_consumer
 from worker.kafka.follow_store import FollowStore, check_topics
 from worker.kafka.producer import EventProducer
+from worker.kafka.signals import SignalListener
 from worker.providers import ProviderClient, build_clients
 from worker.signing import SignatureVerifier
 from worker.sweep.ownership import KeptState
@@ -75,6 +76,13 @@ class Worker:
             policy,
             tracing=tracing,
             runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
+            push_intervals=self.providers.push_intervals(),
+        )
+        # Accounts whose provider pushes: every signal is read here, the follows of it held here poll at once.
+        self.signals = (
+            SignalListener(settings, settings.signals_topic, self.follows.signal)
+            if self.providers.push_intervals()
+            else None
         )
         # Selectors publish their children to the commands topic and keep standing kills beside the follows.
         self.selectors = Selectors(self.clients, self.producer, self.producer, self.store)
@@ -131,7 +139,8 @@ class Worker:
         # (KafkaStartError) instead of aiokafka's per-attempt error log and a generic bootstrap failure.
         try:
             await check_connection(self.settings)
-            await check_topics(self.settings)  # a follows topic that cannot keep follows: exit 2 now
+            # a follows topic that cannot keep follows, or push without a signals topic: exit 2 now
+            await check_topics(self.settings, signals=self.signals is not None)
         except BaseException:
             for client in self.clients.values():
                 await client.aclose()
@@ -139,7 +148,11 @@ class Worker:
             raise
         await self.producer.start()
         self._producer_started = True
+        listening: asyncio.Task[None] | None = None
         try:
+            if self.signals is not None:  # its end offsets are taken before the group is joined (kafka/signals.py)
+                await self.signals.start()
+                listening = asyncio.create_task(self.signals.run(self.stop), name="signals")
             await self.consumer.start()
             log.info(
                 "worker started: consuming %s as group %s, %d providers, on the %s event loop",
@@ -150,6 +163,9 @@ class Worker:
             )
             await self.consumer.run(self.stop)
         finally:
+            if listening is not None:
+                self.stop.set()
+                await listening
             await self.producer.stop()
             for client in self.clients.values():
                 await client.aclose()

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="consume cancel commands until SIGTERM (the default)")
     sub.add_parser("check-config", help="validate settings, the providers file and every API key, then exit")
+    sub.add_parser(
+        "webhooks",
+        help="receive provider webhooks and EventBridge events, write them as signals for the workers (docs/push.md)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -51,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(f"{n} ({p.dialect}: {', '.join(p.accounts)})" for n, p in providers.providers.items())
             print(f"configuration OK: {names}")
             return 0
-        process.tune_collector(settings.gc_gen0_threshold)
-        return process.run(app.run(settings), settings.event_loop)
+        if args.command == "webhooks":
+            from worker import receiver
+
+            main_coroutine = receiver.run(settings)
+        else:
+            process.tune_collector(settings.gc_gen0_threshold)
+            main_coroutine = app.run(settings)
+        return process.run(main_coroutine, settings.event_loop)
     except ConfigError as exc:
         logging.getLogger("worker").error("configuration error: %s", exc)
         print(f"batch-cancel-worker: configuration error: {exc}", file=sys.stderr)

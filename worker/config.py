@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.contract import NAME_PATTERN
-from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC
+from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC, SIGNALS_TOPIC
 from worker.validation import explain
 
 __all__ = [
@@ -117,6 +117,71 @@ def _https_only(url: HttpUrl) -> HttpUrl:
     return url
 
 
+#: Dialects whose providers can push batch changes (docs/push.md): Standard Webhooks (openai, gemini), or an
+#: EventBridge API destination (bedrock). Nobody else pushes; their follows poll.
+PUSH_DIALECTS = frozenset({"openai", "gemini", "bedrock"})
+#: The header an EventBridge connection's API-key auth sends, unless the account names another.
+DEFAULT_PUSH_HEADER = "x-bcw-token"
+
+
+def _read_secrets(env_names: list[str] | None, file: Path | None, what: str) -> list[bytes]:
+    """Secrets from variables (one each) or a file (one per line), read at start so a missing one fails then;
+    ``what`` names the setting in messages, which never hold a value."""
+    if env_names is not None:
+        values = []
+        for name in env_names:
+            value = os.environ.get(name)
+            if not value:
+                raise ConfigError(f"environment variable {name} ({what}_env) is not set or empty")
+            values.append(value.encode())
+        return values
+    if file is not None:
+        try:
+            lines = file.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what}_file {file}: {exc.strerror}") from None
+        values = [line.strip().encode() for line in lines if line.strip()]
+        if not values:
+            raise ConfigError(f"{what}_file {file} holds no secret")
+        return values
+    return []
+
+
+class PushConfig(BaseModel):
+    """The account's provider pushes batch changes to ``batch-cancel-worker webhooks`` (docs/push.md): its
+    follows then poll only as a safety net, every ``poll_interval_s``, and at once when a signal arrives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secrets_env: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Variables holding the webhook signing secrets (openai, gemini: whsec_...) or the EventBridge "
+        "connection's API key (bedrock); several while a secret rotates.",
+    )
+    secrets_file: Path | None = Field(None, description="A file with one such secret per line (a Secret mount).")
+    poll_interval_s: float = Field(
+        300.0,
+        ge=30,
+        le=3600,
+        description="Routine polls of this account's follows after the cancel's confirmation (the safety net "
+        "for a lost push).",
+    )
+    header: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = Field(
+        None,
+        description=f"bedrock: the header the EventBridge connection sends its API key in ({DEFAULT_PUSH_HEADER}).",
+    )
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> PushConfig:
+        if (self.secrets_env is None) == (self.secrets_file is None):
+            raise ValueError("give exactly one of secrets_env or secrets_file")
+        return self
+
+    def load_secrets(self) -> list[bytes]:
+        return _read_secrets(self.secrets_env, self.secrets_file, "push.secrets")
+
+
 class AccountConfig(BaseModel):
     """Where one credential comes from: an API key (an environment variable or a file), or, for ``vertex`` and
     ``bedrock``, the cloud's own credentials plus where the account's resources live. Which fields a dialect
@@ -134,6 +199,9 @@ class AccountConfig(BaseModel):
     )
     signing_keys_file: Path | None = Field(
         None, description="Require signed commands: a file with one publishing key per line (Secret mount)."
+    )
+    push: PushConfig | None = Field(
+        None, description="openai, gemini, bedrock: the provider pushes batch changes (docs/push.md)."
     )
 
     # --- vertex (Google Cloud) and bedrock (AWS): account settings, never part of a command -----------------
@@ -205,6 +273,10 @@ class AccountConfig(BaseModel):
 
     def dialect_problem(self, dialect: str) -> str | None:  # noqa: PLR0911 - one answer per misfit
         """What is missing or out of place for ``dialect``; None when the account fits it."""
+        if self.push is not None and dialect not in PUSH_DIALECTS:
+            return f"push: dialect {dialect} cannot push batch changes (only {', '.join(sorted(PUSH_DIALECTS))})"
+        if self.push is not None and self.push.header is not None and dialect != "bedrock":
+            return "push.header: only bedrock (an EventBridge connection) sends its secret in a header"
         present = {name for name in self.model_fields_set if getattr(self, name) not in (None, False)}
         foreign = sorted(present & {f for d, fields in _CLOUD_FIELDS.items() if d != dialect for f in fields})
         if foreign:
@@ -279,24 +351,7 @@ class AccountConfig(BaseModel):
 
     def load_signing_keys(self) -> list[bytes]:
         """This account's publishing keys (empty: commands need no signature); a missing one fails at start."""
-        if self.signing_keys_env is not None:
-            keys = []
-            for name in self.signing_keys_env:
-                value = os.environ.get(name)
-                if not value:
-                    raise ConfigError(f"environment variable {name} (signing_keys_env) is not set or empty")
-                keys.append(value.encode())
-            return keys
-        if self.signing_keys_file is not None:
-            try:
-                lines = self.signing_keys_file.read_text().splitlines()
-            except OSError as exc:
-                raise ConfigError(f"cannot read signing_keys_file {self.signing_keys_file}: {exc.strerror}") from None
-            keys = [line.strip().encode() for line in lines if line.strip()]
-            if not keys:
-                raise ConfigError(f"signing_keys_file {self.signing_keys_file} holds no key")
-            return keys
-        return []
+        return _read_secrets(self.signing_keys_env, self.signing_keys_file, "signing_keys")
 
     def load_key(self) -> SecretStr:
         """Read the key now, so a missing secret fails at start rather than on the first command."""
@@ -376,6 +431,15 @@ class ProvidersFile(BaseModel):
         }
         return {k: v for k, v in keys.items() if v}
 
+    def push_intervals(self) -> dict[tuple[str, str], float]:
+        """The safety-net poll interval of every account whose provider pushes, by (provider, account)."""
+        return {
+            (name, account): config.push.poll_interval_s
+            for name, provider in self.providers.items()
+            for account, config in provider.accounts.items()
+            if config.push is not None
+        }
+
 
 def load_providers(path: Path) -> ProvidersFile:
     """Parse a YAML (``.yaml``/``.yml``) or TOML (``.toml``) providers file into validated config."""
@@ -445,6 +509,9 @@ class Settings(KafkaConnection):
         FOLLOWS_TOPIC,
         description="Compacted; as many partitions as the commands topic. Live follows, resumed by a new owner.",
     )
+    signals_topic: str = Field(
+        SIGNALS_TOPIC, description="Verified provider pushes: the webhook receiver writes, every worker reads."
+    )
     group_id: str = "batch-cancel-worker"
     group_instance_id: str | None = Field(None, description="Static membership (KIP-345), e.g. a StatefulSet pod name.")
     providers_file: Path = Path("providers.yaml")
@@ -479,6 +546,15 @@ class Settings(KafkaConnection):
     )
     signed_command_max_age_s: float = Field(
         300.0, gt=0, description="Signed commands older (or further in the future) than this are refused."
+    )
+
+    webhooks_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the receiver faces the providers through a Service or an Ingress
+        description="batch-cancel-worker webhooks: the address it listens on for provider deliveries.",
+    )
+    webhooks_port: int = Field(8088, ge=1, le=65535, description="batch-cancel-worker webhooks: its port.")
+    webhooks_max_body_bytes: int = Field(
+        64 * 1024, ge=1024, le=8 * 1024 * 1024, description="Larger deliveries are refused with 413 before reading."
     )
 
     metrics_host: str = "0.0.0.0"  # noqa: S104 - a probe/metrics port inside a pod must listen on the pod IP

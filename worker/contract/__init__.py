@@ -67,6 +67,7 @@ from worker.contract.selector_event import (
     SelectorOutcome,
     selector_event_headers,
 )
+from worker.contract.signal import BatchSignal, decode_signal, encode_signal
 from worker.contract.types import (
     BATCH_ID_PATTERN,
     FAILURE_OUTCOMES,
@@ -103,6 +104,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "TIMESTAMP_FIELDS",
     "BatchError",
+    "BatchSignal",
     "BatchSnapshot",
     "BatchStateEvent",
     "BatchStatus",
@@ -131,9 +133,11 @@ __all__ = [
     "decode_command",
     "decode_follow_state",
     "decode_kept",
+    "decode_signal",
     "encode_event",
     "encode_follow_state",
     "encode_kill_state",
+    "encode_signal",
     "event_headers",
     "event_key",
     "failure_event",

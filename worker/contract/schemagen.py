@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from worker.contract import (
+    BatchSignal,
     BatchStateEvent,
     CancelCommand,
     CommandCloudEvent,
@@ -41,6 +42,7 @@ SCHEMAS: Mapping[str, tuple[type[BaseModel], Literal["validation", "serializatio
     "selector-command.schema.json": (SelectorCommand, "validation"),
     "lift-command.schema.json": (LiftCommand, "validation"),
     "selector-event.schema.json": (SelectorEvent, "serialization"),
+    "batch-signal.schema.json": (BatchSignal, "serialization"),
 }
 
 

@@ -45,10 +45,10 @@ from worker.contract import (
 )
 from worker.errors import GaveUp, Rejected
 from worker.follow.durable import Durable
-from worker.follow.policy import next_interval
+from worker.follow.policy import next_interval, polls_within
 from worker.follow.services import FollowServices
 from worker.follow.subscriber import CommandHandle, Subscriber
-from worker.telemetry import CommandContext
+from worker.telemetry import CommandContext, metrics
 
 __all__ = ["Follow"]
 
@@ -67,6 +67,8 @@ class Follow(Durable):
         "_confirming",
         "_ended",
         "_interval",
+        "_signal_at",
+        "_waited_since",
         "account",
         "already_terminal",
         "batch_id",
@@ -106,6 +108,8 @@ class Follow(Durable):
         self._interval = services.policy.initial_interval
         self._confirming = False
         self._ended = False
+        self._signal_at: float | None = None  # when the receiver verified a push not yet answered by a poll
+        self._waited_since: float | None = None  # a push follow's routine wait began (polls saved are counted)
 
     # --- building ----------------------------------------------------------------------------------------
     @classmethod
@@ -241,6 +245,18 @@ class Follow(Durable):
         if not self.cancel_accepted and not self.busy and self.active:
             self._services.scheduler.schedule(self, 0.0, cancel=True)
 
+    def signalled(self, received_at: float) -> None:
+        """The provider pushed a change for this batch (docs/push.md): poll at once, at confirmation priority.
+
+        A signal is never an outcome: the poll's answer is. Before the cancel is accepted there is nothing to do
+        (its confirming poll comes right after it); during a poll on the wire, the signal waits for it to end and
+        then polls again, since that answer may predate the change.
+        """
+        if self._signal_at is None:
+            self._signal_at = received_at
+        if self.cancel_accepted and not self.busy and self.active:
+            self._continue(0.0, urgent=True)
+
     def _in_trace(self) -> contextvars.Token[otel_context.Context] | None:
         """Make the first waiting command's span current: the provider call's spans become its children."""
         context = self.subscribers[0].context if self.subscribers else None
@@ -278,6 +294,8 @@ class Follow(Durable):
             return None
         self.busy = True
         changed = False
+        signal_at, self._signal_at = self._signal_at, None
+        self._count_saved()
         token = self._in_trace()
         try:
             await self._expire_subscribers()
@@ -299,11 +317,33 @@ class Follow(Durable):
                 otel_context.detach(token)
         if self.stopping:
             return None
+        if signal_at is not None:
+            metrics.SIGNAL_POLL_SECONDS.observe(max(0.0, time.time() - signal_at))
         if not self.live:
             self._end()
             return None
-        self._interval = next_interval(self._interval, changed, self._services.policy)
-        return self._until_next(self._interval)
+        return self._next_poll(changed)
+
+    def _next_poll(self, changed: bool) -> float | None:
+        """After a routine poll: the adaptive interval, or, for a push follow, the safety interval."""
+        policy = self._services.policy
+        self._interval = next_interval(self._interval, changed, policy)
+        if self._signal_at is not None:  # pushed while the poll was on the wire: its answer may be older
+            self._continue(0.0, urgent=True)
+            return None
+        if policy.push_interval is None:
+            return self._until_next(self._interval)
+        self._waited_since = time.time()
+        return self._until_next(policy.push_interval)
+
+    def _count_saved(self) -> None:
+        """A push follow's wait is over: the polls the plain schedule would have made meanwhile were saved."""
+        if self._waited_since is None:
+            return
+        waited, self._waited_since = time.time() - self._waited_since, None
+        saved = polls_within(waited, self._interval, self._services.policy) - 1  # less this poll itself
+        if saved > 0:
+            metrics.PUSH_POLLS_SAVED.labels(self.provider_name).inc(saved)
 
     def _continue(self, delay: float, *, urgent: bool = False) -> None:
         """Poll in ``delay`` seconds; the adaptive interval starts again from the fast one."""

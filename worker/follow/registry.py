@@ -12,12 +12,20 @@ partition number of the follows topic.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from worker.contract import PARENT_METADATA_KEY, BatchStateEvent, CancelCommand, FollowState, WaitingCommand
+from worker.contract import (
+    PARENT_METADATA_KEY,
+    BatchSignal,
+    BatchStateEvent,
+    CancelCommand,
+    FollowState,
+    WaitingCommand,
+)
 from worker.follow.durable import StateWrites
 from worker.follow.follow import Follow
 from worker.follow.policy import FollowPolicy
@@ -59,6 +67,7 @@ class Follows:
         *,
         tracing: CommandTracing | None = None,
         runners_for: Callable[[str, str], int] | None = None,
+        push_intervals: Mapping[tuple[str, str], float] | None = None,
     ) -> None:
         self._providers = providers
         self._accounts = accounts
@@ -73,6 +82,7 @@ class Follows:
         self._resumed: dict[int, CommandHandle] = {}
         self._writes = StateWrites()
         self._runners_for = runners_for or (lambda provider, account: 16)
+        self._push_intervals = push_intervals or {}
         self.waiting = 0  # commands joined (or resumed) whose final event is not yet published
 
     # --- what the consumer and the metrics read -------------------------------------------------------------
@@ -123,6 +133,20 @@ class Follows:
 
     def _resumed_context(self, waiting: WaitingCommand) -> CommandContext:
         return self._tracing.resumed_context(waiting.traceparent, waiting.tracestate, waiting.received_at)
+
+    # --- pushes ----------------------------------------------------------------------------------------------
+    def signal(self, signal: BatchSignal) -> bool:
+        """A provider pushed a change of ``signal``'s batch: the follows of it this process holds poll at once.
+        False when none is held here (another worker's, or over); every worker reads every signal."""
+        held = False
+        for partition, provider, account in list(self._services):
+            if provider == signal.provider and account == signal.account:
+                follow = self._follows.get((partition, signal.key))
+                if follow is not None and follow.active:
+                    follow.signalled(signal.received_at.timestamp())
+                    held = True
+        metrics.SIGNALS.labels(signal.provider, "polled" if held else "not_held").inc()
+        return held
 
     # --- handover and shutdown ------------------------------------------------------------------------------
     async def stop_partitions(self, partitions: Sequence[int], grace: float) -> None:
@@ -209,12 +233,17 @@ class Follows:
                 provider=self._providers[provider],
                 publish=self._publish,
                 persist=self._persist_to(partition),
-                policy=self.policy,
+                policy=self._policy_for(provider, account),
                 scheduler=self._scheduler_for(provider, account),
                 writes=self._writes,
                 owner=self,
             )
         return services
+
+    def _policy_for(self, provider: str, account: str) -> FollowPolicy:
+        """The shared policy, with the account's push safety interval when its provider pushes."""
+        interval = self._push_intervals.get((provider, account))
+        return self.policy if interval is None else dataclasses.replace(self.policy, push_interval=interval)
 
     def _scheduler_for(self, provider: str, account: str) -> PollScheduler:
         scheduler = self._schedulers.get((provider, account))

@@ -118,14 +118,21 @@ def _decode(topic: str, partition: int, records: dict[bytes, bytes | None]) -> l
     return states
 
 
-async def check_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Refuse to start (``ConfigError``, exit 2) unless the follows topic can keep what it is given."""
+async def check_topics(settings: Settings, timeout: float = 30.0, *, signals: bool = False) -> None:
+    """Refuse to start (``ConfigError``, exit 2) unless the follows topic can keep what it is given, and, with
+    ``signals`` (an account's provider pushes), unless the signals topic exists."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
         commands, follows = settings.commands_topic, settings.follows_topic
-        described = await asyncio.wait_for(admin.describe_topics([commands, follows]), timeout)
+        wanted = [commands, follows, *([settings.signals_topic] if signals else [])]
+        described = await asyncio.wait_for(admin.describe_topics(wanted), timeout)
         counts = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+        if signals and settings.signals_topic not in counts:
+            raise ConfigError(
+                f"signals topic {settings.signals_topic!r} does not exist, and the providers file configures push: "
+                "create it (BCW_SIGNALS_TOPIC; docs/push.md)"
+            )
         if follows not in counts:
             raise ConfigError(
                 f"follows topic {follows!r} does not exist: create it compacted with as many partitions as "

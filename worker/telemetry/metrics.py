@@ -45,13 +45,19 @@ __all__ = [
     "OLDEST_FOLLOW_AGE",
     "PAUSED_PARTITIONS",
     "PROVIDER_REQUESTS",
+    "PUSH_POLLS_SAVED",
     "READY",
     "RESTORE_SECONDS",
     "RETRIES",
     "SELECTORS",
     "SELECTOR_MATCHES",
+    "SIGNALS",
+    "SIGNAL_POLL_SECONDS",
     "SWEEP_FAILURES",
     "THROTTLED",
+    "WEBHOOK_DELIVERIES",
+    "WEBHOOK_RESULTS",
+    "WEBHOOK_SECONDS",
     "AccountCollector",
     "AccountReading",
     "CredentialAges",
@@ -250,6 +256,46 @@ class CredentialAges(Collector):
 CREDENTIALS = CredentialAges()
 REGISTRY.register(CREDENTIALS)
 
+
+# --- push (docs/push.md): the receiver's deliveries, and what the workers make of the signals ------------------
+#: Every answer the receiver gives; ``provider`` is "unknown" for a route nobody configured (never the URL's text).
+WEBHOOK_RESULTS = (
+    "delivered",
+    "replayed",
+    "ignored",
+    "bad_signature",
+    "stale",
+    "too_large",
+    "unknown_account",
+    "malformed",
+    "unavailable",
+)
+WEBHOOK_DELIVERIES = Counter(
+    "bcw_webhook_deliveries",
+    "Provider deliveries to the webhook receiver, by configured provider and result (see docs/push.md)",
+    ["provider", "result"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "bcw_webhook_seconds",
+    "From a delivery's arrival to the receiver's answer (the signal's Kafka write included)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SIGNALS = Counter(
+    "bcw_signals",
+    "Signals a worker read: polled (it held the batch's follow and polled it at once) or not_held",
+    ["provider", "result"],
+)
+SIGNAL_POLL_SECONDS = Histogram(
+    "bcw_signal_poll_seconds",
+    "From the receiver's verifying a delivery to the worker's poll answering for that batch",
+    buckets=_LATENCY_BUCKETS,
+)
+PUSH_POLLS_SAVED = Counter(
+    "bcw_push_polls_saved",
+    "Routine polls not made because the account's provider pushes: those the plain schedule would have made "
+    "while a follow waited at the push safety interval",
+    ["provider"],
+)
 
 READY = Gauge(
     "bcw_ready",

@@ -1,0 +1,117 @@
+"""The signals topic: the receiver writes verified pushes (``SignalWriter``), every worker reads them all
+(``SignalListener``).
+
+How a signal reaches the worker that follows its batch: it does not know which one that is. A follow belongs to
+whoever owns the commands partition its command came in on, and that partition is the publisher's choice (its
+key, its partitioner), not ours to compute. Signals are few (one or a handful per batch), so every worker reads
+the whole topic, outside any consumer group, and a worker that holds no follow of the batch drops the signal.
+
+Why a worker starts reading at the end of the topic, and why that loses nothing: the listener takes the end
+offsets before the worker joins the commands group. A follow this worker comes to hold is either started here
+(its cancel's confirming poll follows the cancel) or resumed from the follows topic (a resumed follow polls
+within ``follow_initial_interval_s``). A signal written before the listener's start offsets is about a change
+that happened before that, so that first poll sees it; one written after is read. A signal that arrives while
+its follow moves between workers is dropped by the old owner (it stopped the follow) and either read by the new
+one after the follow is resumed, or made moot by the resumed follow's first poll. The safety-net poll
+(``push.poll_interval_s``) bounds everything else: a signal never read, a push never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from worker.config import KafkaConnection
+from worker.contract import BatchSignal, decode_signal, encode_signal
+from worker.kafka.connection import client_kwargs, stop_client
+
+__all__ = ["SignalListener", "SignalWriter"]
+
+log = logging.getLogger("worker.kafka.signals")
+
+#: A delivery waits this long for its signal to be durable before the receiver answers 503 (providers give up
+#: on an answer after 15-30 s and retry).
+WRITE_TIMEOUT_S = 10.0
+
+
+class SignalWriter:
+    """The receiver's producer: idempotent, ``acks=all``; ``write`` returns once every in-sync replica has the
+    signal and raises when the broker cannot take it in ``WRITE_TIMEOUT_S``."""
+
+    def __init__(self, settings: KafkaConnection, topic: str) -> None:
+        self._topic = topic
+        self._producer = AIOKafkaProducer(
+            **client_kwargs(settings),
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=int(WRITE_TIMEOUT_S * 1000),
+        )
+        self.failing = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await stop_client(self._producer, "signal producer")
+
+    async def write(self, signal: BatchSignal) -> None:
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await self._producer.send_and_wait(self._topic, encode_signal(signal), key=signal.key.encode())
+        except (KafkaError, TimeoutError):
+            self.failing = True
+            raise
+        self.failing = False
+
+
+class SignalListener:
+    """Every partition of the signals topic, from its end at ``start``; each signal goes to ``deliver``."""
+
+    def __init__(self, settings: KafkaConnection, topic: str, deliver: Callable[[BatchSignal], object]) -> None:
+        self._topic = topic
+        self._deliver = deliver
+        self._consumer = AIOKafkaConsumer(
+            **client_kwargs(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="latest"
+        )
+        self.read = 0
+
+    async def start(self) -> None:
+        """Connect and take the end offsets (see the module docstring for why before the commands group)."""
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self._topic)
+        if not partitions:
+            await self._consumer.topics()  # a metadata refresh: the topic may not be in the first answer
+            partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        if not partitions:
+            await stop_client(self._consumer, "signal consumer")
+            raise RuntimeError(f"signals topic {self._topic!r} has no partitions")
+        assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        for tp, offset in (await self._consumer.end_offsets(assigned)).items():
+            self._consumer.seek(tp, offset)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                batches = await self._consumer.getmany(timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        self._one(record.value)
+        finally:
+            await stop_client(self._consumer, "signal consumer")
+
+    def _one(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            signal = decode_signal(value)
+        except ValidationError as exc:
+            log.error("unreadable record on %s skipped: %s", self._topic, exc.errors()[0]["msg"])
+            return
+        self.read += 1
+        self._deliver(signal)
