@@ -55,6 +55,8 @@ class FakeProvider:
     gets: int = 0
     already_terminal: bool = False
     cancel_gate: asyncio.Event | None = None
+    get_priorities: list[Priority] = field(default_factory=list)
+    retrieve_gate: asyncio.Event | None = None  # set: GETs answer; clear: they wait on the wire
 
     async def cancel(self, account: str, batch_id: str, *, priority: Priority = Priority.CANCEL) -> CancelResult:
         self.cancels += 1
@@ -69,6 +71,9 @@ class FakeProvider:
     async def retrieve(self, account: str, batch_id: str, *, priority: Priority = Priority.POLL) -> BatchSnapshot:
         status = self.polls[min(self.gets, len(self.polls) - 1)]
         self.gets += 1
+        self.get_priorities.append(priority)
+        if self.retrieve_gate is not None:
+            await self.retrieve_gate.wait()
         return snap(status)
 
 
@@ -127,10 +132,11 @@ def make(
     accounts: frozenset[str] = frozenset({"default"}),
     verifier: Any = None,
     selectors: Any = None,
+    push_intervals: dict[tuple[str, str], float] | None = None,
 ) -> Dispatcher:
     """A dispatcher for provider ``p`` and its ``Follows`` (``d.follows``), wired as app.py wires them."""
     providers, allowed = {"p": provider}, {"p": accounts}
-    follows = Follows(providers, allowed, sink, states or States(), policy)
+    follows = Follows(providers, allowed, sink, states or States(), policy, push_intervals=push_intervals)
     return Dispatcher(
         providers, allowed, sink, follows, max_command_bytes=65536, verifier=verifier, selectors=selectors
     )
