@@ -27,13 +27,16 @@ class TopicHost(Protocol):
 
 @dataclass
 class WorkerTopics:
-    """Commands, events and follows topics of ``partitions`` each, a one-partition DLQ, and a group name."""
+    """Commands, events and follows topics of ``partitions`` each, a one-partition DLQ, a group name, and, when
+    asked, the signals topic."""
 
     broker: TopicHost
     partitions: int = 3
     prefix: str = ""
     follows_config: Mapping[str, str] = field(default_factory=lambda: dict(FOLLOWS_TOPIC_CONFIG))
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    #: Make the signals topic too (push, docs/push.md); its config, e.g. ``{"min.insync.replicas": "2"}``.
+    signals: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.commands = f"{self.prefix}commands-{self.tag}"
@@ -41,10 +44,13 @@ class WorkerTopics:
         self.dlq = f"{self.prefix}dlq-{self.tag}"
         self.follows = f"{self.prefix}follows-{self.tag}"
         self.group = f"{self.prefix}group-{self.tag}"
+        self.signals_topic = f"{self.prefix}signals-{self.tag}"
         self.broker.create_topic(self.commands, self.partitions)
         self.broker.create_topic(self.events, self.partitions)
         self.broker.create_topic(self.dlq, 1)
         self.broker.create_topic(self.follows, self.partitions, dict(self.follows_config))
+        if self.signals is not None:
+            self.broker.create_topic(self.signals_topic, self.partitions, dict(self.signals))
 
     @property
     def bootstrap(self) -> str:
@@ -58,5 +64,6 @@ class WorkerTopics:
             "BCW_EVENTS_TOPIC": self.events,
             "BCW_DLQ_TOPIC": self.dlq,
             "BCW_FOLLOWS_TOPIC": self.follows,
+            "BCW_SIGNALS_TOPIC": self.signals_topic,
             "BCW_GROUP_ID": self.group,
         }

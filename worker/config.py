@@ -553,6 +553,13 @@ class Settings(KafkaConnection):
         description="batch-cancel-worker webhooks: the address it listens on for provider deliveries.",
     )
     webhooks_port: int = Field(8088, ge=1, le=65535, description="batch-cancel-worker webhooks: its port.")
+    webhooks_write_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="How long a delivery waits for its signal to be durable before the answer is 503 (providers "
+        "stop waiting after 15-30 s and deliver again).",
+    )
     webhooks_max_body_bytes: int = Field(
         64 * 1024, ge=1024, le=8 * 1024 * 1024, description="Larger deliveries are refused with 413 before reading."
     )

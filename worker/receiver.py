@@ -58,7 +58,7 @@ class WebhookReceiver:
             raise ConfigError(
                 f"no account in {settings.providers_file} configures push: there is nothing to receive (docs/push.md)"
             )
-        self.writer = SignalWriter(settings, settings.signals_topic)
+        self.writer = SignalWriter(settings, settings.signals_topic, settings.webhooks_write_timeout_s)
         self.receiver = Receiver(self.routes, self.writer, max_body_bytes=settings.webhooks_max_body_bytes)
         self.stop = asyncio.Event()
         self.health = HealthServer(settings.metrics_host, settings.metrics_port)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator
+from devstack.broker import free_port
 from devstack.topics import TopicHost, WorkerTopics
 from devstack.worker_process import WorkerProcess
 from tests.support.events import committed_vs_end
@@ -44,20 +45,25 @@ class Stack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     dialects: tuple[str, ...] = DIALECTS
     workers: list[WorkerProcess] = field(default_factory=list)
+    #: Dialects whose ``default`` account pushes (docs/push.md), each with the secret it signs with; the signals
+    #: topic is made, with ``signals_config``, when any does.
+    push: dict[str, str] = field(default_factory=dict)
+    signals_config: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.topics = WorkerTopics(self.kafka, self.partitions)
+        self.topics = WorkerTopics(self.kafka, self.partitions, signals=self.signals_config if self.push else None)
         t = self.topics
         self.commands, self.events, self.dlq, self.follows, self.group = t.commands, t.events, t.dlq, t.follows, t.group
         lines = ["providers:"]
         for d in self.dialects:
+            push = f", push: {{ secrets_env: [E2E_PUSH_{d.upper()}], poll_interval_s: 30 }}" if d in self.push else ""
             lines += [
                 f"  {d}:",
                 f"    dialect: {d}",
                 f"    base_url: {self.emulator.base_url(d)}",
                 "    max_requests_per_s: 5000  # the emulator is not a rate-limited account",
                 "    accounts:",
-                "      default: { api_key_env: E2E_KEY }",
+                f"      default: {{ api_key_env: E2E_KEY{push} }}",
                 "      wrongkey: { api_key_env: E2E_WRONG_KEY }",
             ]
         self.providers_file = self.workdir / "providers.yaml"
@@ -77,6 +83,7 @@ class Stack:
             "BCW_SHUTDOWN_GRACE_S": "10",
             "E2E_KEY": DEFAULT_KEY,
             "E2E_WRONG_KEY": WRONG_KEY,
+            **{f"E2E_PUSH_{d.upper()}": secret for d, secret in self.push.items()},
             **self.env_overrides,
         }
 
@@ -84,6 +91,16 @@ class Stack:
         worker = WorkerProcess({**self.env(), **overrides}, name=name)
         self.workers.append(worker)
         return worker.start()
+
+    def start_receiver(
+        self, name: str = "receiver", port: int | None = None, **overrides: str
+    ) -> tuple[WorkerProcess, str]:
+        """``batch-cancel-worker webhooks`` on ``port`` (a free one) of 127.0.0.1, and its root URL."""
+        port = port or free_port()
+        env = {**self.env(), "BCW_WEBHOOKS_HOST": "127.0.0.1", "BCW_WEBHOOKS_PORT": str(port), **overrides}
+        receiver = WorkerProcess(env, name=name, args=("webhooks",))
+        self.workers.append(receiver)
+        return receiver.start(), f"http://127.0.0.1:{port}"
 
     def close(self) -> None:
         for w in self.workers:

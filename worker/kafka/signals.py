@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -34,22 +34,18 @@ __all__ = ["SignalListener", "SignalWriter"]
 
 log = logging.getLogger("worker.kafka.signals")
 
-#: A delivery waits this long for its signal to be durable before the receiver answers 503 (providers give up
-#: on an answer after 15-30 s and retry).
-WRITE_TIMEOUT_S = 10.0
-
-
 class SignalWriter:
     """The receiver's producer: idempotent, ``acks=all``; ``write`` returns once every in-sync replica has the
-    signal and raises when the broker cannot take it in ``WRITE_TIMEOUT_S``."""
+    signal and raises when the broker cannot take it within ``timeout`` seconds."""
 
-    def __init__(self, settings: KafkaConnection, topic: str) -> None:
+    def __init__(self, settings: KafkaConnection, topic: str, timeout: float) -> None:
         self._topic = topic
+        self._timeout = timeout
         self._producer = AIOKafkaProducer(
             **client_kwargs(settings),
             acks="all",
             enable_idempotence=True,
-            request_timeout_ms=int(WRITE_TIMEOUT_S * 1000),
+            request_timeout_ms=int(timeout * 1000),
         )
         self.failing = False
 
@@ -61,7 +57,7 @@ class SignalWriter:
 
     async def write(self, signal: BatchSignal) -> None:
         try:
-            async with asyncio.timeout(WRITE_TIMEOUT_S):
+            async with asyncio.timeout(self._timeout):
                 await self._producer.send_and_wait(self._topic, encode_signal(signal), key=signal.key.encode())
         except (KafkaError, TimeoutError):
             self.failing = True
@@ -75,25 +71,25 @@ class SignalListener:
     def __init__(self, settings: KafkaConnection, topic: str, deliver: Callable[[BatchSignal], object]) -> None:
         self._topic = topic
         self._deliver = deliver
+        # Subscribed without a group: aiokafka assigns every partition of the topic to this consumer.
         self._consumer = AIOKafkaConsumer(
-            **client_kwargs(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="latest"
+            topic, **client_kwargs(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="latest"
         )
         self.read = 0
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 30.0) -> None:
         """Connect and take the end offsets (see the module docstring for why before the commands group)."""
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            await self._consumer.topics()  # a metadata refresh: the topic may not be in the first answer
-            partitions = self._consumer.partitions_for_topic(self._topic) or set()
-        if not partitions:
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no event for it
+                    await asyncio.sleep(0.05)  # the first metadata answer assigns the partitions
+                assigned = list(self._consumer.assignment())
+                for tp, offset in (await self._consumer.end_offsets(assigned)).items():
+                    self._consumer.seek(tp, offset)
+        except BaseException:
             await stop_client(self._consumer, "signal consumer")
-            raise RuntimeError(f"signals topic {self._topic!r} has no partitions")
-        assigned = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        for tp, offset in (await self._consumer.end_offsets(assigned)).items():
-            self._consumer.seek(tp, offset)
+            raise
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
