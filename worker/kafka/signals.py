@@ -34,6 +34,7 @@ __all__ = ["SignalListener", "SignalWriter"]
 
 log = logging.getLogger("worker.kafka.signals")
 
+
 class SignalWriter:
     """The receiver's producer: idempotent, ``acks=all``; ``write`` returns once every in-sync replica has the
     signal and raises when the broker cannot take it within ``timeout`` seconds."""
