@@ -122,7 +122,7 @@ def signing_key(dialect: str, secret: str) -> bytes:
     except (binascii.Error, ValueError) as exc:
         raise ValueError("the webhook secret is not base64 after whsec_") from exc
     if not key:
-        raise ValueError("the webhook secret decodes to no bytes")
+        raise ValueError("the webhook secret is no base64 of at least one byte")
     return key
 
 
