@@ -155,6 +155,10 @@ def test_openai_deliveries_pass_the_openai_sdk_and_standardwebhooks(emu: Emulato
     by_batch: dict[str, Any] = {}
     for got in sink.on("/openai"):
         event = sdk.webhooks.unwrap(got.body, got.headers)
+        assert isinstance(
+            event,
+            (BatchCancelledWebhookEvent, BatchCompletedWebhookEvent, BatchFailedWebhookEvent, BatchExpiredWebhookEvent),
+        ), event
         assert standardwebhooks.Webhook(secret).verify(got.body, got.headers) == json.loads(got.body)
         by_batch[event.data.id] = event
         # the SDK's unwrap does not validate; its models do, strictly, field by field
