@@ -39,6 +39,7 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
+from batch_cancel_emulator import push_events
 from batch_cancel_emulator.model import Attributes, Scenario
 from batch_cancel_emulator.push import PushTarget
 from batch_cancel_emulator.shapes import PREFIXES, has_error
@@ -267,7 +268,9 @@ def _entra_revoke(app: App, _: dict[str, Any], __: Query) -> Answer:
 def _push(app: App, body: dict[str, Any], _: Query) -> Answer:
     """Register (or, with ``url: null``, remove) the push target of one dialect."""
     if body.get("url") is None:
-        app.push.unregister(str(body.get("dialect")))
+        if body.get("dialect") not in push_events.DIALECTS:
+            return _bad(f"dialect must be one of {list(push_events.DIALECTS)}")
+        app.push.unregister(str(body["dialect"]))
         return _ok({"ok": True})
     try:
         app.push.register(PushTarget.model_validate(body))

@@ -226,6 +226,8 @@ class Pusher:
             else:
                 self._advance(item, now)
         if self._heap and self._heap[0][0] <= now:  # more due: let requests in between, then go on
+            if self._timer is not None:  # armed while this ran (a not-quite-due entry went back on the heap)
+                self._timer.cancel()
             self._timer, self._timer_at = asyncio.get_running_loop().call_soon(self._fire), now
         else:
             self._arm()
