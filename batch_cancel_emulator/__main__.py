@@ -1,9 +1,11 @@
-"""``python -m batch_cancel_emulator --host 127.0.0.1 --port 0 [--api-key dialect=KEY ...] [--tls-cert C --tls-key K]``.
+"""``python -m batch_cancel_emulator --host 127.0.0.1 --port 0 [--api-key dialect=KEY ...] [--tls-cert C --tls-key K]
+[--push-concurrency N]``.
 
 Binds the socket itself so ``--port 0`` works: the first stdout line is ``emulator listening on http://H:P``,
 which the test helper reads to learn the port (no free-port race between choosing and binding). With
 ``--tls-cert``/``--tls-key`` the same app is served over TLS too, on a second port (the second line,
 ``emulator listening on https://H:P``): Microsoft Entra ID's endpoints must be https for azure-identity.
+``--push-concurrency``: how many webhook deliveries may be in flight at once (``push.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import uvicorn
 
 from batch_cancel_emulator.app import App, DroppedConnection
+from batch_cancel_emulator.push import DEFAULT_CONCURRENCY
 from batch_cancel_emulator.shapes import PREFIXES
 
 
@@ -46,13 +49,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--tls-cert", help="PEM certificate: also serve https on a second port")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--push-concurrency", type=int, default=DEFAULT_CONCURRENCY, help="webhook deliveries in flight at most"
+    )
     args = parser.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("--tls-cert and --tls-key go together")
+    if not 1 <= args.push_concurrency <= 10_000:
+        raise SystemExit("--push-concurrency must be 1..10000")
 
     sock, (host, port) = _listen(args.host, args.port)
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
-    app = App(_keys(args.api_key))
+    app = App(_keys(args.api_key), push_concurrency=args.push_concurrency)
     server = uvicorn.Server(_config(app, args.log_level))
     print(f"emulator listening on http://{host}:{port}", flush=True)
     if args.tls_cert is None:

@@ -23,6 +23,10 @@ Endpoints (JSON in, JSON out):
   ``{lifetime_s?, required?, accept?, delay_s?}`` → how long new tokens live, whether Azure routes refuse API
   keys, (``accept: false``) whether they refuse every token, even fresh ones, and how long a token takes;
   ``POST /_admin/entra/revoke`` → forget every issued token (the next Azure request with one answers 401)
+* ``POST /_admin/push`` ``{dialect, url, secret, header?, retry?, timeout_s?}`` → deliver this dialect's batch
+  events (openai, gemini, bedrock) to ``url`` (``push.PushTarget``; ``url: null`` stops); ``GET
+  /_admin/deliveries?dialect=&batch_id=&since=`` → ``{deliveries, next}``, one entry per delivery attempt
+  (``reset`` forgets targets and deliveries, like quotas)
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
+from batch_cancel_emulator import push_events
 from batch_cancel_emulator.model import Attributes, Scenario
+from batch_cancel_emulator.push import PushTarget
 from batch_cancel_emulator.shapes import PREFIXES, has_error
 
 if TYPE_CHECKING:
@@ -163,6 +169,7 @@ def _stats(app: App, _: dict[str, Any], __: Query) -> Answer:
             "google_tokens": {"issued": app.google.issued, "refused": app.google.refused},
             "aws_signatures": {"verified": app.aws.verified, "refused": app.aws.refused, "assumed": app.aws.assumed},
             "entra_tokens": {"issued": app.entra.issued, "refused": app.entra.refused},
+            "push": app.push.stats(),
         }
     )
 
@@ -258,6 +265,28 @@ def _entra_revoke(app: App, _: dict[str, Any], __: Query) -> Answer:
     return _ok({"ok": True})
 
 
+def _push(app: App, body: dict[str, Any], _: Query) -> Answer:
+    """Register (or, with ``url: null``, remove) the push target of one dialect."""
+    if body.get("url") is None:
+        if body.get("dialect") not in push_events.DIALECTS:
+            return _bad(f"dialect must be one of {list(push_events.DIALECTS)}")
+        app.push.unregister(str(body["dialect"]))
+        return _ok({"ok": True})
+    try:
+        app.push.register(PushTarget.model_validate(body))
+    except ValidationError as exc:  # its own message: the default one would say "invalid scenario"
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)  # never the secret
+        return _bad(f"invalid push target: {errors}")
+    return _ok({"ok": True})
+
+
+def _deliveries(app: App, _: dict[str, Any], query: Query) -> Answer:
+    since = int(query.get("since", ["0"])[0])
+    dialect = query.get("dialect", [None])[0]
+    batch_id = query.get("batch_id", [None])[0]
+    return _ok({"deliveries": app.push.deliveries(since, dialect, batch_id), "next": app.push.recorded})
+
+
 def _reset(app: App, _: dict[str, Any], __: Query) -> Answer:
     app.reset()
     return _ok({"ok": True})
@@ -292,6 +321,8 @@ _ROUTES: dict[tuple[str, str], Callable[[App, dict[str, Any], Query], Answer]] =
     ("GET", "stats"): _stats,
     ("POST", "keys"): _add_key,
     ("POST", "reset"): _reset,
+    ("POST", "push"): _push,
+    ("GET", "deliveries"): _deliveries,
     ("POST", "google/keys"): _google_key,
     ("POST", "google/tokens"): _google_tokens,
     ("POST", "google/revoke"): _google_revoke,

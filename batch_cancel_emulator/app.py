@@ -23,7 +23,8 @@ from urllib.parse import unquote
 from batch_cancel_emulator import cloud_shapes, listing
 from batch_cancel_emulator.cloud_auth import AwsKeys, GoogleTokens
 from batch_cancel_emulator.entra import EntraTokens, is_entra_path
-from batch_cancel_emulator.model import Fault, Store
+from batch_cancel_emulator.model import Batch, Fault, Store
+from batch_cancel_emulator.push import DEFAULT_CONCURRENCY, Pusher
 from batch_cancel_emulator.shapes import COLON_CANCEL, PREFIXES, batch_body, error_response
 from worker.contract import BATCH_ID_PATTERN
 
@@ -95,14 +96,19 @@ class Quota:
 
 
 class App:
-    def __init__(self, keys: dict[str, set[str]] | None = None) -> None:
+    def __init__(self, keys: dict[str, set[str]] | None = None, *, push_concurrency: int = DEFAULT_CONCURRENCY) -> None:
         self.keys: dict[str, set[str]] = {d: {DEFAULT_KEY} for d in PREFIXES.values()}
         for dialect, extra in (keys or {}).items():
             self.keys.setdefault(dialect, set()).update(extra)
         self.google = GoogleTokens()  # like keys, kept across resets
         self.aws = AwsKeys()
         self.entra = EntraTokens()
+        self.push = Pusher(self._batch, push_concurrency)
         self.reset()
+
+    def _batch(self, dialect: str, batch_id: str) -> Batch | None:
+        """A batch of the current store (``reset`` replaces the store, so the pusher must not hold one)."""
+        return self.store.get(dialect, batch_id)
 
     def reset(self) -> None:
         self.store = Store()
@@ -111,6 +117,7 @@ class App:
         self.stats = Stats()
         self.statuses: Counter[str] = Counter()
         self.quotas: dict[str, Quota] = {}
+        self.push.reset()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -319,6 +326,7 @@ class App:
             await asyncio.sleep(fault.delay_s)
         elif fault is not None and fault.kind != "drop":
             return _fault_answer(dialect, fault)
+        before = batch.status, batch.shown_status
         if op == "cancel" and not batch.cancel() and batch.scenario.finished_answer == "error":
             conflict = dialect == "bedrock" and batch.scenario.bedrock_finished == "ConflictException"
             answer = error_response(
@@ -327,6 +335,7 @@ class App:
             return (*answer, [], False)
         if op == "retrieve":
             batch.retrieve()
+        self.push.observe(batch, *before)  # a pushing provider tells of the change (push.py)
         body = batch_body(batch, op, scope)
         return 200, body, b"application/json", [], fault is not None and fault.kind == "drop"
 

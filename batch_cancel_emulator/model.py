@@ -113,6 +113,13 @@ class Batch:
             self.polls_left = self.scenario.cancelling_polls
         return True
 
+    def cancel_due_mono(self) -> float | None:
+        """When (monotonic) a cancel whose end is timed (``cancelling_s``) ends; None when polls end it or
+        the batch is not cancelling. A pushing emulator ends the batch then, polled or not."""
+        if self.status != "cancelling" or self.scenario.cancelling_s is None or self.cancelled_mono is None:
+            return None
+        return self.cancelled_mono + self.scenario.cancelling_s
+
     def retrieve(self) -> None:
         """Advance a cancelling batch by one poll (or by elapsed time) towards its scenario's final state."""
         if self.status != "cancelling":

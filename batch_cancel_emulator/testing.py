@@ -15,17 +15,53 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 import httpx
 
 from batch_cancel_emulator.app import DEFAULT_KEY, key_id
 from batch_cancel_emulator.cloud_auth import DEFAULT_AWS_KEY
 from batch_cancel_emulator.model import Fault, Scenario
+from batch_cancel_emulator.push import PushRetry
 from batch_cancel_emulator.shapes import PREFIXES
 from batch_cancel_emulator.tls import TlsFiles, make_tls_files
 
-__all__ = ["DEFAULT_AWS_KEY", "DEFAULT_KEY", "Emulator", "Fault", "Scenario", "key_id"]
+__all__ = [
+    "DEFAULT_AWS_KEY",
+    "DEFAULT_KEY",
+    "Delivery",
+    "Emulator",
+    "Fault",
+    "PushDialect",
+    "PushRetry",
+    "Scenario",
+    "key_id",
+]
+
+#: The dialects whose providers push batch events (``Emulator.push_to``).
+PushDialect = Literal["openai", "gemini", "bedrock"]
+
+
+class Delivery(TypedDict):
+    """One delivery attempt as ``Emulator.deliveries`` reads it back (no headers: they would hold the secret)."""
+
+    seq: int  # 1, 2, … in the order attempts finished; ``deliveries(since=...)`` skips up to one
+    dialect: str
+    batch_id: str  # as the emulator knows it (Gemini without ``batches/``, Bedrock the job id)
+    event: str  # batch.cancelled, batch.succeeded, … or Bedrock's detail.status (Stopping, Stopped, …)
+    delivery_id: str  # webhook-id (wh_… / msg_…) or the EventBridge event id: the same on every attempt
+    attempt: int  # 1 for the first attempt of this event
+    url: str
+    status: int | None  # the receiver's HTTP status; None when the attempt failed before one (see error)
+    error: str | None  # the transport error (connection refused, timeout), else None
+    outcome: str  # delivered, retry (another attempt is scheduled), gave_up, dropped (Bedrock: a 4xx)
+    webhook_timestamp: int | None  # the signed webhook-timestamp of this attempt (None for Bedrock)
+    t_wall: float  # when the attempt was sent (time.time() in the emulator)
+    t_mono: float  # the same, on the emulator's monotonic clock (same machine: comparable with the test's)
+    t_done_mono: float  # when its answer (or error) came back
+    changed_wall: float  # when the batch reached the state the event tells of
+    changed_mono: float
+
 
 #: Dialect → the base URL path the worker is configured with; each dialect adds its own resource path.
 _BASES = {
@@ -63,12 +99,21 @@ class Emulator:
     read back with ``requests`` and ``stats``; ``set_quota`` and ``add_key`` change it while it runs.
     ``tls=True``: also serve https (Microsoft Entra ID's endpoints, for azure-identity) on ``tls_url``, with a
     certificate from a throw-away CA whose certificate is ``ca_file`` (what the client must trust).
+    Push: ``push_to`` makes a dialect's batches deliver webhooks / EventBridge events to a URL when they change
+    state, ``deliveries`` reads every delivery attempt back; ``push_concurrency`` bounds the attempts in flight.
     """
 
     def __init__(
-        self, *, api_keys: dict[str, str] | None = None, start_timeout_s: float = 15.0, tls: bool = False
+        self,
+        *,
+        api_keys: dict[str, str] | None = None,
+        start_timeout_s: float = 15.0,
+        tls: bool = False,
+        push_concurrency: int | None = None,
     ) -> None:
         self._args = [f"--api-key={d}={k}" for d, k in (api_keys or {}).items()]
+        if push_concurrency is not None:
+            self._args.append(f"--push-concurrency={push_concurrency}")
         self._timeout = start_timeout_s
         self._tls = tls
         self._tls_dir: Path | None = None
@@ -224,7 +269,42 @@ class Emulator:
         self._post("/_admin/keys", {"dialect": dialect, "key": key})
 
     def reset(self) -> None:
+        """Forget batches, the request log, quotas, push targets and deliveries; keep keys and credentials."""
         self._post("/_admin/reset", {})
+
+    # --- push: webhooks and EventBridge events (push.py, push_events.py) ---------------------------------------
+    def push_to(
+        self,
+        dialect: PushDialect,
+        url: str | None,
+        *,
+        secret: str = "",
+        header: str | None = None,
+        retry: PushRetry | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """From now on, deliver ``dialect``'s batch events to ``url`` (None: stop pushing that dialect).
+
+        openai: the four terminal events, Standard Webhooks signed with ``secret`` (``whsec_<base64>``, or any
+        other string used as raw bytes, as OpenAI's SDK reads it); gemini: succeeded / failed / expired (no
+        cancelled event), signed with ``secret`` read as base64 like the ``standardwebhooks`` library; bedrock:
+        the EventBridge event of every status change with ``header`` (default ``x-bcw-token``) ``: secret``.
+        ``retry``: the backoff of failed attempts (default 5 s doubling, 10 attempts; tests pass fast ones);
+        ``timeout_s``: per attempt (default 5 s for bedrock as EventBridge, 10 s otherwise). A cancel whose end
+        is timed (``cancelling_s``) is ended and delivered on time even if nobody polls; one ended by polls
+        (``cancelling_polls``) is delivered when the poll that ends it is answered. Register before the cancels.
+        """
+        body: dict[str, Any] = {"dialect": dialect, "url": url}
+        if url is not None:
+            body |= {"secret": secret, "header": header, "timeout_s": timeout_s}
+            if retry is not None:
+                body["retry"] = retry.model_dump(mode="json")
+        self._post("/_admin/push", body)
+
+    def deliveries(self, *, dialect: str | None = None, batch_id: str | None = None, since: int = 0) -> list[Delivery]:
+        """Every delivery attempt (oldest first), optionally of one dialect or batch, after ``seq`` ``since``."""
+        found = self._get("/_admin/deliveries", dialect=dialect, batch_id=batch_id, since=since or None)
+        return cast(list[Delivery], found["deliveries"])
 
     # --- cloud credentials -----------------------------------------------------------------------------------
     @property
