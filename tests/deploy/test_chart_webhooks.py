@@ -390,6 +390,8 @@ def test_push_only_for_dialects_that_push(chart: Renderer) -> None:
         ({"service": {"type": "ExternalName"}}, "type"),
         ({"ingres": {}}, "additional properties 'ingres'"),
         ({"extraEnv": [{"name": "BCW_WEBHOOKS_PORT", "value": "1"}]}, "extraEnv"),
+        ({"settings": {"max_inflight": 3}}, "max_inflight"),
+        ({"networkPolicy": {"metricsFrom": []}}, "webhooks.networkPolicy.metricsFrom"),
     ],
 )
 def test_bad_webhooks_values_fail_at_install(chart: Renderer, webhooks: dict[str, Any], message: str) -> None:
