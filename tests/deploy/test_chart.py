@@ -55,6 +55,9 @@ STRUCTURED_SETTINGS = {
     "events_topic": "kafka.eventsTopic",
     "dlq_topic": "kafka.dlqTopic",
     "follows_topic": "kafka.followsTopic",
+    "signals_topic": "kafka.signalsTopic",
+    "webhooks_port": "webhooks.port",
+    "webhooks_max_body_bytes": "webhooks.maxBodyBytes",
     "group_id": "kafka.groupId",
     "providers_file": "providers.*",
     "shutdown_grace_s": "shutdownGraceSeconds",
@@ -65,6 +68,7 @@ NOT_EXPOSED = {
     "kafka_sasl_password": "a secret value in an env var; the chart mounts the password as a file instead",
     "group_instance_id": "static membership needs stable pod names (a StatefulSet); Deployment pods change names",
     "metrics_host": "probes and scraping reach the pod IP, so it must stay 0.0.0.0",
+    "webhooks_host": "the webhook Service reaches the receiver's pod IP, so it must stay 0.0.0.0",
 }
 
 
@@ -180,7 +184,7 @@ def test_crd_validation_catches_typos() -> None:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_worker_accepts_rendered_environment(chart: Renderer, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every BCW_* variable the chart sets is a real setting with a valid value (the worker rejects others)."""
+    """Every BCW_* variable the chart sets is a real setting with a valid value."""
     env = _env(chart.render(VARIANTS[variant]))
     for name in list(os.environ):
         if name.startswith("BCW_"):
@@ -189,8 +193,10 @@ def test_worker_accepts_rendered_environment(chart: Renderer, variant: str, monk
         if name.startswith("BCW_"):
             # Only the SASL username comes from a Secret; everything else is a plain value or a file path.
             assert "value" in entry or name == "BCW_KAFKA_SASL_USERNAME", name
+            # pydantic-settings ignores BCW_ variables it has no field for: a misspelt name would pass unseen.
+            assert name.removeprefix("BCW_").lower() in Settings.model_fields, f"{name} is no setting"
             monkeypatch.setenv(name, entry.get("value", "from-a-secret"))
-    Settings()  # raises on any unknown or invalid BCW_ variable
+    Settings()  # raises on an invalid value
 
 
 def test_structured_values_reach_the_worker(chart: Renderer) -> None:
@@ -206,7 +212,7 @@ def test_defaults_are_the_workers_defaults(chart: Renderer) -> None:
     """Topics and the shutdown grace default to the worker's own defaults (e.g. the follows topic)."""
     docs = chart.render({})
     env = _env(docs)
-    for setting in ("commands_topic", "events_topic", "dlq_topic", "follows_topic", "group_id"):
+    for setting in ("commands_topic", "events_topic", "dlq_topic", "follows_topic", "signals_topic", "group_id"):
         assert env[f"BCW_{setting.upper()}"]["value"] == Settings.model_fields[setting].default, setting
     assert env["BCW_FOLLOWS_TOPIC"]["value"] == "batch-cancel.follows"
     # Shutdown no longer waits for batches to end (follows move to the next owner): a short grace suffices.
@@ -382,6 +388,8 @@ REFERENCE_FIELDS |= {"region", "aws_profile"}
 REFERENCE_FIELDS |= {"azure_credential", "azure_tenant_id", "azure_client_id", "azure_client_secret_env"}
 REFERENCE_FIELDS |= {"azure_client_secret_file", "azure_certificate_file", "azure_federated_token_file"}
 REFERENCE_FIELDS |= {"azure_authority_host"}
+# push (issue 28): webhook secrets by env var name or file, the safety-net interval, Bedrock's header name.
+REFERENCE_FIELDS |= {"push"}
 SECRETISH = re.compile(r"KEY|PASSWORD|TOKEN|SECRET|CREDENTIAL", re.IGNORECASE)
 
 

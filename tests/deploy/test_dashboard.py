@@ -43,6 +43,12 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "bcw_account_allowed_requests_per_s": ("gauge", frozenset({"provider", "account"})),
     "bcw_account_requests_waiting": ("gauge", frozenset({"provider", "account", "priority"})),
     "bcw_polls_overdue": ("gauge", frozenset({"provider", "account"})),
+    # push (issue 28): the webhook receiver's, then the worker's side
+    "bcw_webhook_deliveries_total": ("counter", frozenset({"provider", "result"})),
+    "bcw_webhook_seconds": ("histogram", frozenset()),
+    "bcw_signals_total": ("counter", frozenset({"provider", "result"})),
+    "bcw_signal_poll_seconds": ("histogram", frozenset()),
+    "bcw_push_polls_saved_total": ("counter", frozenset({"provider"})),
 }
 # Labels Prometheus adds when scraping through the chart's Service/ServiceMonitor.
 TARGET_LABELS = frozenset({"namespace", "pod", "instance", "job", "service", "container", "endpoint"})
@@ -84,13 +90,16 @@ def test_dashboard_uses_the_workers_metrics() -> None:
     for needed in ("bcw_commands_total", "bcw_retries_total", "bcw_follows_in_flight", "bcw_dead_letters_total",
                    "bcw_cancel_accepted_seconds", "bcw_command_final_seconds", "bcw_follows_restored_total",
                    "bcw_follow_state_writes_total", "bcw_oldest_follow_age_seconds",
-                   "bcw_follows_restore_seconds"):  # fmt: skip
+                   "bcw_follows_restore_seconds", "bcw_webhook_deliveries_total", "bcw_signal_poll_seconds",
+                   "bcw_push_polls_saved_total"):  # fmt: skip
         assert needed in used, needed
     exprs = [e for _, e in _exprs(dashboard)]
     assert any("by (outcome)" in e and "bcw_commands_total" in e for e in exprs)
     assert any("by (provider, cause)" in e for e in exprs)
     assert any("by (kind)" in e and "bcw_follow_state_writes_total" in e for e in exprs)
     assert any("histogram_quantile(0.99," in e and "bcw_follows_restore_seconds_bucket" in e for e in exprs)
+    assert any("by (provider, result)" in e and "bcw_webhook_deliveries_total" in e for e in exprs)
+    assert any("histogram_quantile(0.99," in e and "bcw_signal_poll_seconds_bucket" in e for e in exprs)
     for q in ("0.5", "0.95", "0.99"):
         assert any(f"histogram_quantile({q}," in e for e in exprs)
 
