@@ -122,14 +122,13 @@ def test_every_alert_is_labelled_and_has_a_runbook_section() -> None:
     assert len(names) == len(set(names)), "duplicate alert names"
     for rule in alerts():
         name = rule["alert"]
-        # Bcw…, but for the names fixed by an issue's interface (issue 28: BatchCancelWebhookBadSignatures).
-        assert re.fullmatch(r"(Bcw|BatchCancelWebhook)[A-Z][A-Za-z]+", name), name
+        assert re.fullmatch(r"Bcw[A-Z][A-Za-z]+", name), name
         assert rule["labels"]["severity"] in SEVERITIES, name
         assert rule["annotations"]["summary"].strip(), name
         url = rule["annotations"]["runbook_url"]
         assert url == f"docs/runbook.md#{name.lower()}", f"{name}: runbook_url {url}"
         assert name.lower() in sections, f"{name}: docs/runbook.md has no section '## {name}'"
-    alert_sections = {a for a, heading in sections.items() if heading.startswith(("Bcw", "BatchCancelWebhook"))}
+    alert_sections = {a for a, heading in sections.items() if heading.startswith("Bcw")}
     assert alert_sections == {n.lower() for n in names}, "runbook sections without an alert, or alerts without one"
 
 
