@@ -66,6 +66,7 @@ class Worker:
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
         metrics.selector_series(accounts)
+        metrics.push_series({provider for provider, _ in self.providers.push_intervals()})
         self.store = FollowStore(settings, self.producer)
         tracing = CommandTracing(settings.group_id)
         self.follows = Follows(

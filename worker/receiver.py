@@ -19,6 +19,7 @@ from aiohttp import web
 from worker.config import DEFAULT_PUSH_HEADER, ConfigError, ProvidersFile, Settings, load_providers
 from worker.kafka.connection import check_connection, security_kwargs
 from worker.kafka.signals import SignalWriter
+from worker.telemetry import metrics
 from worker.telemetry.health import HealthServer
 from worker.webhooks import HeaderSecret, Receiver, Route, StandardWebhooks, Verifier
 
@@ -58,6 +59,7 @@ class WebhookReceiver:
             raise ConfigError(
                 f"no account in {settings.providers_file} configures push: there is nothing to receive (docs/push.md)"
             )
+        metrics.webhook_series({provider for provider, _ in self.routes})
         self.writer = SignalWriter(settings, settings.signals_topic, settings.webhooks_write_timeout_s)
         self.receiver = Receiver(self.routes, self.writer, max_body_bytes=settings.webhooks_max_body_bytes)
         self.stop = asyncio.Event()

@@ -5,7 +5,8 @@ unit-tested with synthetic series (tests/test_alerts.py); neither proves that Pr
 or that the worker's series have the labels the queries group by. Here a Prometheus (loopback, 1 s scrapes,
 the chart's rules file loaded) scrapes a worker while a scenario runs that touches every kind of series: cancels,
 rejections (the ``wrongkey`` account: 401), a dead letter (a record that is no JSON), retries (429s from the
-emulator) and cancels on Azure accounts signing in with Microsoft Entra ID (cloud-credential series). Then,
+emulator), cancels on Azure accounts signing in with Microsoft Entra ID (cloud-credential series), and push: the
+OpenAI account pushes through a webhook receiver (its own scraped pod), which also refuses forged deliveries. Then,
 through Prometheus' HTTP API:
 
 - each dashboard target (Grafana's variables filled in as Grafana would) parses and returns series, and each
@@ -23,18 +24,24 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
+from batch_cancel_emulator.testing import Emulator
+from devstack.broker import KafkaBroker
 from devstack.prometheus import RULES, Prometheus, dashboard_queries
 from tests.support.entra import entra_provider
 from tests.support.events import EventLog, publish_commands
-from tests.support.stack import Stack, StackFactory
+from tests.support.stack import Stack
 from tests.support.waiting import until_sync
+from tests.webhooks.signed import WHSEC, openai_body, sign
 
 NAMESPACE = "e2e"
 POD = "worker-0"
+RECEIVER_POD = "webhooks-0"
 #: Stands in for Grafana's $__rate_interval: long enough to hold the whole scenario.
 RATE_INTERVAL = "2m"
 
@@ -44,6 +51,7 @@ TRIPPED = {
     "BcwProviderRefusingKeys": {"provider": "openai"},
     "BcwFailedOutcomesHigh": {"namespace": NAMESPACE},
     "BcwProviderRateLimited": {"provider": "openai"},
+    "BcwWebhookBadSignatures": {"provider": "openai"},
 }
 #: Values the scenario must make visible in a panel, by panel title: (legend label, values).
 MUST_SHOW = {
@@ -52,7 +60,10 @@ MUST_SHOW = {
     "Retries by cause": ("cause", {"http_429"}),
     "Provider requests by status": ("status", {"200", "401", "429"}),
     "Provider requests by result": ("result", {"ok", "rejected", "retryable"}),
+    "Webhook deliveries by result": ("result", {"delivered", "bad_signature"}),
 }
+#: Forged deliveries per round: the second round's alone exceed the alert's 10 in 5 minutes.
+FORGED = (4, 12)
 
 
 def _alerts() -> list[dict[str, Any]]:
@@ -62,11 +73,13 @@ def _alerts() -> list[dict[str, Any]]:
 def _round(s: Stack, n: int) -> list[dict[str, Any] | bytes]:
     """Four plain cancels, two that meet three 429s each before the cancel goes through, two with a key the
     provider refuses (401, ``rejected``), one on an Entra ID account, and a record that is no JSON (dead letter
-    ``invalid_json``)."""
+    ``invalid_json``). The OpenAI batches end a moment after their cancel and the emulator pushes it."""
     tag = f"r{n}-{uuid.uuid4().hex[:6]}"
-    plain = [s.emulator.create_batch("openai", f"batch_{tag}_ok{i}", cancelling_polls=1) for i in range(4)]
+    plain = [s.emulator.create_batch("openai", f"batch_{tag}_ok{i}", cancelling_s=0.3) for i in range(4)]
     limited = [
-        s.emulator.create_batch("openai", f"batch_{tag}_429{i}", faults=[{"kind": "rate_limit", "count": 3}])
+        s.emulator.create_batch(
+            "openai", f"batch_{tag}_429{i}", faults=[{"kind": "rate_limit", "count": 3}], cancelling_s=0.3
+        )
         for i in range(2)
     ]
     refused = [s.emulator.create_batch("openai", f"batch_{tag}_401{i}") for i in range(2)]
@@ -79,18 +92,43 @@ def _round(s: Stack, n: int) -> list[dict[str, Any] | bytes]:
     ]
 
 
-async def test_every_dashboard_query_and_alert_on_a_real_prometheus(make_stack: StackFactory) -> None:
-    s = make_stack(partitions=2)
+def _forge(url: str, count: int) -> None:
+    """Deliveries signed with a secret the account does not have: each is answered 401 ``bad_signature``."""
+    body = openai_body("batch_forged")
+    for _ in range(count):
+        answer = httpx.post(f"{url}/webhooks/openai/default", content=body, headers=sign(FORGED_SECRET, body))
+        assert answer.status_code == 401
+
+
+FORGED_SECRET = "whsec_Zm9yZ2VkLWJ5LXNvbWVvbmUtZWxzZQ=="
+
+
+async def test_every_dashboard_query_and_alert_on_a_real_prometheus(
+    kafka: KafkaBroker, emulator: Emulator, tmp_path: Path
+) -> None:
+    s = Stack(kafka, emulator, tmp_path, partitions=2, push={"openai": WHSEC})
+    try:
+        await _scenario(s)
+    finally:
+        emulator.push_to("openai", None)
+        s.close()
+
+
+async def _scenario(s: Stack) -> None:
     entra = entra_provider(s.emulator, s.workdir, provider="entra")
     s.providers_file.write_text(s.providers_file.read_text() + entra.yaml)
     worker = s.start_worker(name="scraped", **entra.env)
-    with Prometheus({POD: f"127.0.0.1:{worker.port}"}, rule_files=[RULES], namespace=NAMESPACE) as prom:
+    receiver, url = s.start_receiver()
+    s.emulator.push_to("openai", f"{url}/webhooks/openai/default", secret=WHSEC)
+    pods = {POD: f"127.0.0.1:{worker.port}", RECEIVER_POD: f"127.0.0.1:{receiver.port}"}
+    with Prometheus(pods, rule_files=[RULES], namespace=NAMESPACE) as prom:
         prom.wait_for('up{job="batch-cancel-worker"} == 1', timeout=30, what="the first scrape of the worker")
         prom.wait_for('bcw_ready{check="group_joined"} == 1', timeout=60, what="the worker in its group")
 
         async with EventLog(s.bootstrap, s.events) as log, EventLog(s.bootstrap, s.dlq) as dlq:
             finals = 0
             for n in (1, 2):
+                _forge(url, FORGED[n - 1])
                 ids = await publish_commands(s.bootstrap, s.commands, _round(s, n))
                 await log.wait_finals(ids, timeout=90)
                 await dlq.wait_until(lambda n=n: len(dlq.records) >= n, timeout=30, what=f"dead letter {n}")
@@ -118,8 +156,8 @@ async def test_every_dashboard_query_and_alert_on_a_real_prometheus(make_stack: 
             shown = {r["metric"].get(label) for r in prom.query(expr)}
             assert values <= shown, f"{title}: expected {label} {values}, Prometheus shows {shown}"
         namespaces = prom.api("label/namespace/values", **{"match[]": "bcw_commands_in_flight"})
-        pods = prom.api("label/pod/values", **{"match[]": f'bcw_commands_in_flight{{namespace=~"{NAMESPACE}"}}'})
-        assert (namespaces, pods) == ([NAMESPACE], [POD])
+        scraped = prom.api("label/pod/values", **{"match[]": f'bcw_ready{{namespace=~"{NAMESPACE}"}}'})
+        assert (namespaces, scraped) == ([NAMESPACE], sorted(pods))
 
         # --- the alerts -----------------------------------------------------------------------------------
         alerts = {a["alert"]: a for a in _alerts()}

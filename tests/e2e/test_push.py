@@ -108,7 +108,7 @@ async def test_a_signal_kafka_cannot_take_is_answered_503_and_the_retry_delivers
     # cluster would; then an operator fixes it, and the provider's next delivery is taken.
     s = Stack(kafka, emulator, tmp_path, dialects=("openai",), push=PUSH, signals_config={"max.message.bytes": "64"})
     try:
-        _, url = s.start_receiver(BCW_WEBHOOKS_WRITE_TIMEOUT_S="2")
+        _, url = s.start_receiver(env={"BCW_WEBHOOKS_WRITE_TIMEOUT_S": "2"})
         body = openai_body("batch_e2eretry")
         headers = sign(WHSEC, body)
         assert await _post(url, "/webhooks/openai/default", body, headers) == (503, "unavailable")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,11 +93,11 @@ class Stack:
         return worker.start()
 
     def start_receiver(
-        self, name: str = "receiver", port: int | None = None, **overrides: str
+        self, name: str = "receiver", *, port: int | None = None, env: Mapping[str, str] | None = None
     ) -> tuple[WorkerProcess, str]:
         """``batch-cancel-worker webhooks`` on ``port`` (a free one) of 127.0.0.1, and its root URL."""
         port = port or free_port()
-        env = {**self.env(), "BCW_WEBHOOKS_HOST": "127.0.0.1", "BCW_WEBHOOKS_PORT": str(port), **overrides}
+        env = {**self.env(), "BCW_WEBHOOKS_HOST": "127.0.0.1", "BCW_WEBHOOKS_PORT": str(port), **(env or {})}
         receiver = WorkerProcess(env, name=name, args=("webhooks",))
         self.workers.append(receiver)
         return receiver.start(), f"http://127.0.0.1:{port}"

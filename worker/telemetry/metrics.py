@@ -61,7 +61,9 @@ __all__ = [
     "AccountCollector",
     "AccountReading",
     "CredentialAges",
+    "push_series",
     "selector_series",
+    "webhook_series",
 ]
 
 #: From seconds (a quick cancel) to the ten minutes OpenAI allows ``cancelling``, and beyond.
@@ -323,6 +325,22 @@ def selector_series(accounts: Mapping[str, Iterable[str]]) -> None:
         SELECTOR_MATCHES.labels(provider)
         for account in names:
             SWEEP_FAILURES.labels(provider, account)
+
+
+def push_series(providers: Iterable[str]) -> None:
+    """A worker's signal and polls-saved counters of every provider with push, born at 0 (see below)."""
+    for provider in providers:
+        PUSH_POLLS_SAVED.labels(provider)
+        for result in ("polled", "not_held"):
+            SIGNALS.labels(provider, result)
+
+
+def webhook_series(providers: Iterable[str]) -> None:
+    """The receiver's delivery counters of every provider with push (and "unknown"), every result born at 0:
+    the first burst of forged deliveries after a restart must reach ``increase()`` and BcwWebhookBadSignatures."""
+    for provider in (*providers, "unknown"):
+        for result in WEBHOOK_RESULTS:
+            WEBHOOK_DELIVERIES.labels(provider, result)
 
 
 # Every outcome and dead-letter reason exists from the start at 0. A labelled child is otherwise born at its
