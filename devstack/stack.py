@@ -1,4 +1,5 @@
-"""The local stack behind ``make dev``: a real Kafka broker, the provider emulator and one worker; with
+"""The local stack behind ``make dev``: a real Kafka broker, the provider emulator, one worker and the webhook
+receiver (the emulator pushes OpenAI's batch events to it, as OpenAI would: docs/push.md); with
 ``BCW_DEV_PROMETHEUS=1`` (or ``--prometheus``) also the Prometheus the tests use, scraping the worker with the
 chart's alert rules loaded, so the dashboard's queries and the alerts can be watched live.
 
@@ -29,18 +30,32 @@ from devstack.broker import KafkaBroker, die_with_parent
 from devstack.dev_credentials import aws_env, dev_providers_file, write_trusted_service_account_key
 from devstack.prometheus import RULES, Prometheus, dashboard_queries, graph_url
 from worker.config import load_providers
-from worker.contract.topics import COMMANDS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, FOLLOWS_TOPIC, FOLLOWS_TOPIC_CONFIG
+from worker.contract.topics import (
+    COMMANDS_TOPIC,
+    DLQ_TOPIC,
+    EVENTS_TOPIC,
+    FOLLOWS_TOPIC,
+    FOLLOWS_TOPIC_CONFIG,
+    SIGNALS_TOPIC,
+)
 
 DEV_TOPICS = {
     COMMANDS_TOPIC: 6,
     EVENTS_TOPIC: 6,
     DLQ_TOPIC: 1,
     FOLLOWS_TOPIC: 6,  # compacted, as many partitions as commands (docs/durable-follows.md)
+    SIGNALS_TOPIC: 3,
 }
 TOPIC_CONFIGS = {FOLLOWS_TOPIC: FOLLOWS_TOPIC_CONFIG}
 EMULATOR_PORT = 8090
 PROMETHEUS_PORT = 9090
 WORKER_METRICS_PORT = 9464
+WEBHOOKS_PORT = 8088
+#: The OpenAI account's webhook secret in providers.dev.yaml (a throw-away, like the emulator's API key).
+DEV_WEBHOOK_SECRET = "whsec_ZGV2LXdlYmhvb2stc2VjcmV0LW5vdC1mb3ItcHJvZHVjdGlvbg=="  # noqa: S105 - dev only
+#: Dialects whose dev account pushes (providers.dev.yaml): their demo batches end 3 s after the cancel, unpolled,
+#: and the emulator pushes the end to the receiver.
+PUSHED = ("openai",)
 DEV_KEY = "sk-emulator"
 HERE = Path(__file__).resolve().parent
 
@@ -104,13 +119,22 @@ def _preload_demo_batches(emulator_port: int) -> None:
     """A few batches in every dialect, so the README's first ``batch-cancel publish`` has something to stop."""
     for dialect in _dev_dialects():
         for batch_id in CLOUD_DEMO_BATCHES.get(dialect, DEMO_BATCHES):
-            body = json.dumps({"dialect": dialect, "id": batch_id, "scenario": {"cancelling_polls": 3}}).encode()
+            scenario = {"cancelling_s": 3} if dialect in PUSHED else {"cancelling_polls": 3}
+            body = json.dumps({"dialect": dialect, "id": batch_id, "scenario": scenario}).encode()
             request = urllib.request.Request(
                 f"http://127.0.0.1:{emulator_port}/_admin/batches",
                 data=body,
                 headers={"content-type": "application/json"},
             )
             urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback, fixed URL
+    for dialect in PUSHED:  # before any cancel: a timed cancel is pushed only when its dialect has a target
+        url = f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/{dialect}/default"
+        body = json.dumps({"dialect": dialect, "url": url, "secret": DEV_WEBHOOK_SECRET}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{emulator_port}/_admin/push", data=body, headers={"content-type": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback, fixed URL
+    print(f"[stack] emulator pushes {', '.join(PUSHED)} batch events to the receiver on :{WEBHOOKS_PORT}", flush=True)
     print(f"[stack] emulator has batches {', '.join(DEMO_BATCHES)} in every dialect", flush=True)
     for dialect, ids in CLOUD_DEMO_BATCHES.items():
         print(f"[stack]   {dialect}: {', '.join(ids)}", flush=True)
@@ -135,6 +159,35 @@ def _start_prometheus(metrics_port: int) -> Prometheus:
     print(f"[stack] Prometheus {prometheus.url} (alerts: {prometheus.url}/alerts); every dashboard query:", flush=True)
     print(f"  {graph_url(prometheus.url, queries)}", flush=True)
     return prometheus
+
+
+def _start_worker_and_receiver(
+    broker: KafkaBroker, providers_file: Path, metrics_port: int
+) -> list[subprocess.Popen[bytes]]:
+    """The worker, and the webhook receiver beside it (its metrics on the next port)."""
+    env = {
+        **os.environ,
+        **aws_env(),
+        "BCW_FOLLOW_INITIAL_INTERVAL_S": "0.5",
+        "BCW_FOLLOW_MAX_INTERVAL_S": "5",
+        "BCW_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "BCW_PROVIDERS_FILE": str(providers_file),
+        "BCW_LOG_FORMAT": "console",
+        "BCW_METRICS_HOST": "127.0.0.1",
+        "BCW_METRICS_PORT": str(metrics_port),
+        **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in _dev_dialects()},
+        **{f"DEV_{d.upper()}_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET for d in PUSHED},
+    }
+    receiver_env = {
+        **env,
+        "BCW_WEBHOOKS_HOST": "127.0.0.1",
+        "BCW_WEBHOOKS_PORT": str(WEBHOOKS_PORT),
+        "BCW_METRICS_PORT": str(metrics_port + 1),
+    }
+    return [
+        _spawn("worker", [sys.executable, "-m", "worker", "run"], env),
+        _spawn("webhooks", [sys.executable, "-m", "worker", "webhooks"], receiver_env),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,19 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         key_file = write_trusted_service_account_key(secrets_dir, emulator_url)
         providers_file = dev_providers_file(HERE / "providers.dev.yaml", key_file, emulator_url, secrets_dir)
         if not args.no_worker:
-            env = {
-                **os.environ,
-                **aws_env(),
-                "BCW_FOLLOW_INITIAL_INTERVAL_S": "0.5",
-                "BCW_FOLLOW_MAX_INTERVAL_S": "5",
-                "BCW_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                "BCW_PROVIDERS_FILE": str(providers_file),
-                "BCW_LOG_FORMAT": "console",
-                "BCW_METRICS_HOST": "127.0.0.1",
-                "BCW_METRICS_PORT": str(args.metrics_port),
-                **{f"DEV_{d.upper()}_API_KEY": DEV_KEY for d in _dev_dialects()},
-            }
-            children.append(_spawn("worker", [sys.executable, "-m", "worker", "run"], env))
+            children += _start_worker_and_receiver(broker, providers_file, args.metrics_port)
         if args.prometheus:
             prometheus = _start_prometheus(args.metrics_port)
             children.append(prometheus.process)
