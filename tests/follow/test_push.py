@@ -98,3 +98,20 @@ def test_polls_within_counts_the_plain_backed_off_schedule() -> None:
     # 1, 1.5, 2.25, 3.375, 5.06, 7.59, 11.39, 17.09 (49.3 s in all), then 30 s each: 300 s holds 8 + 8
     assert polls_within(300.0, 1.0, policy) == 16
     assert polls_within(300.0, 30.0, policy) == 10
+
+
+async def test_the_polls_a_signal_made_unnecessary_are_counted(make_dispatcher: MakeDispatcher) -> None:
+    """FAST polls every 0.01-0.05 s: a follow that waits 0.3 s for its signal saved several of them."""
+    provider = FakeProvider(polls=["cancelling", "cancelled"])
+    sink = Sink()
+    d = make_dispatcher(provider, sink, push_intervals=PUSH)
+    before = metrics.PUSH_POLLS_SAVED.labels("p")._value.get()
+    submit_all(d, [Rec(command("c1"), offset=0)])
+    await until(lambda: provider.gets == 1)
+    waited_from = asyncio.get_running_loop().time()
+    await until(lambda: asyncio.get_running_loop().time() - waited_from > 0.3, timeout=2)
+    d.follows.signal(signal())
+    await until(lambda: bool(sink.for_command("c1")) and sink.for_command("c1")[-1].final)
+    saved = metrics.PUSH_POLLS_SAVED.labels("p")._value.get() - before
+    # 0.01 + 0.02 + 0.04, then 0.05 each: at least 6 plain polls fit in 0.3 s; the signal's poll is not saved.
+    assert 5 <= saved <= 12, saved

@@ -349,6 +349,7 @@ class Follow(Durable):
         """Poll in ``delay`` seconds; the adaptive interval starts again from the fast one."""
         if self.stopping:
             return
+        self._count_saved()  # a push follow's wait ends early: counted from the interval it had reached
         if not self.live:
             self._end()
             return

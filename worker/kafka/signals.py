@@ -93,9 +93,19 @@ class SignalListener:
             raise
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Read until ``stop``. A failing fetch is logged and tried again after a pause: without signals the
+        follows still end, by their safety polls, so nothing here may stop the worker."""
+        failures = 0
         try:
             while not stop.is_set():
-                batches = await self._consumer.getmany(timeout_ms=500)
+                try:
+                    batches = await self._consumer.getmany(timeout_ms=500)
+                except KafkaError as exc:
+                    failures += 1
+                    log.error("reading %s failed (%s); follows rely on their safety polls meanwhile", self._topic, exc)
+                    await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                    continue
+                failures = 0
                 for records in batches.values():
                     for record in records:
                         self._one(record.value)

@@ -80,12 +80,11 @@ class Receiver:
         except Refused as exc:
             status, result = exc.status, exc.result
             log.warning(
-                "delivery refused for %s/%s: %s (%s)",
-                request.match_info["provider"][:64],
-                request.match_info["account"][:64],
+                "delivery refused for %s: %s (%s)",
+                f"{route.provider}/{route.account}" if route is not None else "an unconfigured path",
                 result,
                 exc,
-                extra={"event": "webhook_refused", "result": result},
+                extra={"event": "webhook_refused", "result": result, "provider": provider},
             )
         metrics.WEBHOOK_DELIVERIES.labels(provider, result).inc()
         metrics.WEBHOOK_SECONDS.observe(time.perf_counter() - started)
