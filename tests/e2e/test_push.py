@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from batch_cancel_emulator.testing import Emulator, PushRetry
+from batch_cancel_emulator.testing import DEFAULT_KEY, Emulator, PushRetry
 from devstack.broker import KafkaBroker
 from tests.support.events import EventLog, publish_commands
 from tests.support.stack import Stack
@@ -101,26 +101,37 @@ async def test_only_verified_deliveries_become_signals(stack: Stack, receiver_ur
     ]
 
 
-async def test_a_signal_kafka_cannot_take_is_answered_503_and_the_retry_delivers_it(
-    kafka: KafkaBroker, emulator: Emulator, tmp_path: Path
+async def test_a_signal_kafka_cannot_take_is_answered_503_and_the_providers_retry_delivers_it(
+    kafka: KafkaBroker, tmp_path: Path
 ) -> None:
-    # The signals topic refuses every record (a limit below a signal's size), as a misconfigured or full
-    # cluster would; then an operator fixes it, and the provider's next delivery is taken.
-    s = Stack(kafka, emulator, tmp_path, dialects=("openai",), push=PUSH, signals_config={"max.message.bytes": "64"})
-    try:
-        _, url = s.start_receiver(env={"BCW_WEBHOOKS_WRITE_TIMEOUT_S": "2"})
-        body = openai_body("batch_e2eretry")
-        headers = sign(WHSEC, body)
-        assert await _post(url, "/webhooks/openai/default", body, headers) == (503, "unavailable")
-        await _set_topic_config(s.bootstrap, s.topics.signals_topic, {"max.message.bytes": "1048576"})
-        deadline = time.monotonic() + 30  # the provider delivers again (same id, fresh timestamp) until a 2xx
-        again = sign(WHSEC, body, msg_id=headers["webhook-id"])
-        while (answer := await _post(url, "/webhooks/openai/default", body, again)) != (200, "delivered"):
-            assert answer == (503, "unavailable") and time.monotonic() < deadline, answer
-            again = sign(WHSEC, body, msg_id=headers["webhook-id"])
-        assert {x["batch_id"] for x in await _signals(s)} == {"batch_e2eretry"}
-    finally:
-        s.close()
+    """The signals topic refuses every record (a limit below a signal's size), as a misconfigured or failing
+    cluster would: the receiver answers 503 and the provider (a private emulator: its pushes go here only)
+    delivers again with backoff; once an operator fixes the topic, the next attempt is taken."""
+    with Emulator() as emu:
+        s = Stack(kafka, emu, tmp_path, dialects=("openai",), push=PUSH, signals_config={"max.message.bytes": "64"})
+        try:
+            _, url = s.start_receiver(env={"BCW_WEBHOOKS_WRITE_TIMEOUT_S": "2"})
+            emu.push_to("openai", f"{url}/webhooks/openai/default", secret=WHSEC, retry=FAST_RETRY)
+            batch = emu.create_batch("openai", cancelling_s=0.2)
+            async with httpx.AsyncClient() as client:  # the cancel, as any client sends it
+                cancelled = await client.post(
+                    f"{emu.base_url('openai')}/batches/{batch}/cancel",
+                    headers={"authorization": f"Bearer {DEFAULT_KEY}"},
+                )
+            assert cancelled.status_code == 200
+            await until(lambda: len(emu.deliveries(batch_id=batch)) >= 2, timeout=30, what="two refused attempts")
+            await _set_topic_config(s.bootstrap, s.topics.signals_topic, {"max.message.bytes": "1048576"})
+            await until(
+                lambda: emu.deliveries(batch_id=batch)[-1]["status"] == 200, timeout=30, what="a delivery taken"
+            )
+            attempts = emu.deliveries(batch_id=batch)
+            assert {a["status"] for a in attempts[:-1]} == {503}
+            assert len({a["delivery_id"] for a in attempts}) == 1  # one event, delivered again
+            assert [(x["batch_id"], x["delivery_id"]) for x in await _signals(s)] == [
+                (batch, attempts[0]["delivery_id"])
+            ]
+        finally:
+            s.close()
 
 
 async def _set_topic_config(bootstrap: str, topic: str, config: dict[str, str]) -> None:
@@ -150,3 +161,11 @@ async def test_the_emulators_push_ends_a_follow_within_a_second_of_the_batch_end
     assert 0 < ended_to_final < 1.0, ended_to_final
     gets = [r for r in stack.emulator.requests(dialect="openai", batch_id=batch) if r["method"] == "GET"]
     assert len(gets) == 2
+
+
+def test_no_webhook_secret_reaches_a_log(stack: Stack, receiver_url: str) -> None:
+    """After every delivery above, good and forged: neither the secret nor its key bytes in any process's log."""
+    secret_parts = (WHSEC, WHSEC.removeprefix("whsec_"), "d3Jvbmctc2VjcmV0")
+    logs = {w.name: w.log_text() for w in stack.workers}
+    assert "receiver" in logs and len(logs) >= 2
+    assert [(name, p) for name, text in logs.items() for p in secret_parts if p in text] == []
