@@ -244,3 +244,20 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in _container(docs)["env"]}
+
+
+def assert_settings_accept(env: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``BCW_*`` variable in a rendered container ``env`` is a real setting, and together they validate."""
+    from worker.config import Settings
+
+    for name in list(os.environ):
+        if name.startswith("BCW_"):
+            monkeypatch.delenv(name)
+    for name, entry in env.items():
+        if name.startswith("BCW_"):
+            # Only the SASL username comes from a Secret; everything else is a plain value or a file path.
+            assert "value" in entry or name == "BCW_KAFKA_SASL_USERNAME", name
+            # pydantic-settings ignores BCW_ variables it has no field for: a misspelt name would pass unseen.
+            assert name.removeprefix("BCW_").lower() in Settings.model_fields, f"{name} is no setting"
+            monkeypatch.setenv(name, entry.get("value", "from-a-secret"))
+    Settings()  # raises on an invalid value

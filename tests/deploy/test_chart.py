@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.deploy.renderer import (
     _env,
     _of,
     _one,
+    assert_settings_accept,
 )
 from worker.config import DIALECTS, AccountConfig, ProviderConfig, ProvidersFile, Settings, load_providers
 from worker.telemetry.health import HealthServer
@@ -186,17 +186,7 @@ def test_crd_validation_catches_typos() -> None:
 def test_worker_accepts_rendered_environment(chart: Renderer, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every BCW_* variable the chart sets is a real setting with a valid value."""
     env = _env(chart.render(VARIANTS[variant]))
-    for name in list(os.environ):
-        if name.startswith("BCW_"):
-            monkeypatch.delenv(name)
-    for name, entry in env.items():
-        if name.startswith("BCW_"):
-            # Only the SASL username comes from a Secret; everything else is a plain value or a file path.
-            assert "value" in entry or name == "BCW_KAFKA_SASL_USERNAME", name
-            # pydantic-settings ignores BCW_ variables it has no field for: a misspelt name would pass unseen.
-            assert name.removeprefix("BCW_").lower() in Settings.model_fields, f"{name} is no setting"
-            monkeypatch.setenv(name, entry.get("value", "from-a-secret"))
-    Settings()  # raises on an invalid value
+    assert_settings_accept(env, monkeypatch)
 
 
 def test_structured_values_reach_the_worker(chart: Renderer) -> None:
