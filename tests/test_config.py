@@ -105,3 +105,10 @@ def test_tuning_the_collector_keeps_the_older_generations_ratios() -> None:
         assert gc.get_threshold() == (12_345, 7, 3)
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_bcw_variable_that_is_no_setting_is_named_for_the_start_up_warning() -> None:
+    from worker.config import unknown_settings
+
+    environ = {"BCW_GROUP_ID": "g", "BCW_GRUOP_ID": "typo", "BCW_WEBHOOKS_PORT": "8088", "HOME": "/root"}
+    assert unknown_settings(environ) == ["BCW_GRUOP_ID"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
-from worker.config import ConfigError, Settings
+from worker.config import ConfigError, Settings, unknown_settings
 from worker.kafka.connection import KafkaStartError
 from worker.telemetry import configure_logging
 from worker.validation import explain
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch-cancel-worker: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    unknown = unknown_settings(os.environ)
+    if unknown:  # pydantic-settings ignores them: a misspelt name would otherwise go unnoticed
+        logging.getLogger("worker").warning("ignoring variables that are no setting: %s", ", ".join(unknown))
 
     from worker import app, process
 

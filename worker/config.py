@@ -594,6 +594,11 @@ class Settings(KafkaConnection):
         return self
 
 
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """``BCW_*`` names in ``environ`` that are no setting (names only: a value may be a secret)."""
+    return sorted(k for k in environ if k.startswith("BCW_") and k[4:].lower() not in Settings.model_fields)
+
+
 def _kafka_security_problem(settings: KafkaConnection) -> str | None:  # noqa: PLR0911 - one return per problem
     protocol = settings.kafka_security_protocol
     uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
