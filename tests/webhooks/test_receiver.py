@@ -102,8 +102,13 @@ async def test_verified_events_that_are_not_a_batch_state_are_acknowledged_and_i
     assert sink.signals == []
 
 
-def _signed(body: bytes, secret: str = WHSEC, at: float | None = None) -> tuple[bytes, dict[str, str]]:
-    return body, sign(secret, body, at=at)
+def _signed(body: bytes, secret: str = WHSEC, skew: float = 0.0) -> Callable[[], tuple[bytes, dict[str, str]]]:
+    """A delivery signed when the test runs (``skew`` seconds off now), not when the module is collected."""
+    return lambda: (body, sign(secret, body, at=time.time() + skew))
+
+
+def _unsigned(body: bytes, headers: dict[str, str]) -> Callable[[], tuple[bytes, dict[str, str]]]:
+    return lambda: (body, headers)
 
 
 OPENAI = "/webhooks/openai/default"
@@ -112,14 +117,14 @@ OPENAI = "/webhooks/openai/default"
 @pytest.mark.parametrize(
     ("path", "delivery", "answer"),
     [
-        (OPENAI, (openai_body(), {}), (401, "bad_signature")),
+        (OPENAI, _unsigned(openai_body(), {}), (401, "bad_signature")),
         (OPENAI, _signed(openai_body(), "whsec_d3Jvbmctc2VjcmV0"), (401, "bad_signature")),
-        (OPENAI, _signed(b"{}", at=time.time() - 600), (401, "stale")),
-        (OPENAI, _signed(b"{}", at=time.time() + 600), (401, "stale")),
+        (OPENAI, _signed(b"{}", skew=-600), (401, "stale")),
+        (OPENAI, _signed(b"{}", skew=600), (401, "stale")),
         (OPENAI, _signed(b"not json"), (400, "malformed")),
         (OPENAI, _signed(b'{"type": "batch.failed"}'), (400, "malformed")),
         (OPENAI, _signed(openai_body("../etc")), (400, "malformed")),
-        ("/webhooks/bedrock/prod", (bedrock_body(), {"x-bcw-token": "nope"}), (401, "bad_signature")),
+        ("/webhooks/bedrock/prod", _unsigned(bedrock_body(), {"x-bcw-token": "nope"}), (401, "bad_signature")),
         ("/webhooks/openai/nobody", _signed(openai_body()), (404, "unknown_account")),
         ("/webhooks/mistral/default", _signed(openai_body()), (404, "unknown_account")),
     ],
@@ -127,11 +132,11 @@ OPENAI = "/webhooks/openai/default"
 async def test_a_bad_delivery_is_refused_with_its_status_and_makes_no_signal(
     receiver: tuple[TestClient[Any, Any], Sink],
     path: str,
-    delivery: tuple[bytes, dict[str, str]],
+    delivery: Callable[[], tuple[bytes, dict[str, str]]],
     answer: tuple[int, str],
 ) -> None:
     client, sink = receiver
-    assert await _post(client, path, *delivery) == answer
+    assert await _post(client, path, *delivery()) == answer
     assert sink.signals == []
 
 
