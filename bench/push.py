@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import secrets
 import time
 import urllib.request
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -112,7 +115,8 @@ async def _run(
             # lost push is caught by the safety poll poll_interval_s after the confirmation, a plain follow by
             # a poll at most 30 s after the end. Past that, something is broken: stop and report what came.
             wait_s = poll_interval_s if poll_interval_s is not None else cancelling_s + 60
-            complete, peak = await _wait(emulator, observer, set(sent), t0 + n / budget * 1.5 + wait_s + 120)
+            deadline = t0 + n / budget * 1.5 + wait_s + 120
+            complete, timeline = await _wait(emulator, observer, worker, set(sent), deadline)
             wall = time.monotonic() - t0
             if secret:
                 await _deliveries_settled(emulator, n, 30.0)
@@ -128,7 +132,10 @@ async def _run(
                 "poll_interval_s": poll_interval_s,
                 "complete": complete,
                 "seconds": wall,
-                "peak_requests_per_s": peak,
+                "peak_requests_per_s": _peak_rate(timeline, "requests"),
+                "peak_worker_cpu_share": _peak_rate(timeline, "worker_cpu_s"),
+                "worker_run_queue_wait_s": timeline[-1]["worker_run_queue_wait_s"] if timeline else 0.0,
+                "timeline": timeline,
                 "worker_cpu_s": cpu,
                 "worker_cpu_ms_per_follow": cpu * 1000 / n,
                 "receiver_cpu_s": rcpu,
@@ -155,18 +162,42 @@ def _batches(emulator: Emulator, n: int, prefix: str, cancelling_s: float) -> li
     return ids
 
 
-async def _wait(emulator: Emulator, observer: Observer, ids: set[str], deadline: float) -> tuple[bool, float]:
-    """Until every final is in or the deadline: (complete, the peak of requests per second, 1 s samples)."""
-    peak = 0.0
-    last, last_t = _requests(emulator), time.monotonic()
+async def _wait(
+    emulator: Emulator, observer: Observer, worker: WorkerProc, ids: set[str], deadline: float
+) -> tuple[bool, list[dict[str, float]]]:
+    """Until every final is in or the deadline: whether all came, and a timeline sampled about once a second
+    (requests at the provider, finals read, the worker's CPU seconds and its seconds waiting for a CPU)."""
+    t0, cpu0, wait0 = time.monotonic(), worker.cpu(), _run_queue_wait_s(worker.pid)
+    timeline: list[dict[str, float]] = []
     while time.monotonic() < deadline:
         complete = await observer.wait_finals(ids, 1.0)
-        count, now = _requests(emulator), time.monotonic()
-        peak = max(peak, (count - last) / max(now - last_t, 1e-9))
-        last, last_t = count, now
+        timeline.append(
+            {
+                "t": round(time.monotonic() - t0, 2),
+                "requests": _requests(emulator),
+                "finals": len(observer.final_seen),
+                "worker_cpu_s": round(worker.cpu() - cpu0, 2),
+                "worker_run_queue_wait_s": round(_run_queue_wait_s(worker.pid) - wait0, 3),
+            }
+        )
         if complete:
-            return True, peak
-    return False, peak
+            return True, timeline
+    return False, timeline
+
+
+def _run_queue_wait_s(pid: int) -> float:
+    """Seconds the process's threads spent runnable but waiting for a CPU (``/proc/PID/task/*/schedstat``, field
+    2, in ns): how much of a slow stretch was the machine's doing rather than the process's own work."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
+
+
+def _peak_rate(timeline: list[dict[str, float]], key: str) -> float:
+    """The highest per-second rate of a sampled counter."""
+    return max(((b[key] - a[key]) / max(b["t"] - a["t"], 1e-9) for a, b in itertools.pairwise(timeline)), default=0.0)
 
 
 def _requests(emulator: Emulator) -> int:

@@ -156,6 +156,12 @@ def _counter(metrics: dict[str, Any], name: str, label: str) -> float:
     return float(sum(v for k, v in metrics.get(name, {}).items() if label in k.split(",")))
 
 
+def _mean(metrics: dict[str, Any], name: str) -> float:
+    """A histogram's mean in ms, NaN when it has no samples."""
+    h = metrics.get(name, {})
+    return float(h["sum"] / h["count"] * 1000) if h.get("count") else float("nan")
+
+
 def _push_rows(r: dict[str, Any]) -> list[str]:
     pu = r.get("push")
     if not pu:
@@ -189,11 +195,14 @@ def _push_rows(r: dict[str, Any]) -> list[str]:
         f"| {pcts('terminal_to_final_created_ms')} |",
         f"| worker CPU per follow (ms) | {both('worker_cpu_ms_per_follow', 2)} |",
         f"| receiver CPU per delivery (ms) | {_f(a['receiver_cpu_ms_per_delivery'], 2)} | – |",
+        f"| worker: seconds runnable but waiting for a CPU, over the run | {both('worker_run_queue_wait_s', 1)} |",
         f"| peak requests/s at the provider | {both('peak_requests_per_s')} |",
         f"| cancels accepted over (s) | {both('cancel_spread_s', 1)} |",
         f"| batch terminal → the receiver's 200, p50 / p99 ms "
         f"| {_f(a['terminal_to_delivered_ms']['p50'])} / {_f(a['terminal_to_delivered_ms']['p99'])} | – |",
         f"| delivery attempts; the receiver's answers | {deliveries}; {results} | – |",
+        "| delivery verified → the worker's poll answered (bcw_signal_poll_seconds), mean ms "
+        f"| {_f(_mean(wm, 'bcw_signal_poll_seconds'))} | – |",
         f"| signals read by the worker; routine polls saved | {signals}; "
         f"{_counter(wm, 'bcw_push_polls_saved', 'provider=openai'):,.0f} | – |",
         f"| load average before → after | {a['load_before']} → {a['load_after']} "
