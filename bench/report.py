@@ -169,7 +169,7 @@ def _push_rows(r: dict[str, Any]) -> list[str]:
     a, b = pu["push"], pu["poll"]
 
     def both(key: str, digits: int = 0) -> str:
-        return f"{_f(a[key], digits)} | {_f(b[key], digits)}"
+        return f"{_f(a.get(key), digits)} | {_f(b.get(key), digits)}"
 
     def pcts(key: str) -> str:
         return " | ".join(f"{_f(m[key]['p50'])} / {_f(m[key]['p99'])} / {_f(m[key]['max'])}" for m in (a, b))
