@@ -13,7 +13,9 @@ and the Kafka ceiling run as their own processes too. In order:
    then a rolling restart of a worker holding ``--restore`` live follows: exit time, restore time, cancels
    re-sent;
 4. scale-out: 1, 2, 3 worker processes on a 6-partition topic;
-5. a py-spy profile of one worker during a throughput run (``--no-profile`` to skip).
+5. a py-spy profile of one worker during a throughput run (``--no-profile`` to skip);
+6. push against polling (issue 28): ``--push-follows`` OpenAI batches that take 120 s to cancel, once at an
+   account that pushes to the receiver, once at one that polls, each at a ``--push-budget`` requests/s account.
 
 Prints a table; writes ``bench/results/latest.json``, a timestamped copy and ``bench/results/latest.png``;
 ``--write-docs`` also updates the figures section of ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
@@ -33,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios, selector
+from bench import push, report, scenarios, selector
 from bench.stack import make_log_dir
 from devstack.broker import KafkaBroker
 from worker import process
@@ -41,7 +43,19 @@ from worker import process
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 DOCS = ROOT.parent / "docs"
-ALL = ("throughput", "latency", "overload", "follows", "restore", "many", "storm", "kill", "scale", "profile")
+ALL = (
+    "throughput",
+    "latency",
+    "overload",
+    "follows",
+    "restore",
+    "many",
+    "storm",
+    "kill",
+    "scale",
+    "profile",
+    "push",
+)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +76,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--many", type=int, help="follows held by one process in the budget run")
     p.add_argument("--scale", type=int, help="commands per scale-out run")
     p.add_argument("--workers", type=int, nargs="+", help="scale-out: worker process counts")
+    p.add_argument("--push-follows", type=int, help="push against polling: follows in each run")
+    p.add_argument("--push-budget", type=float, help="push against polling: the account's requests/s")
     p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md and docs/benchmarks.png")
     p.add_argument("--replot", type=Path, metavar="JSON", help="only redraw table, PNG (and docs) from a results file")
     p.add_argument("--results", type=Path, default=RESULTS, help="where JSON, PNG, profile and logs go")
@@ -82,6 +98,8 @@ def _sizes(args: argparse.Namespace) -> scenarios.Sizes:
         "follow_max_interval_s": args.follow_max_interval,
         "scale": args.scale,
         "scale_workers": tuple(args.workers) if args.workers else None,
+        "push_follows": args.push_follows,
+        "push_budget": args.push_budget,
     }
     if args.throughput:
         overrides["ceiling"] = args.throughput
@@ -149,11 +167,33 @@ async def _run(ctx: scenarios.Context, parts: set[str], results: dict[str, Any])
             results["scale_out"].append(run)
             _say(f"  {run['commands_per_s']:,.0f} commands/s")
     if "profile" in parts:
-        out = ctx.log_dir / "profile.raw.txt"
-        _say(f"profile: py-spy on one worker, {s.profile:,} commands")
-        run = await scenarios.worker_throughput(ctx, s.profile, profile_to=out)
-        results["profile"] = {"commands": s.profile, "commands_per_s": run["commands_per_s"], "raw": str(out)}
-        results["profile"] |= scenarios.summarize_profile(out)
+        await _profile(ctx, results)
+    if "push" in parts:
+        await _push(ctx, results)
+
+
+async def _profile(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    s = ctx.sizes
+    out = ctx.log_dir / "profile.raw.txt"
+    _say(f"profile: py-spy on one worker, {s.profile:,} commands")
+    run = await scenarios.worker_throughput(ctx, s.profile, profile_to=out)
+    results["profile"] = {"commands": s.profile, "commands_per_s": run["commands_per_s"], "raw": str(out)}
+    results["profile"] |= scenarios.summarize_profile(out)
+
+
+async def _push(ctx: scenarios.Context, results: dict[str, Any]) -> None:
+    s = ctx.sizes
+    _say(
+        f"push: {s.push_follows:,} follows cancelling {s.push_cancelling_s:.0f} s at {s.push_budget:,.0f}/s, "
+        "with push, then without"
+    )
+    results["push"] = r = await push.push_against_polling(ctx, s.push_follows, s.push_cancelling_s, s.push_budget)
+    for mode in ("push", "poll"):
+        m = r[mode]
+        _say(
+            f"  {mode}: {m['finals']:,} finals, {m['gets_per_follow']:.2f} GETs per follow, terminal → final "
+            f"p50 {m['terminal_to_final_seen_ms']['p50']:,.0f} / p99 {m['terminal_to_final_seen_ms']['p99']:,.0f} ms"
+        )
 
 
 async def _storm(ctx: scenarios.Context, results: dict[str, Any]) -> None:

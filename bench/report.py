@@ -93,6 +93,12 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         ok = o["finals"] == o["commands"] and o["worker_alive"] and bounded
         measured = f"{o['finals']:,}/{o['commands']:,} finals, peak {o['peaks']['rss_mb']:.0f} MB"
         out.append(("at 1.5 × capacity: intake paused, bounded, every command ends", measured, ok))
+    pu = r.get("push")
+    if pu:
+        ratio = pu["gets_ratio"]
+        out.append(("push: ≥ 5× fewer GETs per follow", f"{ratio:.1f}×", pu["target_gets_ratio_met"]))
+        p99 = pu["push"]["terminal_to_final_seen_ms"]["p99"]
+        out.append(("push: batch terminal → final event p99 < 1 s", f"{p99:,.0f} ms", pu["target_p99_met"]))
     return out
 
 
@@ -105,6 +111,7 @@ def table(r: dict[str, Any]) -> str:
         _follow_rows,
         _restore_rows,
         _many_rows,
+        _push_rows,
         _scale_rows,
         _target_rows,
         _profile_rows,
@@ -142,6 +149,65 @@ def _many_rows(r: dict[str, Any]) -> list[str]:
             f"| {st['refused_share']:.0%} | {st['finals']:,} |",
         ]
     return lines
+
+
+def _counter(metrics: dict[str, Any], name: str, label: str) -> float:
+    """The sum of a counter's series whose labels include ``label`` (``result=polled``), 0 when none."""
+    return float(sum(v for k, v in metrics.get(name, {}).items() if label in k.split(",")))
+
+
+def _mean(metrics: dict[str, Any], name: str) -> float:
+    """A histogram's mean in ms, NaN when it has no samples."""
+    h = metrics.get(name, {})
+    return float(h["sum"] / h["count"] * 1000) if h.get("count") else float("nan")
+
+
+def _push_rows(r: dict[str, Any]) -> list[str]:
+    pu = r.get("push")
+    if not pu:
+        return []
+    a, b = pu["push"], pu["poll"]
+
+    def both(key: str, digits: int = 0) -> str:
+        return f"{_f(a.get(key), digits)} | {_f(b.get(key), digits)}"
+
+    def pcts(key: str) -> str:
+        return " | ".join(f"{_f(m[key]['p50'])} / {_f(m[key]['p99'])} / {_f(m[key]['max'])}" for m in (a, b))
+
+    wm, rm = a["worker_metrics"], a["receiver_metrics"]
+    signals = f"{_counter(wm, 'bcw_signals', 'result=polled'):,.0f} polled, "
+    signals += f"{_counter(wm, 'bcw_signals', 'result=not_held'):,.0f} not held"
+    attempts = a["delivery_attempts"]
+    deliveries = ", ".join(f"{v:,} {k}" for k, v in sorted(attempts.items()))
+    answers = rm.get("bcw_webhook_deliveries", {})
+    results = ", ".join(f"{v:,.0f} {k.partition('result=')[2]}" for k, v in answers.items() if v)
+    return [
+        f"| push against polling: {pu['follows']:,} OpenAI follows, `cancelling` {pu['cancelling_s']:.0f} s, "
+        f"account budget {pu['budget_rps']:,.0f}/s | with push (safety poll {pu['poll_interval_s']:g} s) "
+        "| without (1 s → 30 s) |",
+        "|---|---:|---:|",
+        f"| finals | {_f(a['finals'])} | {_f(b['finals'])} |",
+        f"| **GETs per follow** | **{_f(a['gets_per_follow'], 2)}** | **{_f(b['gets_per_follow'], 2)}** |",
+        f"| GETs per follow, spread (GETs: follows) | {a['gets_per_follow_histogram']} "
+        f"| {b['gets_per_follow_histogram']} |",
+        f"| **batch terminal → final event read**, p50 / p99 / max ms | {pcts('terminal_to_final_seen_ms')} |",
+        f"| batch terminal → final event written (CreateTime), p50 / p99 / max ms "
+        f"| {pcts('terminal_to_final_created_ms')} |",
+        f"| worker CPU per follow (ms) | {both('worker_cpu_ms_per_follow', 2)} |",
+        f"| receiver CPU per delivery (ms) | {_f(a['receiver_cpu_ms_per_delivery'], 2)} | – |",
+        f"| worker: seconds runnable but waiting for a CPU, over the run | {both('worker_run_queue_wait_s', 1)} |",
+        f"| peak requests/s at the provider | {both('peak_requests_per_s')} |",
+        f"| cancels accepted over (s) | {both('cancel_spread_s', 1)} |",
+        f"| batch terminal → the receiver's 200, p50 / p99 ms "
+        f"| {_f(a['terminal_to_delivered_ms']['p50'])} / {_f(a['terminal_to_delivered_ms']['p99'])} | – |",
+        f"| delivery attempts; the receiver's answers | {deliveries}; {results} | – |",
+        "| delivery verified → the worker's poll answered (bcw_signal_poll_seconds), mean ms "
+        f"| {_f(_mean(wm, 'bcw_signal_poll_seconds'))} | – |",
+        f"| signals read by the worker; routine polls saved | {signals}; "
+        f"{_counter(wm, 'bcw_push_polls_saved', 'provider=openai'):,.0f} | – |",
+        f"| load average before → after | {a['load_before']} → {a['load_after']} "
+        f"| {b['load_before']} → {b['load_after']} |",
+    ]
 
 
 def _restore_rows(r: dict[str, Any]) -> list[str]:

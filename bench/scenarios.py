@@ -81,6 +81,9 @@ class Sizes:
     scale: int = 5_000
     scale_workers: tuple[int, ...] = (1, 2, 3)
     profile: int = 5_000
+    push_follows: int = 10_000
+    push_cancelling_s: float = 120.0
+    push_budget: float = 300.0
 
     @staticmethod
     def quick() -> Sizes:
@@ -98,6 +101,8 @@ class Sizes:
             cancelling_s=20.0,
             scale=2_000,
             profile=3_000,
+            push_follows=1_000,
+            push_cancelling_s=20.0,
         )
 
 

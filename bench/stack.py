@@ -97,7 +97,13 @@ class Proc(ChildProcess):
 
 
 class WorkerProc(WorkerProcess):
-    """``python -m worker run`` as production runs it, against the benchmark's topics and emulator."""
+    """``python -m worker run`` as production runs it, against the benchmark's topics and emulator.
+
+    ``push_secret``: the account pushes (docs/push.md), its deliveries signed with this secret (passed to the
+    process as ``BENCH_PUSH_SECRET``), routine polls every ``push_poll_interval_s`` as the safety net, signals
+    on ``topics.signals_topic``. ``command="webhooks"`` runs the receiver instead of the worker, from the same
+    providers file and settings, as deployed. (Every option is a string: the rest of ``env`` is.)
+    """
 
     def __init__(
         self,
@@ -107,9 +113,19 @@ class WorkerProc(WorkerProcess):
         name: str = "worker",
         *,
         budget: str = "100000",
+        push_secret: str = "",
+        push_poll_interval_s: str = "300",
+        command: str = "run",
         **env: str,
     ) -> None:
-        providers = log_dir / f"providers-{topics.tag}.yaml"
+        account = "{ api_key_env: BENCH_KEY }"
+        if push_secret:
+            account = (
+                "{ api_key_env: BENCH_KEY, "
+                f"push: {{ secrets_env: [BENCH_PUSH_SECRET], poll_interval_s: {push_poll_interval_s} }} }}"
+            )
+        full_name = f"{name}-{topics.tag}"
+        providers = log_dir / f"providers-{full_name}.yaml"
         providers.write_text(
             "providers:\n"
             f"  {PROVIDER}:\n"
@@ -117,7 +133,7 @@ class WorkerProc(WorkerProcess):
             f"    base_url: {emulator.base_url(PROVIDER)}\n"
             f"    max_requests_per_s: {budget}\n"
             "    accounts:\n"
-            "      default: { api_key_env: BENCH_KEY }\n"
+            f"      default: {account}\n"
         )
         worker_env = {
             "BCW_KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
@@ -128,10 +144,10 @@ class WorkerProc(WorkerProcess):
             "BCW_GROUP_ID": topics.group,
             "BCW_PROVIDERS_FILE": str(providers),
             "BENCH_KEY": DEFAULT_KEY,
+            **({"BCW_SIGNALS_TOPIC": topics.signals_topic, "BENCH_PUSH_SECRET": push_secret} if push_secret else {}),
             **env,
         }
-        full_name = f"{name}-{topics.tag}"
-        super().__init__(worker_env, full_name, log_path=log_dir / f"{full_name}.log")
+        super().__init__(worker_env, full_name, log_path=log_dir / f"{full_name}.log", args=(command,))
         self.spawn()
 
     def cpu(self) -> float:
@@ -204,8 +220,11 @@ def _producer(bootstrap: str, linger_ms: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=linger_ms)
 
 
-async def publish_bulk(bootstrap: str, topic: str, batch_ids: list[str]) -> tuple[dict[str, float], float]:
-    """Publish one command per batch as fast as the client allows; returns ``{command_id: t}`` and t_first."""
+async def publish_bulk(
+    bootstrap: str, topic: str, batch_ids: list[str], batch_of: dict[str, str] | None = None
+) -> tuple[dict[str, float], float]:
+    """Publish one command per batch as fast as the client allows; returns ``{command_id: t}`` and t_first.
+    ``batch_of``, when given, is filled with ``{command_id: batch_id}``."""
     producer = _producer(bootstrap, linger_ms=5)
     await producer.start()
     sent: dict[str, float] = {}
@@ -215,6 +234,8 @@ async def publish_bulk(bootstrap: str, topic: str, batch_ids: list[str]) -> tupl
         for batch_id in batch_ids:
             cid, value, key = command_bytes(batch_id)
             sent[cid] = time.time()
+            if batch_of is not None:
+                batch_of[cid] = batch_id
             futures.append(await producer.send(topic, value, key=key))
         await asyncio.gather(*futures)
     finally:
