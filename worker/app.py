@@ -66,7 +66,8 @@ class Worker:
         )
         accounts = {name: frozenset(p.accounts) for name, p in self.providers.providers.items()}
         metrics.selector_series(accounts)
-        metrics.push_series({provider for provider, _ in self.providers.push_intervals()})
+        push_intervals = self.providers.push_intervals()
+        metrics.push_series({provider for provider, _ in push_intervals})
         self.store = FollowStore(settings, self.producer)
         tracing = CommandTracing(settings.group_id)
         self.follows = Follows(
@@ -77,14 +78,10 @@ class Worker:
             policy,
             tracing=tracing,
             runners_for=lambda provider, account: self.clients[provider].gates[account].max_concurrency,
-            push_intervals=self.providers.push_intervals(),
+            push_intervals=push_intervals,
         )
         # Accounts whose provider pushes: every signal is read here, the follows of it held here poll at once.
-        self.signals = (
-            SignalListener(settings, settings.signals_topic, self.follows.signal)
-            if self.providers.push_intervals()
-            else None
-        )
+        self.signals = SignalListener(settings, settings.signals_topic, self.follows.signal) if push_intervals else None
         # Selectors publish their children to the commands topic and keep standing kills beside the follows.
         self.selectors = Selectors(self.clients, self.producer, self.producer, self.store)
         self.dispatcher = Dispatcher(

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from worker.config import KafkaConnection
 from worker.contract import BatchSignal, decode_signal, encode_signal
 from worker.kafka.connection import client_kwargs, stop_client
+from worker.retry import retry_until_done
 
 __all__ = ["SignalListener", "SignalWriter"]
 
@@ -76,7 +77,6 @@ class SignalListener:
         self._consumer = AIOKafkaConsumer(
             topic, **client_kwargs(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="latest"
         )
-        self.read = 0
 
     async def start(self, timeout: float = 30.0) -> None:
         """Connect and take the end offsets (see the module docstring for why before the commands group)."""
@@ -93,24 +93,31 @@ class SignalListener:
             raise
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Read until ``stop``. A failing fetch is logged and tried again after a pause: without signals the
-        follows still end, by their safety polls, so nothing here may stop the worker."""
-        failures = 0
+        """Read until ``stop``. A failing fetch is retried without end (``retry_until_done``): without signals
+        the follows still end, by their safety polls, so nothing here may stop the worker."""
         try:
             while not stop.is_set():
-                try:
-                    batches = await self._consumer.getmany(timeout_ms=500)
-                except KafkaError as exc:
-                    failures += 1
-                    log.error("reading %s failed (%s); follows rely on their safety polls meanwhile", self._topic, exc)
-                    await asyncio.sleep(min(30.0, 0.5 * 2**failures))
-                    continue
-                failures = 0
+                batches = await retry_until_done(
+                    lambda: self._consumer.getmany(timeout_ms=500),
+                    retry_if=lambda exc: isinstance(exc, KafkaError),
+                    on_retry=self._failed,
+                    wait_first_s=1.0,
+                    wait_max_s=30.0,
+                )
                 for records in batches.values():
                     for record in records:
                         self._one(record.value)
         finally:
             await stop_client(self._consumer, "signal consumer")
+
+    def _failed(self, attempt: int, exc: BaseException, wait_s: float) -> None:
+        log.error(
+            "reading %s failed (%s, attempt %d); follows rely on their safety polls, next try in %.1fs",
+            self._topic,
+            exc,
+            attempt,
+            wait_s,
+        )
 
     def _one(self, value: bytes | None) -> None:
         if value is None:
@@ -120,5 +127,4 @@ class SignalListener:
         except ValidationError as exc:
             log.error("unreadable record on %s skipped: %s", self._topic, exc.errors()[0]["msg"])
             return
-        self.read += 1
         self._deliver(signal)
