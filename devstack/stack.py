@@ -115,25 +115,25 @@ def _dev_dialects() -> list[str]:
     return sorted({p.dialect for p in load_providers(HERE / "providers.dev.yaml").providers.values()})
 
 
+def _admin_post(emulator_port: int, path: str, body: dict[str, object]) -> None:
+    """One call to the emulator's admin API (setup, not load: a plain blocking request)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{emulator_port}/_admin/{path}",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback, fixed URL
+
+
 def _preload_demo_batches(emulator_port: int) -> None:
     """A few batches in every dialect, so the README's first ``batch-cancel publish`` has something to stop."""
     for dialect in _dev_dialects():
         for batch_id in CLOUD_DEMO_BATCHES.get(dialect, DEMO_BATCHES):
             scenario = {"cancelling_s": 3} if dialect in PUSHED else {"cancelling_polls": 3}
-            body = json.dumps({"dialect": dialect, "id": batch_id, "scenario": scenario}).encode()
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{emulator_port}/_admin/batches",
-                data=body,
-                headers={"content-type": "application/json"},
-            )
-            urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback, fixed URL
+            _admin_post(emulator_port, "batches", {"dialect": dialect, "id": batch_id, "scenario": scenario})
     for dialect in PUSHED:  # before any cancel: a timed cancel is pushed only when its dialect has a target
         url = f"http://127.0.0.1:{WEBHOOKS_PORT}/webhooks/{dialect}/default"
-        body = json.dumps({"dialect": dialect, "url": url, "secret": DEV_WEBHOOK_SECRET}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{emulator_port}/_admin/push", data=body, headers={"content-type": "application/json"}
-        )
-        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310 - loopback, fixed URL
+        _admin_post(emulator_port, "push", {"dialect": dialect, "url": url, "secret": DEV_WEBHOOK_SECRET})
     print(f"[stack] emulator pushes {', '.join(PUSHED)} batch events to the receiver on :{WEBHOOKS_PORT}", flush=True)
     print(f"[stack] emulator has batches {', '.join(DEMO_BATCHES)} in every dialect", flush=True)
     for dialect, ids in CLOUD_DEMO_BATCHES.items():
