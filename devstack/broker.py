@@ -18,6 +18,7 @@ import atexit
 import ctypes
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -69,11 +70,43 @@ class BrokerError(RuntimeError):
     """The broker could not be prepared, started or reached; the message carries the log tail."""
 
 
+#: Ports this process has handed out: never twice, so two listeners picked before either binds cannot collide.
+_HANDED_OUT: set[int] = set()
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux's default when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A loopback port that was free a moment ago (the broker binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listened on a moment ago, below the kernel's ephemeral range.
+
+    The caller binds it later, often in another process (a broker's JVM seconds after), and binds it again
+    after a restart. A port from ``bind(0)`` lies in the range the kernel hands to outgoing connections,
+    and one of the many connections the harness opens in between can hold it as its local port, which makes
+    the later ``listen`` fail even with ``SO_REUSEADDR`` (a node of the three-broker cluster died at start in
+    one of nine runs, most likely so). Below that range only another listener can take it.
+    """
+    floor = _ephemeral_floor()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(_LOWEST_PORT, floor) if floor > _LOWEST_PORT + 1000 else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen = int(s.getsockname()[1])
+        _HANDED_OUT.add(chosen)
+        return chosen
+    raise OSError("no free loopback port below the ephemeral range after 200 tries")
 
 
 def ensure_jars(cache_dir: Path = DEFAULT_CACHE) -> Path:

@@ -23,6 +23,7 @@ Topics are created with replication factor 3 and ``min.insync.replicas=2``: an a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -203,6 +204,28 @@ class KafkaCluster:
                     raise BrokerError(f"describe {topic} failed for {timeout:.0f}s: {exc!r}") from exc
                 time.sleep(0.2)
 
+    def quorum_leader(self) -> int | None:
+        """The active controller as the running voters' own election records say, or None while they disagree
+        or name a node that is not running.
+
+        Each voter writes its Raft election state (``quorum-state``: leader and epoch) to its metadata log
+        directory on every transition. Reading it needs no client: ``kafka-metadata-quorum`` starts a JVM and
+        asks over the network, and on the loaded 2-core machine, just after the active controller was killed,
+        it hung in its node lookup for minutes while the two voters left had long agreed.
+        """
+        running = [n for n in self.nodes if n.running]
+        seen: set[tuple[int, int]] = set()
+        for n in running:
+            try:
+                record = json.loads((n.data_dir / "logs" / "__cluster_metadata-0" / "quorum-state").read_text())
+                seen.add((int(record["leaderEpoch"]), int(record["leaderId"])))
+            except (OSError, ValueError, KeyError):
+                return None  # not written yet, or being rewritten: ask again
+        if len(seen) != 1:
+            return None
+        ((_, leader),) = seen
+        return leader if leader in {n.node_id for n in running} else None
+
     def leader(self, topic: str, partition: int) -> int:
         return self.describe(topic)[partition].leader
 
@@ -220,7 +243,11 @@ class KafkaCluster:
             except Exception as exc:  # noqa: BLE001 - a node still starting: describe again
                 last = {"error": repr(exc)}
             time.sleep(0.25)
-        raise BrokerError(f"partitions not in sync ({want} replicas) after {timeout:.0f}s: {last}")
+        absent = {
+            r for d in last.values() if isinstance(d, dict) for p in d.values() for r in p.replicas if r not in p.isr
+        }
+        logs = "".join(f"\n--- node {r} ---\n{self.node(r).log_tail(60)}" for r in sorted(absent))
+        raise BrokerError(f"partitions not in sync ({want} replicas) after {timeout:.0f}s: {last}{logs}")
 
     async def _create(self, name: str, partitions: int, config: dict[str, str]) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic

@@ -77,3 +77,12 @@ def test_make_dev_cancels_a_demo_batch_in_every_dialect(tmp_path: Path) -> None:
             stack.wait(30)
     text = log_path.read_text()
     assert "PRIVATE KEY" not in text  # the throw-away key stays in its file
+
+
+def test_free_ports_are_distinct_and_below_the_range_outgoing_connections_use() -> None:
+    """A port handed out is bound later, often by another process: one from the kernel's ephemeral range can
+    meanwhile be held as an outgoing connection's local port, and then the listener cannot bind it."""
+    floor = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(p < floor for p in ports), sorted(p for p in ports if p >= floor)[:5]
