@@ -38,10 +38,10 @@ __all__ = [
     "KAFKA_VERSION",
     "BrokerError",
     "KafkaBroker",
-    "die_with_parent",
     "ensure_jars",
     "ensure_tools_jar",
     "free_port",
+    "spawn",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -174,10 +174,30 @@ def ensure_tools_jar(cache_dir: Path = DEFAULT_CACHE) -> Path:
     return jar
 
 
-def die_with_parent() -> None:
-    """Runs in a child before exec (``preexec_fn``): SIGKILL the child when the process that started it dies."""
+def _die_with_parent() -> None:
+    """Runs in a child before exec (``preexec_fn``): SIGKILL the child when the thread that forked it ends."""
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+#: The one thread every child is forked from; it ends only when this process does.
+_SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="bcw-spawner")
+
+
+def spawn(args: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **options)`` for a child that dies with this process, even a SIGKILLed one.
+
+    The kernel's parent-death signal (``PR_SET_PDEATHSIG``) fires when the *thread* that forked the child
+    ends, not the process. A broker restarted from ``asyncio.to_thread`` was SIGKILLed when that test's event
+    loop closed its executor, and the next cluster scenario lost a second controller voter to it (issue 29,
+    scenario b: no quorum left). So every child is forked by one thread that lives as long as the process.
+    """
+    argv = list(args)
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, preexec_fn=_die_with_parent, **options)  # noqa: PLW1509 - only prctl
+
+    return _SPAWNER.submit(start).result()
 
 
 _LIVE: set[KafkaBroker] = set()
@@ -218,6 +238,11 @@ class KafkaBroker:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the process ended when it ended by itself (None while it runs, or after ``kill``/``stop``)."""
+        return self._proc.poll() if self._proc is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -298,12 +323,11 @@ class KafkaBroker:
             self.format()
         props = self._write_files()
         out = open(self.data_dir / "stdout.log", "ab")  # noqa: SIM115 - handed to the child, closed in _reap
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             self._java("kafka.Kafka", str(props)),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
             # Its own process group: a Ctrl-C in the terminal must not kill the broker before the worker drains.
             start_new_session=True,
         )

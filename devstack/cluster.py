@@ -2,7 +2,7 @@
 
 Production runs on a replicated cluster: a leader moves while a produce is in flight, the in-sync replica set
 shrinks, the controller quorum loses a voter. One broker cannot show any of that, so the network and failover
-scenarios (tests/reliability/test_cluster.py, test_network.py) run on this cluster instead.
+scenarios (tests/reliability/test_cluster.py, test_cluster_network.py) run on this cluster instead.
 
 Every node is a combined broker+controller (three controller voters: the quorum survives one loss) with
 three kinds of listener:
@@ -225,6 +225,17 @@ class KafkaCluster:
             return None
         ((_, leader),) = seen
         return leader if leader in {n.node_id for n in running} else None
+
+    def report(self, lines: int = 30) -> str:
+        """Each node: running or not (and its exit code), its election record, its first errors and log tail.
+        What a failed wait shows, because the data directories holding the logs go with the cluster."""
+        parts = []
+        for n in self.nodes:
+            state = "running" if n.running else f"not running (exit code {n.exit_code})"
+            record = n.data_dir / "logs" / "__cluster_metadata-0" / "quorum-state"
+            election = record.read_text(errors="replace") if record.exists() else "(no quorum-state)"
+            parts.append(f"=== node {n.node_id}: {state}; {election}\n{n.log_tail(lines)}")
+        return "\n".join(parts)
 
     def leader(self, topic: str, partition: int) -> int:
         return self.describe(topic)[partition].leader

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from devstack.broker import die_with_parent, free_port
+from devstack.broker import free_port, spawn
 
 __all__ = ["DASHBOARD", "RULES", "Prometheus", "PrometheusError", "binary", "dashboard_queries", "graph_url"]
 
@@ -113,7 +113,7 @@ class Prometheus:
 
     def start(self, timeout: float = 60.0) -> Prometheus:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 binary("prometheus", install=self._install),
                 f"--config.file={self.config_path}",
@@ -124,7 +124,6 @@ class Prometheus:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         log.close()
         deadline = time.monotonic() + timeout

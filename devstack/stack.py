@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from devstack.broker import KafkaBroker, die_with_parent
+from devstack.broker import KafkaBroker, spawn
 from devstack.dev_credentials import aws_env, dev_providers_file, write_trusted_service_account_key
 from devstack.prometheus import RULES, Prometheus, dashboard_queries, graph_url
 from worker.config import load_providers
@@ -67,12 +67,11 @@ def _pipe(prefix: str, stream: IO[bytes]) -> None:
 
 
 def _spawn(prefix: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
+    proc = spawn(
         args,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl
         start_new_session=True,  # Ctrl-C reaches only the stack, which stops the parts in order
     )
     assert proc.stdout is not None

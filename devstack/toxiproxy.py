@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.broker import DEFAULT_CACHE, BrokerError, die_with_parent, free_port
+from devstack.broker import DEFAULT_CACHE, BrokerError, free_port, spawn
 
 __all__ = ["TOXIPROXY_VERSION", "ToxiproxyServer", "ensure_toxiproxy"]
 
@@ -79,12 +79,11 @@ class ToxiproxyServer:
     def start(self, timeout: float = 30.0) -> None:
         binary = ensure_toxiproxy(self.cache_dir)
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
+            self._proc = spawn(
                 [str(binary), "-host", "127.0.0.1", "-port", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
             )
         _LIVE.add(self)
         deadline = time.monotonic() + timeout

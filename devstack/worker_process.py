@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from devstack.broker import die_with_parent, free_port
+from devstack.broker import free_port, spawn
 
 __all__ = ["ChildProcess", "WorkerProcess"]
 
@@ -41,14 +41,13 @@ class ChildProcess:
 
     def spawn(self) -> Self:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 self.argv,
                 env=self.env,
                 cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, safe before exec
             )
         return self
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from devstack.broker import die_with_parent, free_port
+from devstack.broker import free_port, spawn
 from devstack.stack import CLOUD_DEMO_BATCHES, DEMO_BATCHES, HERE
 from worker.config import load_providers
 
@@ -38,12 +39,11 @@ def test_make_dev_cancels_a_demo_batch_in_every_dialect(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "devstack", "--kafka-port", str(kafka_port)]
     argv += ["--emulator-port", str(emulator_port), "--metrics-port", str(metrics_port)]
     with open(log_path, "wb") as log:
-        stack = subprocess.Popen(
+        stack = spawn(
             argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl
         )
     try:
         deadline = time.monotonic() + 240
@@ -86,3 +86,25 @@ def test_free_ports_are_distinct_and_below_the_range_outgoing_connections_use() 
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
     assert all(p < floor for p in ports), sorted(p for p in ports if p >= floor)[:5]
+
+
+def test_a_child_outlives_the_thread_that_started_it() -> None:
+    """The parent-death signal follows the forking *thread*: a broker restarted from ``asyncio.to_thread`` died
+    when that test's loop closed its executor, and the next cluster scenario had lost a voter. ``spawn`` forks
+    from one thread that lives as long as the process."""
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(target=lambda: started.append(spawn(["sleep", "60"])))
+    thread.start()
+    thread.join()
+    (child,) = started
+    try:
+        task = Path(f"/proc/self/task/{thread.native_id}")
+        deadline = time.monotonic() + 10
+        while task.exists() and time.monotonic() < deadline:  # the OS thread is gone: its signal would be sent
+            time.sleep(0.01)
+        assert not task.exists()
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=1)
+    finally:
+        child.kill()
+        child.wait()

@@ -1,6 +1,6 @@
 """The membership fence (``worker/kafka/membership.py``): a worker without an answered heartbeat for most of a
 session stops acting on its partitions before the group can give them to another member, and takes them back
-if the group never did. The cut-off worker on a real cluster is tests/reliability/test_network.py (29c)."""
+if the group never did. The cut-off worker on a real cluster is tests/reliability/test_cluster_network.py (29c)."""
 
 from __future__ import annotations
 

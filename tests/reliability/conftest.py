@@ -70,12 +70,32 @@ def private_stack(kafka: KafkaBroker, tmp_path: Path) -> Iterator[PrivateStack]:
             thing.stop()
 
 
+LAST_ON_CLUSTER = pytest.StashKey[str]()
+CLUSTER = pytest.StashKey[NetworkCluster]()
+
+
 @pytest.fixture(scope="session")
-def network() -> Iterator[NetworkCluster]:
+def network(request: pytest.FixtureRequest) -> Iterator[NetworkCluster]:
     """Three brokers behind Toxiproxy (tests/support/cluster.py), started once for the cluster and network
-    scenarios; each scenario gets it healed (every node up, every proxy clean) by ``cluster_stack``."""
+    scenarios; each scenario gets it healed (every node up, every proxy clean) by ``cluster_stack``. Closed
+    after the last scenario that uses it (``pytest_runtest_teardown``), not at the session's end: idle, its
+    three JVMs and the proxy take a fifth of a core from every test after them."""
     with NetworkCluster() as nc:
+        request.config.stash[CLUSTER] = nc
         yield nc
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    on_cluster = [item.nodeid for item in items if "network" in getattr(item, "fixturenames", ())]
+    if on_cluster:
+        config.stash[LAST_ON_CLUSTER] = on_cluster[-1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    cluster = item.config.stash.get(CLUSTER, None)
+    if cluster is not None and item.nodeid == item.config.stash.get(LAST_ON_CLUSTER, None):
+        cluster.close()
 
 
 @pytest.fixture

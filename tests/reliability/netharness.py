@@ -1,4 +1,4 @@
-"""What the cluster and network scenarios (test_cluster.py, test_network.py) share beyond harness.py.
+"""What the cluster and network scenarios (test_cluster.py, test_cluster_network.py) share beyond harness.py.
 
 Leaders and the controller quorum as the cluster sees them, and the lag measurement every scenario reports.
 """
@@ -33,7 +33,7 @@ def wait_quorum_leader(cluster: KafkaCluster, not_: int | None = None, timeout: 
         if leader is not None and leader != not_:
             return leader, time.monotonic() - start
         time.sleep(0.1)
-    raise AssertionError(f"no agreed quorum leader other than {not_} after {timeout:.0f}s")
+    raise AssertionError(f"no agreed quorum leader other than {not_} after {timeout:.0f}s\n{cluster.report()}")
 
 
 async def round_trip_s(bootstrap: str, samples: int = 5, attempts: int = 1) -> float:

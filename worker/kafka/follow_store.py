@@ -18,21 +18,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 
 from worker.config import ConfigError, KafkaConnection, Settings
 from worker.contract import FollowState, KillState, decode_kept, encode_follow_state, encode_kill_state
 from worker.kafka.connection import client_kwargs, stop_client
 from worker.kafka.producer import EventProducer
+from worker.retry import retry_until_done
 from worker.telemetry import metrics
 
 __all__ = ["FollowStore", "check_topics", "read_follows"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("worker.kafka.follow_store")
 
@@ -126,7 +130,7 @@ async def check_topics(settings: Settings, timeout: float = 30.0, *, signals: bo
     try:
         commands, follows = settings.commands_topic, settings.follows_topic
         wanted = [commands, follows, *([settings.signals_topic] if signals else [])]
-        described = await asyncio.wait_for(admin.describe_topics(wanted), timeout)
+        described = await _asked("describing topics", lambda: asyncio.wait_for(admin.describe_topics(wanted), timeout))
         counts = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
         if signals and settings.signals_topic not in counts:
             raise ConfigError(
@@ -145,7 +149,9 @@ async def check_topics(settings: Settings, timeout: float = 30.0, *, signals: bo
                 f"follows topic {follows!r} has {counts[follows]} partitions but {commands!r} has "
                 f"{counts[commands]}: they must be equal (follows of commands partition p live in partition p)"
             )
-        policy = await _cleanup_policy(admin, follows, timeout)
+        policy = await _asked(
+            "reading the follows topic's configuration", lambda: _cleanup_policy(admin, follows, timeout)
+        )
         if policy is not None and "compact" not in policy.split(","):
             raise ConfigError(
                 f"follows topic {follows!r} has cleanup.policy={policy}: it must be compact, or follows are deleted "
@@ -153,6 +159,27 @@ async def check_topics(settings: Settings, timeout: float = 30.0, *, signals: bo
             )
     finally:
         await admin.close()
+
+
+async def _asked(what: str, ask: Callable[[], Awaitable[T]]) -> T:
+    """``ask()``, asked again while the broker it went to cannot answer.
+
+    The admin client sends each request to a random broker of its metadata: one that has just died (a broker
+    restart, a rolling upgrade) is listed until the cluster fences it, and a worker starting then exited 1
+    with a connection error though two brokers of three served (found by reliability scenario 29b). An error
+    that is not the broker's absence (version, authorization) is raised at once.
+    """
+
+    def failed(attempt: int, exc: BaseException, wait_s: float) -> None:
+        log.warning("%s failed at start (%s); asking again in %.1fs", what, exc, wait_s)
+
+    return await retry_until_done(ask, retry_if=_broker_away, on_retry=failed, wait_first_s=0.2, wait_max_s=2.0)
+
+
+def _broker_away(exc: BaseException) -> bool:
+    return isinstance(exc, (OSError, TimeoutError, KafkaTimeoutError)) or (
+        isinstance(exc, KafkaError) and exc.retriable
+    )
 
 
 async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str, timeout: float) -> str | None:
