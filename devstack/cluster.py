@@ -26,8 +26,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from devstack.broker import BrokerError, KafkaBroker, _run_async, free_port
 
@@ -99,6 +100,11 @@ class ClusterNode(KafkaBroker):
         }
         cfg.update(self.extra_config)
         return cfg
+
+    @property
+    def election_record(self) -> Path:
+        """The Raft election state Kafka writes on every transition of this voter (leader and epoch)."""
+        return self.data_dir / "logs" / "__cluster_metadata-0" / "quorum-state"
 
     def _format_args(self) -> list[str]:
         return ["-t", self.cluster_id]  # static voters (controller.quorum.voters): no --standalone
@@ -217,7 +223,7 @@ class KafkaCluster:
         seen: set[tuple[int, int]] = set()
         for n in running:
             try:
-                record = json.loads((n.data_dir / "logs" / "__cluster_metadata-0" / "quorum-state").read_text())
+                record = json.loads(n.election_record.read_text())
                 seen.add((int(record["leaderEpoch"]), int(record["leaderId"])))
             except (OSError, ValueError, KeyError):
                 return None  # not written yet, or being rewritten: ask again
@@ -226,13 +232,17 @@ class KafkaCluster:
         ((_, leader),) = seen
         return leader if leader in {n.node_id for n in running} else None
 
-    def report(self, lines: int = 30) -> str:
-        """Each node: running or not (and its exit code), its election record, its first errors and log tail.
-        What a failed wait shows, because the data directories holding the logs go with the cluster."""
+    def report(self, only: Iterable[int] | None = None, lines: int = 30) -> str:
+        """Each node (or those in ``only``): running or not (and its exit code), its election record, its first
+        errors and log tail. What a failed wait shows, because the data directories holding the logs go with
+        the cluster."""
+        chosen = set(only) if only is not None else {n.node_id for n in self.nodes}
         parts = []
         for n in self.nodes:
+            if n.node_id not in chosen:
+                continue
             state = "running" if n.running else f"not running (exit code {n.exit_code})"
-            record = n.data_dir / "logs" / "__cluster_metadata-0" / "quorum-state"
+            record = n.election_record
             election = record.read_text(errors="replace") if record.exists() else "(no quorum-state)"
             parts.append(f"=== node {n.node_id}: {state}; {election}\n{n.log_tail(lines)}")
         return "\n".join(parts)
@@ -257,8 +267,9 @@ class KafkaCluster:
         absent = {
             r for d in last.values() if isinstance(d, dict) for p in d.values() for r in p.replicas if r not in p.isr
         }
-        logs = "".join(f"\n--- node {r} ---\n{self.node(r).log_tail(60)}" for r in sorted(absent))
-        raise BrokerError(f"partitions not in sync ({want} replicas) after {timeout:.0f}s: {last}{logs}")
+        raise BrokerError(
+            f"partitions not in sync ({want} replicas) after {timeout:.0f}s: {last}\n{self.report(absent, 60)}"
+        )
 
     async def _create(self, name: str, partitions: int, config: dict[str, str]) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
